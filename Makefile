@@ -1,0 +1,45 @@
+# Convenience targets over CMake. `make` builds the library and the tool;
+# `make check` installs what the tests need, then runs the whole suite and
+# again under AddressSanitizer and UndefinedBehaviorSanitizer (CPU backend);
+# `make gpu-check` runs the suite on the CUDA backend and under
+# compute-sanitizer's memcheck (on a machine with a GPU).
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS)
+
+.PHONY: all deps check check-asan gpu-check install clean
+
+all:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+deps:
+	@scripts/install-deps.sh
+
+check: deps all
+	cd $(BUILD) && $(CTEST)
+	$(MAKE) check-asan
+
+check-asan:
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQUANTA_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && QUANTA_BACKEND=cpu ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
+		UBSAN_OPTIONS=print_stacktrace=1 $(CTEST)
+
+gpu-check: all
+	cd $(BUILD) && QUANTA_BACKEND=cuda $(CTEST)
+	@set -e; for t in $(BUILD)/tests/test_*; do \
+		[ -f "$$t" ] && [ -x "$$t" ] || continue; \
+		echo "compute-sanitizer memcheck: $$t"; \
+		QUANTA_BACKEND=cuda QUANTA_CACHE_DIR=$(BUILD)/kernel-cache \
+			compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check full $$t >$$t.memcheck.log 2>&1 \
+			|| { tail -40 $$t.memcheck.log; exit 1; }; \
+		grep -h "ERROR SUMMARY" $$t.memcheck.log; \
+	done
+
+install: all
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

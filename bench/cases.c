@@ -1,0 +1,15 @@
+/* The table of benchmark cases; each lives in its own file in bench/. */
+#include "bench.h"
+
+int qn_bench_encode_worker(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_transfer(qn_device *dev, const qn_bench_opts *opts);
+
+const qn_bench_case qn_bench_cases[] = {
+    {"encode-worker", "runtime",
+     "60 independent matvec-sized ops: serial encoding vs main thread + worker vs one replayed graph",
+     qn_bench_encode_worker},
+    {"transfer", "runtime", "host to device and back through qn_buffer_write/read: 4 KiB, 64 MiB, 1 GiB",
+     qn_bench_transfer},
+};
+
+const int qn_bench_ncases = sizeof qn_bench_cases / sizeof qn_bench_cases[0];

@@ -1,0 +1,512 @@
+/*
+ * quanta: quantized LLM inference on NVIDIA GPUs, with a portable CPU backend.
+ *
+ * The one public header. Every fallible call returns a qn_status; on failure
+ * qn_last_error() holds a message (thread-local) that names the call and the
+ * offending value. The library never aborts, exits or prints.
+ *
+ * Objects:
+ *   qn_device   a backend (cpu or cuda) and its queue
+ *   qn_buffer   device memory with a dtype and shape; views share memory
+ *   qn_pool     power-of-two buckets of buffers, reset once per step
+ *   qn_encoder  an ordered queue of ops (a CUDA stream on the GPU)
+ *   qn_graph    a captured sequence of encoded ops, replayed as one
+ *   qn_worker   a thread with its own encoder, joined through events
+ *
+ * Tensor arguments are views (qn_tensor): buffer, byte offset, dtype, ne[4]
+ * (innermost dimension first, as in GGUF) and byte strides nb[4].
+ */
+#ifndef QUANTA_H
+#define QUANTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QN_VERSION_MAJOR 0
+#define QN_VERSION_MINOR 1
+#define QN_VERSION_PATCH 0
+
+/* "0.1.0" */
+const char *qn_version(void);
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum {
+    QN_OK = 0,
+    QN_ERR_INVALID_ARGUMENT = 1, /* a bad value from the caller            */
+    QN_ERR_OUT_OF_MEMORY = 2,    /* an allocation did not fit              */
+    QN_ERR_DEVICE = 3,           /* a CUDA driver or NVRTC call failed     */
+    QN_ERR_COMPILE = 4,          /* a kernel did not compile (log in message) */
+    QN_ERR_UNSUPPORTED = 5,      /* valid request this build/device lacks  */
+    QN_ERR_IO = 6,               /* a file could not be read or written    */
+    QN_ERR_FORMAT = 7,           /* a file is malformed or truncated       */
+} qn_status;
+
+/* Message of the last failure on this thread ("" if none yet). */
+const char *qn_last_error(void);
+/* "QN_ERR_INVALID_ARGUMENT", ... */
+const char *qn_status_name(qn_status s);
+
+/* ---------------------------------------------------------------- dtypes */
+
+/* Element types. The numbers are GGUF's tensor type ids where GGUF has the
+ * type, so a GGUF tensor's type can be used as is. */
+typedef enum {
+    QN_F32 = 0,
+    QN_F16 = 1,
+    QN_Q4_0 = 2,
+    QN_Q4_1 = 3,
+    QN_Q5_0 = 6,
+    QN_Q5_1 = 7,
+    QN_Q8_0 = 8,
+    QN_Q8_1 = 9,
+    QN_Q2_K = 10,
+    QN_Q3_K = 11,
+    QN_Q4_K = 12,
+    QN_Q5_K = 13,
+    QN_Q6_K = 14,
+    QN_Q8_K = 15,
+    QN_IQ4_NL = 20,
+    QN_IQ4_XS = 23,
+    QN_I8 = 24,
+    QN_I16 = 25,
+    QN_I32 = 26,
+    QN_I64 = 27,
+    QN_F64 = 28,
+    QN_BF16 = 30,
+    QN_MXFP4 = 39,
+    /* not in GGUF */
+    QN_U8 = 100,
+    QN_U32 = 101,
+} qn_dtype;
+
+/* Name ("f32", "q4_K", ...) or NULL for a value that is not a dtype. */
+const char *qn_dtype_name(qn_dtype t);
+/* Lookup by name; QN_ERR_INVALID_ARGUMENT for an unknown name. */
+qn_status qn_dtype_from_name(const char *name, qn_dtype *out);
+/* Elements per block (1 for plain types, 32 for q8_0, 256 for K-quants). */
+int64_t qn_dtype_block_elems(qn_dtype t);
+/* Bytes per block (4 for f32, 34 for q8_0, 210 for q6_K). 0 if not a dtype. */
+int64_t qn_dtype_block_bytes(qn_dtype t);
+/* Bytes of a row of n elements; -1 if n is not a multiple of the block. */
+int64_t qn_dtype_row_bytes(qn_dtype t, int64_t n);
+
+/* ---------------------------------------------------------------- device */
+
+typedef enum {
+    QN_BACKEND_AUTO = 0, /* QUANTA_BACKEND if set, else cuda if usable, else cpu */
+    QN_BACKEND_CPU = 1,
+    QN_BACKEND_CUDA = 2,
+} qn_backend;
+
+const char *qn_backend_name(qn_backend b);
+
+typedef struct qn_device qn_device;
+
+typedef struct {
+    qn_backend backend;
+    int index;
+    char name[256];
+    uint64_t total_memory; /* bytes (host memory for the CPU backend) */
+    uint64_t free_memory;  /* bytes, at the time of the call          */
+    int cc_major, cc_minor; /* compute capability; 0 on the CPU        */
+    int sm_count;           /* multiprocessors; CPU: worker threads    */
+    int l2_bytes;           /* 0 on the CPU                            */
+    char arch[16];          /* NVRTC target, "sm_90a"; "cpu"            */
+} qn_device_info;
+
+/* Number of devices of a backend (cpu: 1; cuda: 0 when no driver). */
+qn_status qn_device_count(qn_backend b, int *count);
+/* Open device `index` of backend `b`. With QN_BACKEND_AUTO the environment
+ * variable QUANTA_BACKEND (cpu|cuda) chooses, else cuda when a GPU is
+ * usable, else cpu. QUANTA_DEVICE overrides the index for AUTO. */
+qn_status qn_device_open(qn_backend b, int index, qn_device **out);
+void qn_device_close(qn_device *dev);
+qn_status qn_device_info_get(qn_device *dev, qn_device_info *out);
+qn_backend qn_device_backend(const qn_device *dev);
+/* Wait until all work queued on the device is done. */
+qn_status qn_device_synchronize(qn_device *dev);
+
+/* ---------------------------------------------------------------- buffers */
+
+typedef struct qn_buffer qn_buffer;
+
+/* A buffer of `dtype` with shape ne[0..ndim-1] (innermost first), 1 <= ndim
+ * <= 4. The row length ne[0] must be a multiple of the dtype's block. */
+qn_status qn_buffer_alloc(qn_device *dev, qn_dtype dtype, int ndim,
+                          const int64_t *ne, qn_buffer **out);
+/* A view of `base` at a byte offset with its own dtype and shape; it keeps
+ * the memory alive and must lie inside `base`. */
+qn_status qn_buffer_view(qn_buffer *base, size_t offset, qn_dtype dtype,
+                         int ndim, const int64_t *ne, qn_buffer **out);
+/* Release a buffer (a pooled one goes back to its pool). NULL is allowed. */
+void qn_buffer_free(qn_buffer *buf);
+
+size_t qn_buffer_bytes(const qn_buffer *buf);
+qn_dtype qn_buffer_dtype(const qn_buffer *buf);
+int qn_buffer_ndim(const qn_buffer *buf);
+int64_t qn_buffer_ne(const qn_buffer *buf, int dim);
+qn_device *qn_buffer_device(const qn_buffer *buf);
+
+/* Copy host memory into the buffer at a byte offset, and back. Synchronous:
+ * when the call returns the data is in place. Work queued on encoders is not
+ * waited for: commit and wait before reading what an op wrote. Large writes
+ * go through pinned staging. */
+qn_status qn_buffer_write(qn_buffer *buf, size_t offset, const void *src,
+                          size_t bytes);
+qn_status qn_buffer_read(qn_buffer *buf, size_t offset, void *dst,
+                         size_t bytes);
+
+/* ---------------------------------------------------------------- pool */
+
+/* Buffers in power-of-two size buckets. Allocations during a step are all
+ * returned by qn_pool_reset, so a decode loop allocates nothing after its
+ * first step. */
+typedef struct qn_pool qn_pool;
+
+qn_status qn_pool_create(qn_device *dev, qn_pool **out);
+/* Destroys the pool and all its memory; its buffers must not be used after. */
+void qn_pool_destroy(qn_pool *pool);
+qn_status qn_pool_alloc(qn_pool *pool, qn_dtype dtype, int ndim,
+                        const int64_t *ne, qn_buffer **out);
+/* Return every buffer handed out since the last reset to the buckets. */
+void qn_pool_reset(qn_pool *pool);
+typedef struct {
+    size_t bytes_reserved; /* device memory held by the pool   */
+    size_t bytes_in_use;   /* bucket bytes handed out now      */
+    size_t allocations;    /* device allocations made so far   */
+    size_t hits;           /* requests served from a bucket    */
+} qn_pool_stats;
+void qn_pool_stats_get(const qn_pool *pool, qn_pool_stats *out);
+
+/* ---------------------------------------------------------------- tensors */
+
+/* A view passed to ops. Make one with qn_tensor_of or qn_tensor_make and
+ * adjust ne/nb for strided views. */
+typedef struct {
+    qn_buffer *buf;
+    size_t offset;   /* bytes from the start of buf */
+    qn_dtype dtype;
+    int64_t ne[4];   /* elements, innermost first; unused dims are 1 */
+    int64_t nb[4];   /* byte strides; nb[0] is the element (block) size */
+} qn_tensor;
+
+/* The whole buffer, contiguous, with the buffer's dtype and shape. */
+qn_tensor qn_tensor_of(qn_buffer *buf);
+/* A contiguous view of dtype and shape ne0..ne3 at a byte offset. */
+qn_tensor qn_tensor_make(qn_buffer *buf, size_t offset, qn_dtype dtype,
+                         int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+int64_t qn_tensor_nelements(const qn_tensor *t);
+
+/* ---------------------------------------------------------------- encoder */
+
+typedef struct qn_encoder qn_encoder;
+
+qn_status qn_encoder_create(qn_device *dev, qn_encoder **out);
+void qn_encoder_destroy(qn_encoder *enc);
+qn_device *qn_encoder_device(const qn_encoder *enc);
+/* Submit what was encoded. On the GPU, ops are already queued on the stream
+ * as they are encoded; on the CPU commit runs them. */
+qn_status qn_encoder_commit(qn_encoder *enc);
+/* Wait for everything committed. Returns the first error of the work. */
+qn_status qn_encoder_wait(qn_encoder *enc);
+qn_status qn_encoder_commit_wait(qn_encoder *enc);
+
+/* Per-op timing: when on, every op records its device time (CUDA events on
+ * the GPU, the wall clock on the CPU). Off by default; not recorded while
+ * capturing a graph. */
+qn_status qn_encoder_set_profiling(qn_encoder *enc, bool on);
+typedef struct {
+    const char *op;    /* op name ("add", "copy", ...), static storage */
+    double ms;         /* device time */
+} qn_op_time;
+/* After a wait: the ops timed since the last qn_encoder_profile_clear.
+ * The array stays valid until the next clear or encode. */
+qn_status qn_encoder_profile(qn_encoder *enc, const qn_op_time **times,
+                             size_t *count);
+void qn_encoder_profile_clear(qn_encoder *enc);
+
+/* ---------------------------------------------------------------- graphs */
+
+/* Capture the ops encoded between begin and end as a graph; replay runs them
+ * again with the same buffers. Values that change between replays (a
+ * position, a sequence length) live in device memory that ops read, so one
+ * capture serves every step. While capturing nothing executes. */
+typedef struct qn_graph qn_graph;
+
+qn_status qn_graph_begin(qn_encoder *enc);
+qn_status qn_graph_end(qn_encoder *enc, qn_graph **out);
+/* Enqueue one replay on `enc` (commit and wait as for any op). */
+qn_status qn_graph_launch(qn_graph *graph, qn_encoder *enc);
+void qn_graph_destroy(qn_graph *graph);
+/* Number of ops captured. */
+size_t qn_graph_nodes(const qn_graph *graph);
+
+/* ---------------------------------------------------------------- worker */
+
+/* A thread with its own encoder. Jobs submitted to it encode onto that
+ * encoder while the caller encodes on its own; joins order the two through
+ * events, never through host waits on the GPU. */
+typedef struct qn_worker qn_worker;
+typedef qn_status (*qn_job_fn)(qn_encoder *enc, void *arg);
+
+qn_status qn_worker_create(qn_device *dev, qn_worker **out);
+void qn_worker_destroy(qn_worker *w);
+/* Queue a job. Work it encodes starts after everything already encoded on
+ * `after` (may be NULL: no ordering). */
+qn_status qn_worker_submit(qn_worker *w, qn_encoder *after, qn_job_fn fn,
+                           void *arg);
+/* Wait until the worker has encoded every submitted job and committed it,
+ * then make `into` (may be NULL) wait on the worker's work on the device.
+ * Returns the first error a job returned since the last join. */
+qn_status qn_worker_join(qn_worker *w, qn_encoder *into);
+
+/* ---------------------------------------------------------------- kernels */
+
+/* Kernels are CUDA C compiled by NVRTC on first use, cached in memory and on
+ * disk ($QUANTA_CACHE_DIR, else $XDG_CACHE_HOME/quanta, else
+ * ~/.cache/quanta). Compile every registered variant for the device now;
+ * `progress` (may be NULL) is called after each. No-op on the CPU. */
+typedef void (*qn_progress_fn)(size_t done, size_t total, const char *name,
+                               void *user);
+qn_status qn_kernels_precompile(qn_device *dev, qn_progress_fn progress,
+                                void *user);
+/* Number of registered kernel variants. */
+size_t qn_kernels_count(void);
+
+/* ---------------------------------------------------------------- ops */
+
+/* dst = value, converted to dst's dtype (f32, f16, bf16, i32). */
+qn_status qn_fill(qn_encoder *enc, qn_tensor dst, float value);
+/* dst = src element by element over any strides; shapes must match. Between
+ * f32, f16 and bf16 it converts (round to nearest even, NaN and infinity
+ * kept); other dtypes copy bytes and must match. */
+qn_status qn_copy(qn_encoder *enc, qn_tensor dst, qn_tensor src);
+/* dst[idx[i], :] = src[i, :] for every row i, idx (i32 or i64) read from
+ * device memory when the op runs, so a graph can write a moving row. src is
+ * [ne0, n, ne2, ne3], dst [ne0, rows, ne2, ne3], idx [n]. f32/f16/bf16. */
+qn_status qn_set_rows(qn_encoder *enc, qn_tensor dst, qn_tensor src,
+                      qn_tensor idx);
+/* dst = a + b and dst = a * b, b broadcast where its ne[i] is 1; dst = a *
+ * s. f32, f16 and bf16 in any mix; computed in f32. */
+qn_status qn_add(qn_encoder *enc, qn_tensor dst, qn_tensor a, qn_tensor b);
+qn_status qn_mul(qn_encoder *enc, qn_tensor dst, qn_tensor a, qn_tensor b);
+qn_status qn_scale(qn_encoder *enc, qn_tensor dst, qn_tensor a, float s);
+
+/* Host conversions with the exact rounding the ops use. */
+uint16_t qn_f32_to_f16(float f);
+float qn_f16_to_f32(uint16_t h);
+uint16_t qn_f32_to_bf16(float f);
+float qn_bf16_to_f32(uint16_t h);
+
+/* ------------------------------------------------ formats (begin)
+ * GGUF and safetensors files, quantization and dequantization. */
+
+/* ---- quantization on the host
+ * Types: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q2_K, q3_K,
+ * q4_K, q5_K, q6_K, q8_K, iq4_nl, iq4_xs, mxfp4. Quantization gives the same
+ * bytes as ggml's reference quantizers for finite inputs (iq4_nl: as ggml
+ * writes files, with the scale search); other inputs give defined bytes. */
+
+/* True if `type` can be quantized to and dequantized from. */
+bool qn_dtype_is_quantizable(qn_dtype type);
+/* Quantize n floats (a multiple of the type's block) into
+ * qn_dtype_row_bytes(type, n) bytes at dst. */
+qn_status qn_quantize_row(qn_dtype type, const float *src, void *dst, int64_t n);
+/* Dequantize n elements of `type` at src into n floats. */
+qn_status qn_dequantize_row(qn_dtype type, const void *src, float *dst, int64_t n);
+
+/* ---- GGUF files (versions 2 and 3)
+ * Opening maps the file and checks every count, length, offset and size in
+ * it against the file; tensor bytes are not read until used. A malformed or
+ * truncated file gives QN_ERR_FORMAT with a message naming the field; a
+ * tensor type quanta lacks gives QN_ERR_UNSUPPORTED. */
+
+typedef struct qn_gguf qn_gguf;
+
+/* Metadata value types (GGUF's numbering). */
+typedef enum {
+    QN_GGUF_UINT8 = 0,
+    QN_GGUF_INT8 = 1,
+    QN_GGUF_UINT16 = 2,
+    QN_GGUF_INT16 = 3,
+    QN_GGUF_UINT32 = 4,
+    QN_GGUF_INT32 = 5,
+    QN_GGUF_FLOAT32 = 6,
+    QN_GGUF_BOOL = 7,
+    QN_GGUF_STRING = 8,
+    QN_GGUF_ARRAY = 9,
+    QN_GGUF_UINT64 = 10,
+    QN_GGUF_INT64 = 11,
+    QN_GGUF_FLOAT64 = 12,
+} qn_gguf_type;
+
+/* "uint8", ..., "array"; NULL for a value that is not a type. */
+const char *qn_gguf_type_name(qn_gguf_type t);
+
+/* A metadata value: a view into the open file, valid until qn_gguf_close. */
+typedef struct {
+    qn_gguf_type type;
+    qn_gguf_type elem_type; /* ARRAY: the type of its elements             */
+    uint64_t count;         /* ARRAY: elements; STRING: bytes; else 1       */
+    const void *data;       /* scalar: its little-endian bytes; STRING: its
+                               bytes (not NUL-terminated); ARRAY of numbers
+                               or bools: the packed elements                */
+    const void *raw;        /* the value as encoded in the file, after its
+                               type (what qn_gguf_writer_set_value copies)  */
+    size_t raw_bytes;
+    const qn_gguf *file;    /* internal: for qn_gguf_array_get              */
+    uint64_t node;          /* internal                                     */
+} qn_gguf_value;
+
+/* Open a file (memory-mapped, read-only). */
+qn_status qn_gguf_open(const char *path, qn_gguf **out);
+/* Parse `size` bytes at `data` in place; they must outlive the handle. */
+qn_status qn_gguf_open_memory(const void *data, size_t size, qn_gguf **out);
+void qn_gguf_close(qn_gguf *g);
+
+uint32_t qn_gguf_version(const qn_gguf *g);
+/* general.alignment, or 32 when the file does not set it. */
+uint32_t qn_gguf_alignment(const qn_gguf *g);
+/* Byte offset of the tensor data section in the file. */
+uint64_t qn_gguf_data_offset(const qn_gguf *g);
+
+int64_t qn_gguf_kv_count(const qn_gguf *g);
+/* Key (NUL-terminated) and value of metadata entry i, in file order. */
+qn_status qn_gguf_kv(const qn_gguf *g, int64_t i, const char **key, qn_gguf_value *value);
+/* Index of `key`, or -1. */
+int64_t qn_gguf_find_key(const qn_gguf *g, const char *key);
+/* The value of `key`; QN_ERR_INVALID_ARGUMENT naming the key if absent. */
+qn_status qn_gguf_get(const qn_gguf *g, const char *key, qn_gguf_value *value);
+/* Element i of an array value (any element type, nested arrays included). */
+qn_status qn_gguf_array_get(const qn_gguf_value *array, uint64_t i, qn_gguf_value *out);
+/* A number or bool value as int64 (a uint64 above INT64_MAX is an error) or
+ * as double; a string value's bytes. Other types: QN_ERR_INVALID_ARGUMENT. */
+qn_status qn_gguf_value_int(const qn_gguf_value *v, int64_t *out);
+qn_status qn_gguf_value_float(const qn_gguf_value *v, double *out);
+qn_status qn_gguf_value_str(const qn_gguf_value *v, const char **s, size_t *len);
+
+typedef struct {
+    const char *name;  /* NUL-terminated */
+    qn_dtype type;
+    int n_dims;        /* 0..4 */
+    int64_t ne[4];     /* GGUF order, innermost first; unused dims are 1 */
+    uint64_t offset;   /* from the start of the data section */
+    uint64_t bytes;
+    const void *data;  /* the bytes, in the mapping */
+} qn_gguf_tensor;
+
+int64_t qn_gguf_tensor_count(const qn_gguf *g);
+qn_status qn_gguf_tensor_get(const qn_gguf *g, int64_t i, qn_gguf_tensor *out);
+/* Index of the tensor called `name`, or -1. */
+int64_t qn_gguf_find_tensor(const qn_gguf *g, const char *name);
+/* A new buffer on `dev` of the tensor's dtype and shape, holding its bytes. */
+qn_status qn_gguf_tensor_upload(const qn_gguf *g, int64_t i, qn_device *dev, qn_buffer **out);
+
+/* ---- writing GGUF (version 3)
+ * Set metadata and declare tensors, then qn_gguf_writer_begin writes the
+ * header, and each tensor's bytes follow in declaration order through
+ * qn_gguf_writer_write_tensor, so a file larger than memory can be written.
+ * Setting a key again replaces its value. The alignment is general.alignment
+ * when set (a uint32 power of two), else 32. */
+typedef struct qn_gguf_writer qn_gguf_writer;
+
+qn_status qn_gguf_writer_create(qn_gguf_writer **out);
+/* Closes and deletes an unfinished file. NULL is allowed. */
+void qn_gguf_writer_destroy(qn_gguf_writer *w);
+/* A number or bool; `value` points at a C value of that type (bool: one byte). */
+qn_status qn_gguf_writer_set_scalar(qn_gguf_writer *w, const char *key, qn_gguf_type type,
+                                    const void *value);
+qn_status qn_gguf_writer_set_str(qn_gguf_writer *w, const char *key, const char *s);
+/* An array of numbers or bools, `count` packed C values of elem_type. */
+qn_status qn_gguf_writer_set_array(qn_gguf_writer *w, const char *key, qn_gguf_type elem_type,
+                                   const void *data, uint64_t count);
+qn_status qn_gguf_writer_set_str_array(qn_gguf_writer *w, const char *key,
+                                       const char *const *strs, uint64_t count);
+/* A copy of a value read from a GGUF file (any type, nested arrays too). */
+qn_status qn_gguf_writer_set_value(qn_gguf_writer *w, const char *key, const qn_gguf_value *v);
+qn_status qn_gguf_writer_add_tensor(qn_gguf_writer *w, const char *name, qn_dtype type,
+                                    int n_dims, const int64_t *ne);
+qn_status qn_gguf_writer_begin(qn_gguf_writer *w, const char *path);
+/* The next declared tensor's bytes (exactly its size). */
+qn_status qn_gguf_writer_write_tensor(qn_gguf_writer *w, const void *data, uint64_t bytes);
+/* Check every tensor was written and close the file. */
+qn_status qn_gguf_writer_finish(qn_gguf_writer *w);
+
+/* ---- safetensors files
+ * An 8-byte header length, a JSON header naming each tensor's dtype, shape
+ * and byte range, then the data. Opening maps the file and checks the header
+ * completely (QN_ERR_FORMAT naming the tensor and field). */
+typedef struct qn_safetensors qn_safetensors;
+
+typedef struct {
+    const char *name;
+    const char *dtype;  /* as in the file: "F32", "BF16", "U32", ...      */
+    bool has_type;      /* whether dtype is one of quanta's: then `type`  */
+    qn_dtype type;
+    int n_dims;         /* 0..8 */
+    int64_t shape[8];   /* NumPy order, outermost first */
+    uint64_t bytes;
+    const void *data;   /* the bytes, in the mapping */
+} qn_safetensors_tensor;
+
+qn_status qn_safetensors_open(const char *path, qn_safetensors **out);
+/* Parse `size` bytes at `data` in place; they must outlive the handle. */
+qn_status qn_safetensors_open_memory(const void *data, size_t size, qn_safetensors **out);
+void qn_safetensors_close(qn_safetensors *st);
+int64_t qn_safetensors_tensor_count(const qn_safetensors *st);
+/* Tensors in the order of their data in the file. */
+qn_status qn_safetensors_tensor_get(const qn_safetensors *st, int64_t i, qn_safetensors_tensor *out);
+int64_t qn_safetensors_find(const qn_safetensors *st, const char *name);
+/* A "__metadata__" string, or NULL. */
+const char *qn_safetensors_metadata(const qn_safetensors *st, const char *key);
+
+/* ---- MLX affine quantization
+ * Groups of group_size (32, 64, 128) consecutive weights share a scale and
+ * a bias: w = scale * q + bias, q an unsigned `bits`-bit integer (2, 3, 4,
+ * 6, 8). The q of a row are packed little-endian into a bit stream, element
+ * i at bit i * bits, stored as uint32 words; scales and biases are f16,
+ * bf16 or f32, one per group. A checkpoint's config.json says the bits and
+ * group size ("quantization": {"group_size": 64, "bits": 4}, with optional
+ * per-module overrides). */
+typedef struct {
+    int bits;
+    int group_size;
+} qn_mlx_quant;
+
+/* w = scale * q + bias for n weights (a multiple of the group size), in
+ * f32 arithmetic from the stored scale and bias. */
+qn_status qn_mlx_dequantize_row(qn_mlx_quant p, qn_dtype scale_type, const void *q, const void *scales,
+                                const void *biases, float *dst, int64_t n);
+/* MLX's affine quantization of n floats: per group, the scale spans
+ * [min, max] over 2^bits - 1 steps with the larger-magnitude end exactly
+ * representable; scales and biases are then stored as scale_type. */
+qn_status qn_mlx_quantize_row(qn_mlx_quant p, qn_dtype scale_type, const float *src, int64_t n, void *q,
+                              void *scales, void *biases);
+
+typedef struct qn_mlx_config qn_mlx_config;
+/* Read a checkpoint's config.json ("quantization" or "quantization_config"). */
+qn_status qn_mlx_config_open(const char *path, qn_mlx_config **out);
+void qn_mlx_config_close(qn_mlx_config *cfg);
+/* The parameters of `module` (a weight name less ".weight"): its override,
+ * else the default. *quantized is false when the config quantizes nothing
+ * or the override is false. */
+qn_status qn_mlx_config_lookup(const qn_mlx_config *cfg, const char *module, bool *quantized,
+                               qn_mlx_quant *out);
+/* Dequantize module `module` of an MLX checkpoint: its packed
+ * module.weight (uint32 [rows, cols * bits / 32]) with module.scales and
+ * module.biases, into rows * cols floats at dst (`count` of them). */
+qn_status qn_safetensors_mlx_dequantize(const qn_safetensors *st, const char *module, qn_mlx_quant p,
+                                        float *dst, int64_t count);
+
+/* ------------------------------------------------ formats (end) */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUANTA_H */

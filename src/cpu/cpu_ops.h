@@ -1,0 +1,37 @@
+/* The CPU reference kernels and their argument records. An op in src/ops
+ * fills a record and either enqueues the CPU function with it or launches
+ * the CUDA kernel of the same name with the same fields. */
+#ifndef QN_CPU_CPU_OPS_H
+#define QN_CPU_CPU_OPS_H
+
+#include "core/internal.h"
+#include "cuda/kernels/tensor.h"
+
+typedef struct {
+    qn_kt dst;
+    float value;
+} qn_fill_args;
+void qn_cpu_fill(qn_device *dev, const void *args);
+
+typedef struct {
+    qn_kt dst, src;
+    long long units; /* copy_bytes: elements (blocks) per row */
+    int unit_bytes;
+} qn_copy_args;
+void qn_cpu_copy_convert(qn_device *dev, const void *args);
+void qn_cpu_copy_bytes(qn_device *dev, const void *args);
+
+typedef struct {
+    qn_kt dst, src, idx;
+} qn_set_rows_args;
+void qn_cpu_set_rows(qn_device *dev, const void *args);
+
+typedef struct {
+    qn_kt dst, a, b;
+    int has_b; /* 0: dst = a * s */
+    int op;    /* QN_BIN_ADD, QN_BIN_MUL */
+    float s;
+} qn_binary_args;
+void qn_cpu_binary(qn_device *dev, const void *args);
+
+#endif

@@ -1,0 +1,108 @@
+/* Tensor views as kernels see them, shared by the CPU code and the CUDA
+ * kernels (this file is embedded for NVRTC, like numeric.h).
+ *
+ * qn_kt is passed to kernels by value: address, dtype, ne[4] (innermost
+ * first) and byte strides nb[4]. The field types have the same size and
+ * alignment in C and CUDA C++, so the host fills it and the kernel reads it. */
+#ifndef QN_KERNELS_TENSOR_H
+#define QN_KERNELS_TENSOR_H
+
+#include "numeric.h"
+
+typedef struct {
+    unsigned long long addr; /* device address (CUDA) or host pointer (CPU) */
+    long long ne[4];
+    long long nb[4];
+    int dtype; /* a qn_dtype value; the QN_KT_* names below */
+    int pad_;
+} qn_kt;
+
+/* qn_dtype values the kernels handle (quanta.h is not visible to NVRTC). */
+#define QN_KT_F32 0
+#define QN_KT_F16 1
+#define QN_KT_I32 26
+#define QN_KT_I64 27
+#define QN_KT_BF16 30
+
+/* Address of element (i0, i1, i2, i3). */
+QN_HD char *qn_kt_at(const qn_kt *t, long long i0, long long i1, long long i2, long long i3) {
+    return (char *)t->addr + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
+}
+
+/* Read an f32, f16 or bf16 element as f32, and write one with RNE rounding. */
+QN_HD float qn_load_f32(const char *p, int dtype) {
+    if (dtype == QN_KT_F16) return qn_f16_bits_to_f32(*(const qn_u16 *)p);
+    if (dtype == QN_KT_BF16) return qn_bf16_bits_to_f32(*(const qn_u16 *)p);
+    return *(const float *)p;
+}
+
+QN_HD void qn_store_f32(char *p, int dtype, float v) {
+    if (dtype == QN_KT_F16) *(qn_u16 *)p = qn_f32_to_f16_bits(v);
+    else if (dtype == QN_KT_BF16) *(qn_u16 *)p = qn_f32_to_bf16_bits(v);
+    else *(float *)p = v;
+}
+
+/* Rows of a tensor: ne[1] * ne[2] * ne[3]. */
+QN_HD long long qn_kt_rows(const qn_kt *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
+
+/* Row r of a tensor's rows (i1, i2, i3 flattened, i1 fastest). */
+QN_HD void qn_kt_row(const qn_kt *t, long long r, long long *i1, long long *i2, long long *i3) {
+    *i1 = r % t->ne[1];
+    *i2 = (r / t->ne[1]) % t->ne[2];
+    *i3 = r / (t->ne[1] * t->ne[2]);
+}
+
+/* Row bodies, shared by the CPU and the CUDA kernels: they handle elements
+ * i0 = first, first + step, ... < n of one row whose start addresses the
+ * caller computed. The CPU runs a whole row (first 0, step 1); a CUDA block
+ * splits it (first threadIdx.x, step blockDim.x). */
+
+QN_HD void qn_row_fill(char *d, long long dnb0, int dt, float v, long long first, long long n, long long step) {
+    for (long long i = first; i < n; i += step) {
+        if (dt == QN_KT_I32) *(int *)(d + i * dnb0) = (int)v;
+        else qn_store_f32(d + i * dnb0, dt, v);
+    }
+}
+
+/* The bulk bodies take QN_ROW_UNROLL elements per trip (first + k * step),
+ * loading all before storing any: on the GPU that keeps several loads in
+ * flight per thread, which a streaming kernel needs to approach bandwidth. */
+#define QN_ROW_UNROLL 4
+
+QN_HD void qn_row_convert(char *d, long long dnb0, int dt, const char *s, long long snb0, int st, long long first,
+                          long long n, long long step) {
+    for (long long i = first; i < n; i += QN_ROW_UNROLL * step) {
+        float v[QN_ROW_UNROLL];
+        for (int k = 0; k < QN_ROW_UNROLL; k++)
+            if (i + k * step < n) v[k] = qn_load_f32(s + (i + k * step) * snb0, st);
+        for (int k = 0; k < QN_ROW_UNROLL; k++)
+            if (i + k * step < n) qn_store_f32(d + (i + k * step) * dnb0, dt, v[k]);
+    }
+}
+
+/* Bytes of `unit` bytes per element (a block, for block types). */
+QN_HD void qn_row_bytes(char *d, long long dnb0, const char *s, long long snb0, int unit, long long first,
+                        long long n_bytes, long long step) {
+    for (long long k = first; k < n_bytes; k += step) d[(k / unit) * dnb0 + k % unit] = s[(k / unit) * snb0 + k % unit];
+}
+
+/* The element-wise binary ops, computed in f32 and rounded once on store:
+ * d = a + b or a * b; with b NULL, d = a * s (qn_scale). bnb0 is 0 where b
+ * is broadcast along the row. */
+#define QN_BIN_ADD 0
+#define QN_BIN_MUL 1
+QN_HD void qn_row_binary(char *d, long long dnb0, int dt, const char *a, long long anb0, int at, const char *b,
+                         long long bnb0, int bt, int op, float s, long long first, long long n, long long step) {
+    for (long long i = first; i < n; i += QN_ROW_UNROLL * step) {
+        float x[QN_ROW_UNROLL], y[QN_ROW_UNROLL];
+        for (int k = 0; k < QN_ROW_UNROLL; k++) {
+            if (i + k * step >= n) continue;
+            x[k] = qn_load_f32(a + (i + k * step) * anb0, at);
+            y[k] = b ? qn_load_f32(b + (i + k * step) * bnb0, bt) : s;
+        }
+        for (int k = 0; k < QN_ROW_UNROLL; k++)
+            if (i + k * step < n) qn_store_f32(d + (i + k * step) * dnb0, dt, op == QN_BIN_ADD ? x[k] + y[k] : x[k] * y[k]);
+    }
+}
+
+#endif
