@@ -81,10 +81,13 @@ int qn_bench_encode_worker(qn_device *dev, const qn_bench_opts *opts) {
     if (s == QN_OK) s = qn_encoder_create(dev, &enc);
     if (s == QN_OK) s = qn_worker_create(dev, &worker);
 
-    /* Warm-up: kernels compiled and loaded, memory touched. */
+    /* Warm-up: kernels compiled and loaded, memory touched, and half a
+     * second of work so an idle GPU has raised its clocks. */
     stage = "warming up";
-    if (s == QN_OK) s = encode_range(enc, &all);
-    if (s == QN_OK) s = qn_encoder_commit_wait(enc);
+    for (double t0 = qn_cli_now_us(); s == QN_OK && qn_cli_now_us() - t0 < 500e3;) {
+        s = encode_range(enc, &all);
+        if (s == QN_OK) s = qn_encoder_commit_wait(enc);
+    }
 
     stage = "serial";
     for (int k = 0; s == QN_OK && k < trials; k++) {

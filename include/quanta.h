@@ -451,6 +451,7 @@ typedef struct {
     qn_dtype type;
     int n_dims;         /* 0..8 */
     int64_t shape[8];   /* NumPy order, outermost first */
+    uint64_t offset;    /* from the start of the data section */
     uint64_t bytes;
     const void *data;   /* the bytes, in the mapping */
 } qn_safetensors_tensor;
@@ -465,6 +466,9 @@ qn_status qn_safetensors_tensor_get(const qn_safetensors *st, int64_t i, qn_safe
 int64_t qn_safetensors_find(const qn_safetensors *st, const char *name);
 /* A "__metadata__" string, or NULL. */
 const char *qn_safetensors_metadata(const qn_safetensors *st, const char *key);
+/* The "__metadata__" entries, in file order. */
+int64_t qn_safetensors_metadata_count(const qn_safetensors *st);
+qn_status qn_safetensors_metadata_at(const qn_safetensors *st, int64_t i, const char **key, const char **value);
 
 /* ---- MLX affine quantization
  * Groups of group_size (32, 64, 128) consecutive weights share a scale and

@@ -18,5 +18,5 @@ echo "== compile, warm cache"; ./build/quanta compile 2>&1 | tail -1 | tee -a "$
 unset QUANTA_CACHE_DIR
 for c in ${BENCH_CASES:-runtime}; do ./build/quanta bench --case "$c" --profile 2>&1 | tee -a "$OUT/bench.txt"; done
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  make gpu-check 2>&1 | tee "$OUT/gpu-check.txt" | grep -E "tests passed|Failed|FAILED|ERROR SUMMARY|Error" | head -60
+  make -k gpu-check 2>&1 | tee "$OUT/gpu-check.txt" | grep -E "tests passed|Failed|FAILED|ERROR SUMMARY|Error" | head -60
 fi

@@ -10,6 +10,7 @@
 #include "cuda/loader.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +59,37 @@ static void test_compile_error_carries_log(void **state) {
              "NVRTC_ERROR_COMPILATION");
     QT_FAILS(qn_registry_compile("x.cu", "", "", "gfx90a", &image, &size, &is_ptx), QN_ERR_INVALID_ARGUMENT,
              "gfx90a");
+    /* a failing NVRTC call (not a source error) is a device error with its name */
+    QT_FAILS(qn_registry_compile("x.cu", "", "--no-such-option", "sm_90a", &image, &size, &is_ptx), QN_ERR_DEVICE,
+             "NVRTC_ERROR_INVALID_OPTION");
+}
+
+/* Several threads asking for the same variants get one compile and one image. */
+typedef struct {
+    const void *images[16];
+} thread_result;
+
+static void *fetch_all(void *arg) {
+    thread_result *r = arg;
+    for (size_t i = 0; i < qn_kernel_variants_count && i < 16; i++) {
+        size_t size;
+        bool is_ptx;
+        if (qn_registry_image(i, "sm_86", &r->images[i], &size, &is_ptx) != QN_OK) r->images[i] = NULL;
+    }
+    return NULL;
+}
+
+static void test_registry_threads(void **state) {
+    (void)state;
+    if (!have_nvrtc()) skip();
+    pthread_t t[4];
+    thread_result res[4];
+    for (int k = 0; k < 4; k++) assert_int_equal(pthread_create(&t[k], NULL, fetch_all, &res[k]), 0);
+    for (int k = 0; k < 4; k++) pthread_join(t[k], NULL);
+    for (size_t i = 0; i < qn_kernel_variants_count && i < 16; i++) {
+        assert_non_null(res[0].images[i]);
+        for (int k = 1; k < 4; k++) assert_ptr_equal(res[k].images[i], res[0].images[i]);
+    }
 }
 
 /* A specialisation define reaches the compiler and the embedded headers are
@@ -145,7 +177,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_compile_every_variant), cmocka_unit_test(test_compile_error_carries_log),
         cmocka_unit_test(test_defines_and_headers),   cmocka_unit_test(test_disk_cache),
-        cmocka_unit_test(test_registry_lookup),       cmocka_unit_test(test_device_errors),
+        cmocka_unit_test(test_registry_lookup),       cmocka_unit_test(test_registry_threads),
+        cmocka_unit_test(test_device_errors),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     qt_close_devices();

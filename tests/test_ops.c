@@ -79,6 +79,56 @@ static void test_conversions(void **state) {
     }
 }
 
+/* The conversion kernels on every f16 and bf16 value and on a million random
+ * f32 bit patterns (NaNs, subnormals, overflow included): the same bits as
+ * the host conversions, NaN payloads too. */
+static void test_conversion_kernels(void **state) {
+    (void)state;
+    qn_device *dev = qt_device();
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(dev, &enc));
+    enum { N = 1 << 20 };
+    uint32_t *bits = malloc(N * 4);
+    uint16_t *h16 = malloc(N * 2), *want16 = malloc(N * 2);
+    float *f = malloc(N * 4);
+    for (uint32_t i = 0; i < N; i++) bits[i] = i < 65536 ? (i << 16) | (i & 0x1fff) : (uint32_t)qt_rand();
+    for (uint32_t i = 0; i < 65536; i++) h16[i] = (uint16_t)i;
+    qn_buffer *src32, *src16, *dst16 = qt_poisoned(dev, QN_F16, 1, (int64_t[]){N}), *dst32;
+    QT_OK(qn_buffer_alloc(dev, QN_F32, 1, (int64_t[]){N}, &src32));
+    QT_OK(qn_buffer_alloc(dev, QN_F16, 1, (int64_t[]){65536}, &src16));
+    dst32 = qt_poisoned(dev, QN_F32, 1, (int64_t[]){65536});
+    QT_OK(qn_buffer_write(src32, 0, bits, N * 4));
+    QT_OK(qn_buffer_write(src16, 0, h16, 65536 * 2));
+    for (int bf = 0; bf < 2; bf++) {
+        qn_dtype t = bf ? QN_BF16 : QN_F16;
+        qn_tensor d16 = qn_tensor_make(dst16, 0, t, N, 1, 1, 1);
+        QT_OK(qn_copy(enc, d16, qn_tensor_of(src32)));
+        QT_OK(qn_copy(enc, qn_tensor_of(dst32), qn_tensor_make(src16, 0, t, 65536, 1, 1, 1)));
+        QT_OK(qn_encoder_commit_wait(enc));
+        QT_OK(qn_buffer_read(dst16, 0, h16, N * 2));
+        QT_OK(qn_buffer_read(dst32, 0, f, 65536 * 4));
+        for (uint32_t i = 0; i < N; i++) {
+            float x;
+            memcpy(&x, &bits[i], 4);
+            want16[i] = bf ? qn_f32_to_bf16(x) : qn_f32_to_f16(x);
+            if (h16[i] != want16[i]) fail_msg("f32 0x%08x -> %s 0x%04x, host 0x%04x", bits[i], qn_dtype_name(t), h16[i], want16[i]);
+        }
+        for (uint32_t i = 0; i < 65536; i++) {
+            float w = bf ? qn_bf16_to_f32((uint16_t)i) : qn_f16_to_f32((uint16_t)i);
+            if (memcmp(&f[i], &w, 4) != 0) fail_msg("%s 0x%04x -> f32 %g, host %g", qn_dtype_name(t), i, f[i], w);
+        }
+    }
+    free(bits);
+    free(h16);
+    free(want16);
+    free(f);
+    qn_buffer_free(src32);
+    qn_buffer_free(src16);
+    qn_buffer_free(dst16);
+    qn_buffer_free(dst32);
+    qn_encoder_destroy(enc);
+}
+
 /* ---- a small harness: host data <-> device buffers */
 
 static float from_bits(const void *p, qn_dtype t) {
@@ -498,7 +548,7 @@ static void test_op_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conversions), cmocka_unit_test(test_fill),     cmocka_unit_test(test_copy_convert),
+        cmocka_unit_test(test_conversions), cmocka_unit_test(test_conversion_kernels), cmocka_unit_test(test_fill),     cmocka_unit_test(test_copy_convert),
         cmocka_unit_test(test_copy_bytes),  cmocka_unit_test(test_set_rows), cmocka_unit_test(test_binary),
         cmocka_unit_test(test_op_errors),
     };

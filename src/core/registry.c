@@ -215,8 +215,10 @@ qn_status qn_registry_compile(const char *name, const char *text, const char *de
             free(full);
         }
         nv->nvrtcDestroyProgram(&prog);
-        return qn_error(QN_ERR_COMPILE, "NVRTC: compiling %s [%s] for %s failed: %s\n%s", name,
-                        defines, arch, nv->nvrtcGetErrorString(r), log);
+        /* NVRTC_ERROR_COMPILATION (6) is the source's fault; any other code
+         * means the call itself failed (a bad option, no memory). */
+        return qn_error(r == 6 ? QN_ERR_COMPILE : QN_ERR_DEVICE, "NVRTC: compiling %s [%s] for %s failed: %s\n%s",
+                        name, defines, arch, nv->nvrtcGetErrorString(r), log);
     }
     size_t n = 0;
     r = *is_ptx ? nv->nvrtcGetPTXSize(prog, &n) : nv->nvrtcGetCUBINSize(prog, &n);

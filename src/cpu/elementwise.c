@@ -7,7 +7,9 @@ static void binary_rows(void *ctx, int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; r++) {
         long long i1, i2, i3;
         qn_kt_row(&a->dst, r, &i1, &i2, &i3);
-        const char *brow = a->has_b ? qn_kt_at(&a->b, 0, i1 % a->b.ne[1], i2 % a->b.ne[2], i3 % a->b.ne[3]) : 0;
+        const char *brow = a->has_b ? qn_kt_at(&a->b, 0, a->b.ne[1] == 1 ? 0 : i1, a->b.ne[2] == 1 ? 0 : i2,
+                                               a->b.ne[3] == 1 ? 0 : i3)
+                                    : 0;
         qn_row_binary(qn_kt_at(&a->dst, 0, i1, i2, i3), a->dst.nb[0], a->dst.dtype, qn_kt_at(&a->a, 0, i1, i2, i3),
                       a->a.nb[0], a->a.dtype, brow, a->b.ne[0] == 1 ? 0 : a->b.nb[0], a->b.dtype, a->op, a->s, 0,
                       a->dst.ne[0], 1);

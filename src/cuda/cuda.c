@@ -15,7 +15,8 @@
 
 /* A loaded kernel function, found by (source, defines, name). */
 typedef struct {
-    const char *source, *defines, *fn; /* the caller's string constants */
+    const char *source, *defines; /* the registry's strings */
+    char fn[64];
     uint64_t hash;
     CUfunction f;
     unsigned smem_opt_in; /* dynamic shared memory limit raised so far */
@@ -331,6 +332,8 @@ static qn_status find_function(qn_device *dev, const char *source, const char *d
                                kfunc **out) {
     qn_cuda_device *c = cu(dev);
     uint64_t h = fnv(fnv(fnv(0xcbf29ce484222325ULL, source), defines), fn);
+    if (strlen(fn) >= sizeof c->funcs[0].fn)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: kernel function name too long", fn);
     qn_status s = QN_OK;
     pthread_mutex_lock(&c->kern_lock);
     size_t i = h % KFUNC_SLOTS;
@@ -365,9 +368,9 @@ static qn_status find_function(qn_device *dev, const char *source, const char *d
             s = qn_cuda_fail(r, source, what);
             goto done;
         }
-        k->source = source;
-        k->defines = defines;
-        k->fn = fn;
+        k->source = qn_kernel_variants[vi].source;
+        k->defines = qn_kernel_variants[vi].defines;
+        snprintf(k->fn, sizeof k->fn, "%s", fn);
         k->hash = h;
         k->smem_opt_in = 48 * 1024;
         *out = k;

@@ -3,6 +3,7 @@
 #include "ops/ops.h"
 
 #include <math.h>
+#include <stdio.h>
 
 static const char *const SRC = "copy.cu";
 
@@ -27,9 +28,10 @@ qn_status qn_copy(qn_encoder *enc, qn_tensor dst, qn_tensor src) {
     if (qn_dtype_is_float(dst.dtype) && qn_dtype_is_float(src.dtype)) {
         if (enc->dev->backend == QN_BACKEND_CPU)
             return qn_cpu_enqueue(enc, "copy", qn_cpu_copy_convert, &a, sizeof a);
+        char fn[48];
+        snprintf(fn, sizeof fn, "copy_%s_%s", qn_dtype_name(dst.dtype), qn_dtype_name(src.dtype));
         void *args[] = {&a.dst, &a.src};
-        return qn_cuda_launch(enc, "copy", SRC, "", "copy_convert", qn_rows_grid(&a.dst), qn_rows_block(dst.ne[0]), 0,
-                              args);
+        return qn_cuda_launch(enc, "copy", SRC, "", fn, qn_rows_grid(&a.dst), qn_rows_block(dst.ne[0]), 0, args);
     }
     if (dst.dtype != src.dtype)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_copy: cannot convert %s to %s (only between f32, f16, bf16)",
@@ -60,7 +62,8 @@ qn_status qn_set_rows(qn_encoder *enc, qn_tensor dst, qn_tensor src, qn_tensor i
                         (long long)src.ne[2], (long long)src.ne[3]);
     qn_set_rows_args a = {qn_op_kt(&dst), qn_op_kt(&src), qn_op_kt(&idx)};
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, "set_rows", qn_cpu_set_rows, &a, sizeof a);
+    char fn[48];
+    snprintf(fn, sizeof fn, "set_rows_%s_%s", qn_dtype_name(dst.dtype), qn_dtype_name(src.dtype));
     void *args[] = {&a.dst, &a.src, &a.idx};
-    return qn_cuda_launch(enc, "set_rows", SRC, "", "set_rows", qn_rows_grid(&a.src), qn_rows_block(src.ne[0]), 0,
-                          args);
+    return qn_cuda_launch(enc, "set_rows", SRC, "", fn, qn_rows_grid(&a.src), qn_rows_block(src.ne[0]), 0, args);
 }

@@ -67,9 +67,10 @@ qn_kt qn_op_kt(const qn_tensor *t) {
 }
 
 qn_dim3 qn_rows_grid(const qn_kt *t) {
-    long long rows = t->ne[1] * t->ne[2] * t->ne[3];
-    /* Enough blocks to fill any GPU several times over; the kernels stride. */
-    return (qn_dim3){(unsigned)(rows < 65536 ? rows : 65536), 1, 1};
+    /* The kernels stride where a dimension exceeds the grid's limits. */
+    long long x = t->ne[1] < (1 << 30) ? t->ne[1] : (1 << 30);
+    long long y = t->ne[2] < 65535 ? t->ne[2] : 65535, z = t->ne[3] < 65535 ? t->ne[3] : 65535;
+    return (qn_dim3){(unsigned)x, (unsigned)y, (unsigned)z};
 }
 
 qn_dim3 qn_rows_block(long long units) {

@@ -21,8 +21,9 @@ bool qn_dtype_is_float(qn_dtype t);
 /* The kernel's view of a tensor. */
 qn_kt qn_op_kt(const qn_tensor *t);
 
-/* Grid and block for the row kernels: a block per row (up to a limit; the
- * kernels stride) and threads over ne0 (`units` per row). */
+/* Grid and block for the row kernels: a block per row (i1, i2, i3) as
+ * (x, y, z), up to the grid's limits (the kernels stride), and threads over
+ * ne0 (`units` per row). */
 qn_dim3 qn_rows_grid(const qn_kt *t);
 qn_dim3 qn_rows_block(long long units);
 

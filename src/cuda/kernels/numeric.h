@@ -45,7 +45,12 @@ QN_HD qn_u32 qn_shift_rne(qn_u32 m, int shift) {
     return q;
 }
 
-QN_HD qn_u16 qn_f32_to_f16_bits(float f) {
+/* The portable conversions below define the results. On the GPU the
+ * hardware's conversions (IEEE round to nearest even as well) give the same
+ * bits for every non-NaN value in one instruction instead of a dozen, so the
+ * kernels use them and keep the portable code for NaN, whose payload
+ * handling the hardware does not promise. */
+QN_HD qn_u16 qn_f32_to_f16_soft(float f) {
     qn_u32 x = qn_f32_bits(f);
     qn_u32 sign = (x >> 16) & 0x8000u;
     qn_u32 ax = x & 0x7fffffffu;
@@ -63,7 +68,7 @@ QN_HD qn_u16 qn_f32_to_f16_bits(float f) {
     return (qn_u16)(sign | qn_shift_rne(m, (int)(126u - e)));
 }
 
-QN_HD float qn_f16_bits_to_f32(qn_u16 h) {
+QN_HD float qn_f16_to_f32_soft(qn_u16 h) {
     qn_u32 sign = ((qn_u32)h & 0x8000u) << 16;
     qn_u32 e = ((qn_u32)h >> 10) & 0x1fu;
     qn_u32 m = (qn_u32)h & 0x3ffu;
@@ -80,7 +85,7 @@ QN_HD float qn_f16_bits_to_f32(qn_u16 h) {
     return qn_bits_f32(sign | (e << 23) | ((m & 0x3ffu) << 13));
 }
 
-QN_HD qn_u16 qn_f32_to_bf16_bits(float f) {
+QN_HD qn_u16 qn_f32_to_bf16_soft(float f) {
     qn_u32 x = qn_f32_bits(f);
     if ((x & 0x7fffffffu) > 0x7f800000u) /* NaN: quiet it, keep sign/payload top */
         return (qn_u16)((x >> 16) | 0x40u);
@@ -88,5 +93,34 @@ QN_HD qn_u16 qn_f32_to_bf16_bits(float f) {
 }
 
 QN_HD float qn_bf16_bits_to_f32(qn_u16 h) { return qn_bits_f32((qn_u32)h << 16); }
+
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+QN_HD qn_u16 qn_f32_to_f16_bits(float f) {
+    if (f != f) return qn_f32_to_f16_soft(f);
+    qn_u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+QN_HD float qn_f16_bits_to_f32(qn_u16 h) {
+    if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) return qn_f16_to_f32_soft(h);
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+QN_HD qn_u16 qn_f32_to_bf16_bits(float f) {
+#if __CUDA_ARCH__ >= 800
+    if (f != f) return qn_f32_to_bf16_soft(f);
+    qn_u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+#else
+    return qn_f32_to_bf16_soft(f);
+#endif
+}
+#else
+QN_HD qn_u16 qn_f32_to_f16_bits(float f) { return qn_f32_to_f16_soft(f); }
+QN_HD float qn_f16_bits_to_f32(qn_u16 h) { return qn_f16_to_f32_soft(h); }
+QN_HD qn_u16 qn_f32_to_bf16_bits(float f) { return qn_f32_to_bf16_soft(f); }
+#endif
 
 #endif

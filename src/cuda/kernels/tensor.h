@@ -29,12 +29,21 @@ QN_HD char *qn_kt_at(const qn_kt *t, long long i0, long long i1, long long i2, l
     return (char *)t->addr + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
 }
 
-/* Read an f32, f16 or bf16 element as f32, and write one with RNE rounding. */
-QN_HD float qn_load_f32(const char *p, int dtype) {
-    if (dtype == QN_KT_F16) return qn_f16_bits_to_f32(*(const qn_u16 *)p);
-    if (dtype == QN_KT_BF16) return qn_bf16_bits_to_f32(*(const qn_u16 *)p);
-    return *(const float *)p;
+/* An f32, f16 or bf16 element: its raw bits (a load and nothing else), and
+ * those bits as f32. The row bodies load every element of a trip before
+ * converting any, so on the GPU the loads are in flight together instead of
+ * each waiting for the previous one's conversion. */
+QN_HD qn_u32 qn_load_bits(const char *p, int dtype) {
+    return dtype == QN_KT_F16 || dtype == QN_KT_BF16 ? (qn_u32) * (const qn_u16 *)p : *(const qn_u32 *)p;
 }
+
+QN_HD float qn_bits_to_f32(qn_u32 bits, int dtype) {
+    if (dtype == QN_KT_F16) return qn_f16_bits_to_f32((qn_u16)bits);
+    if (dtype == QN_KT_BF16) return qn_bf16_bits_to_f32((qn_u16)bits);
+    return qn_bits_f32(bits);
+}
+
+QN_HD float qn_load_f32(const char *p, int dtype) { return qn_bits_to_f32(qn_load_bits(p, dtype), dtype); }
 
 QN_HD void qn_store_f32(char *p, int dtype, float v) {
     if (dtype == QN_KT_F16) *(qn_u16 *)p = qn_f32_to_f16_bits(v);
@@ -45,12 +54,23 @@ QN_HD void qn_store_f32(char *p, int dtype, float v) {
 /* Rows of a tensor: ne[1] * ne[2] * ne[3]. */
 QN_HD long long qn_kt_rows(const qn_kt *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
 
-/* Row r of a tensor's rows (i1, i2, i3 flattened, i1 fastest). */
+/* Row r of a tensor's rows (i1, i2, i3 flattened, i1 fastest); the CPU
+ * splits work by flat row number. */
 QN_HD void qn_kt_row(const qn_kt *t, long long r, long long *i1, long long *i2, long long *i3) {
     *i1 = r % t->ne[1];
     *i2 = (r / t->ne[1]) % t->ne[2];
     *i3 = r / (t->ne[1] * t->ne[2]);
 }
+
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+/* The row kernels' grid: block (x, y, z) takes row (i1, i2, i3), striding
+ * by the grid where a dimension has more rows than the grid allows. No
+ * division: 64-bit divides cost hundreds of instructions per thread. */
+#define QN_FOR_EACH_ROW(t)                                                      \
+    for (long long i3 = blockIdx.z; i3 < (t).ne[3]; i3 += gridDim.z)           \
+        for (long long i2 = blockIdx.y; i2 < (t).ne[2]; i2 += gridDim.y)       \
+            for (long long i1 = blockIdx.x; i1 < (t).ne[1]; i1 += gridDim.x)
+#endif
 
 /* Row bodies, shared by the CPU and the CUDA kernels: they handle elements
  * i0 = first, first + step, ... < n of one row whose start addresses the
@@ -72,11 +92,10 @@ QN_HD void qn_row_fill(char *d, long long dnb0, int dt, float v, long long first
 QN_HD void qn_row_convert(char *d, long long dnb0, int dt, const char *s, long long snb0, int st, long long first,
                           long long n, long long step) {
     for (long long i = first; i < n; i += QN_ROW_UNROLL * step) {
-        float v[QN_ROW_UNROLL];
+        qn_u32 v[QN_ROW_UNROLL];
+        for (int k = 0; k < QN_ROW_UNROLL; k++) v[k] = i + k * step < n ? qn_load_bits(s + (i + k * step) * snb0, st) : 0;
         for (int k = 0; k < QN_ROW_UNROLL; k++)
-            if (i + k * step < n) v[k] = qn_load_f32(s + (i + k * step) * snb0, st);
-        for (int k = 0; k < QN_ROW_UNROLL; k++)
-            if (i + k * step < n) qn_store_f32(d + (i + k * step) * dnb0, dt, v[k]);
+            if (i + k * step < n) qn_store_f32(d + (i + k * step) * dnb0, dt, qn_bits_to_f32(v[k], st));
     }
 }
 
@@ -94,14 +113,17 @@ QN_HD void qn_row_bytes(char *d, long long dnb0, const char *s, long long snb0, 
 QN_HD void qn_row_binary(char *d, long long dnb0, int dt, const char *a, long long anb0, int at, const char *b,
                          long long bnb0, int bt, int op, float s, long long first, long long n, long long step) {
     for (long long i = first; i < n; i += QN_ROW_UNROLL * step) {
-        float x[QN_ROW_UNROLL], y[QN_ROW_UNROLL];
+        qn_u32 x[QN_ROW_UNROLL], y[QN_ROW_UNROLL];
+        for (int k = 0; k < QN_ROW_UNROLL; k++) {
+            int in = i + k * step < n;
+            x[k] = in ? qn_load_bits(a + (i + k * step) * anb0, at) : 0;
+            y[k] = in && b ? qn_load_bits(b + (i + k * step) * bnb0, bt) : 0;
+        }
         for (int k = 0; k < QN_ROW_UNROLL; k++) {
             if (i + k * step >= n) continue;
-            x[k] = qn_load_f32(a + (i + k * step) * anb0, at);
-            y[k] = b ? qn_load_f32(b + (i + k * step) * bnb0, bt) : s;
+            float xf = qn_bits_to_f32(x[k], at), yf = b ? qn_bits_to_f32(y[k], bt) : s;
+            qn_store_f32(d + (i + k * step) * dnb0, dt, op == QN_BIN_ADD ? xf + yf : xf * yf);
         }
-        for (int k = 0; k < QN_ROW_UNROLL; k++)
-            if (i + k * step < n) qn_store_f32(d + (i + k * step) * dnb0, dt, op == QN_BIN_ADD ? x[k] + y[k] : x[k] * y[k]);
     }
 }
 
