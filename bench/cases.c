@@ -3,6 +3,11 @@
 
 int qn_bench_encode_worker(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_transfer(qn_device *dev, const qn_bench_opts *opts);
+/* formats */
+/* quantized matmul */
+/* transformer ops */
+/* attention */
+/* gated delta net */
 
 const qn_bench_case qn_bench_cases[] = {
     {"encode-worker", "runtime",
@@ -10,6 +15,11 @@ const qn_bench_case qn_bench_cases[] = {
      qn_bench_encode_worker},
     {"transfer", "runtime", "host to device and back through qn_buffer_write/read: 4 KiB, 64 MiB, 1 GiB",
      qn_bench_transfer},
+    /* formats cases */
+    /* quantized matmul cases */
+    /* transformer ops cases */
+    /* attention cases */
+    /* gated delta net cases */
 };
 
 const int qn_bench_ncases = sizeof qn_bench_cases / sizeof qn_bench_cases[0];

@@ -7,6 +7,11 @@
 const qn_kernel_variant qn_kernel_variants[] = {
     {"copy.cu", ""},
     {"elementwise.cu", ""},
+    /* formats */
+    /* quantized matmul */
+    /* transformer ops */
+    /* attention */
+    /* gated delta net */
 };
 
 const size_t qn_kernel_variants_count = sizeof qn_kernel_variants / sizeof qn_kernel_variants[0];
