@@ -1,6 +1,7 @@
 # Convenience targets over CMake. `make` builds the library and the tool;
-# `make check` installs what the tests need, then runs the whole suite and
-# again under AddressSanitizer and UndefinedBehaviorSanitizer (CPU backend);
+# `make check` installs what the tests need, then runs the whole suite, again
+# under AddressSanitizer and UndefinedBehaviorSanitizer (CPU backend), and a
+# short libFuzzer pass over the file parsers;
 # `make gpu-check` runs the suite on the CUDA backend and under
 # compute-sanitizer's memcheck (on a machine with a GPU).
 BUILD ?= build
@@ -20,6 +21,7 @@ deps:
 check: deps all
 	cd $(BUILD) && $(CTEST)
 	$(MAKE) check-asan
+	scripts/fuzz.sh 30
 
 check-asan:
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQUANTA_SANITIZE=ON >/dev/null

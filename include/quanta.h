@@ -93,7 +93,8 @@ qn_status qn_dtype_from_name(const char *name, qn_dtype *out);
 int64_t qn_dtype_block_elems(qn_dtype t);
 /* Bytes per block (4 for f32, 34 for q8_0, 210 for q6_K). 0 if not a dtype. */
 int64_t qn_dtype_block_bytes(qn_dtype t);
-/* Bytes of a row of n elements; -1 if n is not a multiple of the block. */
+/* Bytes of a row of n elements; -1 if n is not a multiple of the block (or
+ * the byte count would overflow). */
 int64_t qn_dtype_row_bytes(qn_dtype t, int64_t n);
 
 /* ---------------------------------------------------------------- device */

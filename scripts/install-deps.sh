@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need: cmocka (Debian package libcmocka-dev) and the
-# Python packages in requirements-test.txt. Safe to run again: it installs
+# Install what the tests need: cmocka (Debian package libcmocka-dev), clang
+# for the fuzzers, and the Python packages in requirements-test.txt. Safe to run again: it installs
 # only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 [ -f /usr/include/cmocka.h ] || need_apt+=(libcmocka-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v clang >/dev/null || need_apt+=(clang) # libFuzzer, for scripts/fuzz.sh
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   as_root apt-get update -qq

@@ -1,5 +1,6 @@
 /* quanta: the command-line tool. */
 #include "cli.h"
+#include "commands.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +14,9 @@ typedef struct {
 static const command commands[] = {
     {"devices", qn_cmd_devices, "list backends and GPUs"},
     {"compile", qn_cmd_compile, "compile every kernel for the device ahead of time"},
+    {"inspect", qn_cmd_inspect, "metadata and tensor table of a GGUF or safetensors file (--json)"},
+    {"dump", qn_cmd_dump, "a tensor dequantized to float32 as a .npy file"},
+    {"quantize", qn_cmd_quantize, "rewrite a GGUF with its weights quantized to a type"},
     {"bench", qn_cmd_bench, "run benchmark cases (--list names them)"},
 };
 

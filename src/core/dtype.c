@@ -77,6 +77,7 @@ int64_t qn_dtype_block_bytes(qn_dtype t) {
 int64_t qn_dtype_row_bytes(qn_dtype t, int64_t n) {
     const dtype_traits *tr = find(t);
     if (!tr || n < 0 || n % tr->block_elems != 0) return -1;
+    if (n / tr->block_elems > INT64_MAX / tr->block_bytes) return -1; /* would overflow */
     return n / tr->block_elems * tr->block_bytes;
 }
 
