@@ -299,6 +299,16 @@ qn_status qn_add(qn_encoder *enc, qn_tensor dst, qn_tensor a, qn_tensor b);
 qn_status qn_mul(qn_encoder *enc, qn_tensor dst, qn_tensor a, qn_tensor b);
 qn_status qn_scale(qn_encoder *enc, qn_tensor dst, qn_tensor a, float s);
 
+/* The copy above also dequantizes: a quantized src (any block type) into an
+ * f32, f16 or bf16 dst of the same shape gives ggml's values bit for bit. */
+
+/* Quantize-dequantize round trip: dst = dequant(quant(src)) through `type`
+ * (q4_0 or q8_0) with ggml's reference quantizer, block by block; for
+ * quantization-sensitivity work. dst and src: contiguous f32 with the same
+ * element count, a multiple of 32 (dst may be src). Bit-identical on every
+ * backend. */
+qn_status qn_qdq(qn_encoder *enc, qn_tensor dst, qn_tensor src, qn_dtype type);
+
 /* Host conversions with the exact rounding the ops use. */
 uint16_t qn_f32_to_f16(float f);
 float qn_f16_to_f32(uint16_t h);

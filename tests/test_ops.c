@@ -512,8 +512,8 @@ static void test_op_errors(void **state) {
     QT_FAILS(qn_mul(enc, tf, tf, ti), QN_ERR_INVALID_ARGUMENT, "b is i32");
     QT_FAILS(qn_scale(enc, tq, tq, 2), QN_ERR_INVALID_ARGUMENT, "q8_0");
     QT_FAILS(qn_copy(enc, tf, tq), QN_ERR_INVALID_ARGUMENT, "differ");
-    QT_FAILS(qn_copy(enc, qn_tensor_make(f, 0, QN_F32, 32, 2, 1, 1), qn_tensor_make(q, 0, QN_Q8_0, 32, 2, 1, 1)),
-             QN_ERR_INVALID_ARGUMENT, "cannot convert q8_0 to f32");
+    QT_FAILS(qn_copy(enc, qn_tensor_make(q, 0, QN_Q8_0, 32, 2, 1, 1), qn_tensor_make(f, 0, QN_F32, 32, 2, 1, 1)),
+             QN_ERR_INVALID_ARGUMENT, "cannot convert f32 to q8_0");
     QT_FAILS(qn_fill(enc, tq, 1), QN_ERR_INVALID_ARGUMENT, "q8_0");
     QT_FAILS(qn_fill(enc, ti, 0.5f), QN_ERR_INVALID_ARGUMENT, "not an i32");
     QT_FAILS(qn_set_rows(enc, tf, tf, tf), QN_ERR_INVALID_ARGUMENT, "idx is f32");

@@ -1,6 +1,7 @@
 /* CPU kernels of the copy family: the row bodies of copy.cu (tensor.h) run
  * over whole rows, rows split across the device's threads. */
 #include "cpu/cpu_ops.h"
+#include "formats/quants.h"
 
 #include <string.h>
 
@@ -46,6 +47,30 @@ static void bytes_rows(void *ctx, int64_t begin, int64_t end) {
 void qn_cpu_copy_bytes(qn_device *dev, const void *args) {
     const qn_copy_args *a = args;
     qn_cpu_parallel_for(dev, qn_kt_rows(&a->dst), bytes_rows, (void *)a);
+}
+
+/* Dequantize a row in chunks of 256 elements (a whole number of blocks of
+ * every type), then store with conversion. */
+static void dequant_rows(void *ctx, int64_t begin, int64_t end) {
+    const qn_copy_args *a = ctx;
+    const int64_t blk = qn_dtype_block_elems((qn_dtype)a->src.dtype), bb = qn_dtype_block_bytes((qn_dtype)a->src.dtype);
+    float tmp[256];
+    for (int64_t r = begin; r < end; r++) {
+        long long i1, i2, i3;
+        qn_kt_row(&a->dst, r, &i1, &i2, &i3);
+        const char *src = qn_kt_at(&a->src, 0, i1, i2, i3);
+        char *dst = qn_kt_at(&a->dst, 0, i1, i2, i3);
+        for (int64_t i0 = 0; i0 < a->dst.ne[0]; i0 += 256) {
+            int64_t n = a->dst.ne[0] - i0 < 256 ? a->dst.ne[0] - i0 : 256;
+            qn_dequantize_row((qn_dtype)a->src.dtype, src + i0 / blk * bb, tmp, n); /* checked at encode */
+            for (int64_t i = 0; i < n; i++) qn_store_f32(dst + (i0 + i) * a->dst.nb[0], a->dst.dtype, tmp[i]);
+        }
+    }
+}
+
+void qn_cpu_copy_dequant(qn_device *dev, const void *args) {
+    const qn_copy_args *a = args;
+    qn_cpu_parallel_for(dev, qn_kt_rows(&a->dst), dequant_rows, (void *)a);
 }
 
 static void set_rows_rows(void *ctx, int64_t begin, int64_t end) {

@@ -20,6 +20,7 @@ typedef struct {
 } qn_copy_args;
 void qn_cpu_copy_convert(qn_device *dev, const void *args);
 void qn_cpu_copy_bytes(qn_device *dev, const void *args);
+void qn_cpu_copy_dequant(qn_device *dev, const void *args);
 
 typedef struct {
     qn_kt dst, src, idx;
@@ -33,5 +34,13 @@ typedef struct {
     float s;
 } qn_binary_args;
 void qn_cpu_binary(qn_device *dev, const void *args);
+
+typedef struct {
+    float *dst;
+    const float *src;
+    long long nblocks; /* of 32 values */
+    int type;          /* QN_Q4_0 or QN_Q8_0 */
+} qn_qdq_args;
+void qn_cpu_qdq(qn_device *dev, const void *args);
 
 #endif

@@ -8,6 +8,7 @@ const qn_kernel_variant qn_kernel_variants[] = {
     {"copy.cu", ""},
     {"elementwise.cu", ""},
     /* formats */
+    {"quant.cu", ""},
     /* quantized matmul */
     /* transformer ops */
     /* attention */

@@ -20,6 +20,20 @@ qn_status qn_fill(qn_encoder *enc, qn_tensor dst, float value) {
     return qn_cuda_launch(enc, "fill", SRC, "", "fill", qn_rows_grid(&a.dst), qn_rows_block(a.dst.ne[0]), 0, args);
 }
 
+/* A quantized source dequantizes: ggml's values, bit for bit, on both
+ * backends. Its rows must be whole blocks back to back. */
+static qn_status dequantize(qn_encoder *enc, qn_copy_args *a, const qn_tensor *src) {
+    if (src->nb[0] != qn_dtype_block_bytes(src->dtype))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_copy: src %s blocks are not contiguous (nb[0] = %lld)",
+                        qn_dtype_name(src->dtype), (long long)src->nb[0]);
+    if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, "dequantize", qn_cpu_copy_dequant, a, sizeof *a);
+    char fn[48];
+    snprintf(fn, sizeof fn, "dequant_%s_%s", qn_dtype_name(src->dtype), qn_dtype_name(a->dst.dtype));
+    void *args[] = {&a->dst, &a->src};
+    return qn_cuda_launch(enc, "dequantize", "quant.cu", "", fn, qn_rows_grid(&a->dst), qn_rows_block(a->dst.ne[0] / 16),
+                          0, args);
+}
+
 qn_status qn_copy(qn_encoder *enc, qn_tensor dst, qn_tensor src) {
     QN_TRY(qn_op_check("qn_copy", enc, "dst", &dst));
     QN_TRY(qn_op_check("qn_copy", enc, "src", &src));
@@ -33,8 +47,10 @@ qn_status qn_copy(qn_encoder *enc, qn_tensor dst, qn_tensor src) {
         void *args[] = {&a.dst, &a.src};
         return qn_cuda_launch(enc, "copy", SRC, "", fn, qn_rows_grid(&a.dst), qn_rows_block(dst.ne[0]), 0, args);
     }
+    if (qn_dtype_block_elems(src.dtype) > 1 && qn_dtype_is_float(dst.dtype)) return dequantize(enc, &a, &src);
     if (dst.dtype != src.dtype)
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_copy: cannot convert %s to %s (only between f32, f16, bf16)",
+        return qn_error(QN_ERR_INVALID_ARGUMENT,
+                        "qn_copy: cannot convert %s to %s (float types convert, quantized types dequantize to float)",
                         qn_dtype_name(src.dtype), qn_dtype_name(dst.dtype));
     a.units = dst.ne[0] / qn_dtype_block_elems(dst.dtype);
     a.unit_bytes = (int)qn_dtype_block_bytes(dst.dtype);

@@ -36,6 +36,15 @@ QN_HD float qn_bits_f32(qn_u32 u) {
 }
 #endif
 
+/* float -> int32 truncation as x86's cvttss2si does it: NaN and values
+ * outside int32 give INT32_MIN. ggml's quantizers convert floats straight to
+ * small integer types; this gives those bits on every machine, GPU included
+ * (whose own conversion saturates instead). */
+QN_HD int qn_trunc_i32(float x) {
+    if (!(x > -2147483648.0f && x < 2147483648.0f)) return (int)0x80000000u;
+    return (int)x;
+}
+
 /* Shift right by `shift` bits (1..31), rounding to nearest even. */
 QN_HD qn_u32 qn_shift_rne(qn_u32 m, int shift) {
     qn_u32 q = m >> shift;
