@@ -23,6 +23,15 @@ static qn_safetensors *open_fixture(const char *file) {
     return st;
 }
 
+/* The fixture's config.json, which says how each module is quantized. */
+static qn_mlx_config *open_config_fixture(void) {
+    char path[1024];
+    fixture(path, sizeof path, "config.json");
+    qn_mlx_config *cfg;
+    QT_OK(qn_mlx_config_open(path, &cfg));
+    return cfg;
+}
+
 static const char *modules[] = {"layers.0.q", "layers.0.k", "layers.1.v", "layers.1.o", "layers.2.up"};
 
 static const void *tensor(const qn_safetensors *st, const char *module, const char *part, qn_safetensors_tensor *t) {
@@ -64,10 +73,7 @@ static void test_checkpoint_header(void **state) {
 
 static void test_config(void **state) {
     (void)state;
-    char path[1024];
-    fixture(path, sizeof path, "config.json");
-    qn_mlx_config *cfg;
-    QT_OK(qn_mlx_config_open(path, &cfg));
+    qn_mlx_config *cfg = open_config_fixture();
     bool quantized;
     qn_mlx_quant p;
     QT_OK(qn_mlx_config_lookup(cfg, "layers.0.q", &quantized, &p));
@@ -86,10 +92,7 @@ static void test_config(void **state) {
  * gives MLX's bytes. */
 static void test_matches_mlx(void **state) {
     (void)state;
-    char path[1024];
-    fixture(path, sizeof path, "config.json");
-    qn_mlx_config *cfg;
-    QT_OK(qn_mlx_config_open(path, &cfg));
+    qn_mlx_config *cfg = open_config_fixture();
     qn_safetensors *model = open_fixture("model.safetensors");
     qn_safetensors *expect = open_fixture("expected.safetensors");
     for (size_t m = 0; m < sizeof modules / sizeof modules[0]; m++) {

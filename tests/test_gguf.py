@@ -16,7 +16,6 @@ import ctypes
 import json
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
@@ -25,22 +24,7 @@ import gguf
 from gguf import GGMLQuantizationType as Q
 from gguf import quants
 
-BIN = os.environ["QUANTA_BIN"]
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, detail))
-
-
-def quanta(*args):
-    return subprocess.run([BIN, *args], capture_output=True, text=True)
-
+from quanta_test_util import check, quanta, summary
 
 # Metadata of every type, nested arrays included (the package refuses empty
 # arrays; test_gguf.c covers those). (value, GGUFValueType)
@@ -326,8 +310,7 @@ def main():
         check("dump unknown tensor", r.returncode == 1 and "no.such.tensor" in r.stderr, r.stderr)
         r = quanta("quantize", v3, os.path.join(tmp, "x.gguf"), "q9_9")
         check("quantize unknown type", r.returncode == 1 and "q9_9" in r.stderr, r.stderr)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

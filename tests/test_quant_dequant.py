@@ -16,6 +16,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 from gguf import quants
 
+from quanta_test_util import check, summary
+
 # name: (GGUF type id, block elements, block bytes, byte offsets of f16 scales)
 TYPES = {
     "q4_0": (2, 32, 18, [0]), "q4_1": (3, 32, 20, [0, 2]), "q5_0": (6, 32, 22, [0]),
@@ -25,17 +27,6 @@ TYPES = {
     "mxfp4": (39, 32, 17, []), "f16": (1, 1, 2, []), "bf16": (30, 1, 2, []),
 }
 NBLOCKS = 64
-
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, detail))
 
 
 def load_lib():
@@ -132,8 +123,7 @@ def main():
 
     # a row that is not a whole number of blocks is refused
     check("bad length", lib.qn_dequantize_row(2, q81.ctypes.data, x.ctypes.data, 33) != 0)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

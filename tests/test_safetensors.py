@@ -6,28 +6,13 @@ bit for bit; malformed headers fail with QN_ERR_FORMAT. Needs QUANTA_BIN."""
 import json
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 from safetensors.numpy import save_file
 
-BIN = os.environ["QUANTA_BIN"]
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, detail))
-
-
-def quanta(*args):
-    return subprocess.run([BIN, *args], capture_output=True, text=True)
+from quanta_test_util import check, quanta, summary
 
 
 def main():
@@ -83,8 +68,7 @@ def main():
             open(p, "wb").write(data)
             r = quanta("inspect", p)
             check("corrupt " + tag, r.returncode == 1 and "QN_ERR_FORMAT" in r.stderr, r.stderr.strip())
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

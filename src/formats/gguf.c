@@ -12,16 +12,13 @@
  * are checked against the bytes left before anything is allocated for them,
  * which bounds memory by the file size. The tensor data is only mapped. */
 #include "formats/gguf_internal.h"
+#include "formats/mapped_file.h"
 #include "core/error.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Arrays of arrays deeper than this are refused (recursion bound). */
 #define MAX_DEPTH 16
@@ -42,14 +39,6 @@ typedef struct {
     node value;
 } kv;
 
-typedef struct {
-    char *name;
-    qn_dtype type;
-    int n_dims;
-    int64_t ne[4];
-    uint64_t offset, bytes;
-} tensor;
-
 struct qn_gguf {
     const uint8_t *base;
     uint64_t size;
@@ -60,7 +49,7 @@ struct qn_gguf {
     kv *kvs;
     int64_t n_kv;
     struct name_index *kv_sorted; /* keys sorted, for lookups */
-    tensor *tensors;
+    qn_gguf_tensor_record *tensors;
     int64_t n_tensors;
     struct name_index *tensor_sorted;
     node *nodes;
@@ -338,7 +327,7 @@ static int mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return 1;
 }
 
-static qn_status parse_tensor_info(qn_gguf *g, cursor *c, uint64_t i, tensor *t) {
+static qn_status parse_tensor_info(qn_gguf *g, cursor *c, uint64_t i, qn_gguf_tensor_record *t) {
     snprintf(c->what, sizeof c->what, "name of tensor %llu", (unsigned long long)i);
     uint64_t at = 0, len = 0;
     QN_TRY(read_string(c, &at, &len));
@@ -400,7 +389,7 @@ static qn_status parse_tensors(qn_gguf *g, cursor *c, uint64_t n_tensors) {
                         (unsigned long long)g->data_offset, (unsigned long long)g->size);
     uint64_t data_size = g->size - g->data_offset;
     for (int64_t i = 0; i < g->n_tensors; i++) {
-        const tensor *t = &g->tensors[i];
+        const qn_gguf_tensor_record *t = &g->tensors[i];
         if (t->offset > data_size || t->bytes > data_size - t->offset)
             return qn_error(QN_ERR_FORMAT,
                             "gguf: tensor '%.100s': %llu bytes at data offset %llu run past the end of the file "
@@ -439,34 +428,12 @@ qn_status qn_gguf_open_memory(const void *data, size_t size, qn_gguf **out) {
 qn_status qn_gguf_open(const char *path, qn_gguf **out) {
     if (!path || !out) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_gguf_open: NULL argument");
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return qn_error(QN_ERR_IO, "qn_gguf_open: %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return qn_error(QN_ERR_IO, "qn_gguf_open: %s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return qn_error(QN_ERR_IO, "qn_gguf_open: %s: not a regular file", path);
-    }
-    if (st.st_size == 0) {
-        close(fd);
-        return qn_error(QN_ERR_FORMAT, "gguf: %s: the file is empty", path);
-    }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd); /* the mapping keeps the file */
-    if (map == MAP_FAILED) return qn_error(QN_ERR_IO, "qn_gguf_open: %s: mmap: %s", path, strerror(e));
+    void *map;
+    size_t size;
+    QN_TRY(qn_map_file("qn_gguf_open", "gguf", path, &map, &size));
     qn_gguf *g;
-    qn_status s = qn_gguf_open_memory(map, (size_t)st.st_size, &g);
-    if (s != QN_OK) {
-        munmap(map, (size_t)st.st_size);
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", qn_last_error());
-        return qn_error(s, "%s (%s)", msg, path);
-    }
+    qn_status s = qn_gguf_open_memory(map, size, &g);
+    if (s != QN_OK) return qn_unmap_refused(s, map, size, path);
     g->mapped = 1;
     *out = g;
     return QN_OK;
@@ -601,7 +568,7 @@ qn_status qn_gguf_tensor_get(const qn_gguf *g, int64_t i, qn_gguf_tensor *out) {
     if (i < 0 || i >= g->n_tensors)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_gguf_tensor_get: index %lld not in [0, %lld)", (long long)i,
                         (long long)g->n_tensors);
-    const tensor *t = &g->tensors[i];
+    const qn_gguf_tensor_record *t = &g->tensors[i];
     out->name = t->name;
     out->type = t->type;
     out->n_dims = t->n_dims;

@@ -13,4 +13,15 @@
  * number that is not a type. */
 int qn_gguf_type_size(uint32_t type);
 
+/* One tensor as the header lists it: the reader fills it from a tensor info,
+ * the writer from a declaration. Unused dims of ne are 1; offset is from the
+ * start of the data section; bytes is the data's size. */
+typedef struct {
+    char *name;
+    qn_dtype type;
+    int n_dims;
+    int64_t ne[QN_GGUF_MAX_DIMS];
+    uint64_t offset, bytes;
+} qn_gguf_tensor_record;
+
 #endif

@@ -19,18 +19,10 @@ typedef struct {
     size_t len;
 } entry;
 
-typedef struct {
-    char *name;
-    qn_dtype type;
-    int n_dims;
-    int64_t ne[4];
-    uint64_t offset, bytes;
-} wtensor;
-
 struct qn_gguf_writer {
     entry *entries;
     size_t n_entries;
-    wtensor *tensors;
+    qn_gguf_tensor_record *tensors;
     size_t n_tensors;
     FILE *file;
     char *path;
@@ -214,7 +206,7 @@ qn_status qn_gguf_writer_add_tensor(qn_gguf_writer *w, const char *name, qn_dtyp
     for (size_t i = 0; i < w->n_tensors; i++)
         if (strcmp(w->tensors[i].name, name) == 0)
             return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: '%s' is already declared", who, name);
-    wtensor t = {.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}};
+    qn_gguf_tensor_record t = {.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}};
     uint64_t rows = 1;
     for (int d = 0; d < n_dims; d++) {
         if (ne[d] < 0) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: '%s': ne[%d] = %lld", who, name, d, (long long)ne[d]);
@@ -235,7 +227,7 @@ qn_status qn_gguf_writer_add_tensor(qn_gguf_writer *w, const char *name, qn_dtyp
     if (row != 0 && rows > UINT64_MAX / (uint64_t)row)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: '%s': byte size overflows", who, name);
     t.bytes = (uint64_t)row * rows;
-    wtensor *ts = realloc(w->tensors, (w->n_tensors + 1) * sizeof *ts);
+    qn_gguf_tensor_record *ts = realloc(w->tensors, (w->n_tensors + 1) * sizeof *ts);
     t.name = malloc(strlen(name) + 1);
     if (ts) w->tensors = ts;
     if (!ts || !t.name) {
@@ -295,7 +287,7 @@ static qn_status write_header(qn_gguf_writer *w) {
     }
     uint64_t offset = 0;
     for (size_t i = 0; i < w->n_tensors; i++) {
-        wtensor *t = &w->tensors[i];
+        qn_gguf_tensor_record *t = &w->tensors[i];
         t->offset = offset;
         put_str(&b, t->name, strlen(t->name));
         put_u32(&b, (uint32_t)t->n_dims);
@@ -331,7 +323,7 @@ qn_status qn_gguf_writer_write_tensor(qn_gguf_writer *w, const void *data, uint6
     if (!w->file) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_gguf_writer_write_tensor: call qn_gguf_writer_begin first");
     if (w->next >= w->n_tensors)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_gguf_writer_write_tensor: all %zu tensors are written", w->n_tensors);
-    const wtensor *t = &w->tensors[w->next];
+    const qn_gguf_tensor_record *t = &w->tensors[w->next];
     if (bytes != t->bytes)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_gguf_writer_write_tensor: '%s' has %llu bytes, not %llu", t->name,
                         (unsigned long long)t->bytes, (unsigned long long)bytes);

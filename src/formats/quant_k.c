@@ -20,45 +20,71 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int clampi(int v, int lo, int hi) { return imax(lo, imin(hi, v)); }
 
-/* Symmetric levels in [-nmax, nmax-1] for the n values of x, scale searched
- * around -nmax/max with weights x^2 (q6_K). L gets levels + nmax. */
-static float search_symmetric(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
+/* The value of largest magnitude in x, sign kept (the first one on a tie);
+ * *amax gets its magnitude. The symmetric searches scale from it so that
+ * this value lands exactly on level -nmax. */
+static float signed_abs_max(int n, const float *x, float *amax) {
+    float max = 0;
+    *amax = 0;
     for (int i = 0; i < n; i++) {
         float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
+        if (ax > *amax) {
+            *amax = ax;
             max = x[i];
         }
     }
-    if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.0f;
-    }
-    float iscale = -nmax / max;
-    float sumlx = 0, suml2 = 0;
+    return max;
+}
+
+/* Rounds each iscale * x[i] to a level in [-nmax, nmax-1], stores it plus
+ * `offset` in L, and returns the x^2-weighted sums sum(w*x*l) in *sumlx and
+ * sum(w*l*l) in *suml2: the least-squares scale for these levels is
+ * sumlx / suml2, and the larger sumlx^2 / suml2, the smaller the error. */
+static void symmetric_levels(int n, int nmax, float iscale, const float *x, int offset, int8_t *L,
+                             float *sumlx, float *suml2) {
+    float slx = 0, sl2 = 0;
     for (int i = 0; i < n; i++) {
         int l = clampi(qn_round_nearest(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)(l + nmax);
+        L[i] = (int8_t)(l + offset);
         float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
+        slx += w * x[i] * l;
+        sl2 += w * l * l;
     }
+    *sumlx = slx;
+    *suml2 = sl2;
+}
+
+/* Where both symmetric searches start: the levels for the scale that puts
+ * *max, the value of largest magnitude, exactly on -nmax (stored plus
+ * `offset` in L, sums as symmetric_levels gives them). Returns false, with L
+ * all zero, for a group that ggml treats as all zero. */
+static bool symmetric_first_guess(int n, int nmax, const float *x, int offset, int8_t *L, float *max,
+                                  float *sumlx, float *suml2) {
+    float amax;
+    *max = signed_abs_max(n, x, &amax);
+    if (amax < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return false;
+    }
+    symmetric_levels(n, nmax, -nmax / *max, x, offset, L, sumlx, suml2);
+    return true;
+}
+
+/* Symmetric levels in [-nmax, nmax-1] for the n (at most 16) values of x,
+ * scale searched around -nmax/max with weights x^2 (q6_K). L gets levels +
+ * nmax. */
+static float search_symmetric(int n, int nmax, const float *x, int8_t *L) {
+    float max, sumlx, suml2;
+    if (!symmetric_first_guess(n, nmax, x, nmax, L, &max, &sumlx, &suml2)) return 0.0f;
     float scale = suml2 ? sumlx / suml2 : 0.0f;
     float best = scale * sumlx;
+    int8_t Laux[16];
     for (int is = -9; is <= 9; is++) {
         if (is == 0) continue;
-        iscale = -(nmax + 0.1f * is) / max;
-        sumlx = suml2 = 0;
-        for (int i = 0; i < n; i++) {
-            int l = clampi(qn_round_nearest(iscale * x[i]), -nmax, nmax - 1);
-            float w = x[i] * x[i];
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
-        }
+        const float iscale = -(nmax + 0.1f * is) / max;
+        symmetric_levels(n, nmax, iscale, x, nmax, Laux, &sumlx, &suml2);
         if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++)
-                L[i] = (int8_t)(nmax + clampi(qn_round_nearest(iscale * x[i]), -nmax, nmax - 1));
+            memcpy(L, Laux, (size_t)n);
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
@@ -70,27 +96,9 @@ static float search_symmetric(int n, int nmax, const float *x, int8_t *L) {
  * while that lowers the x^2-weighted error (up to 5 passes). L gets levels
  * + nmax. */
 static float search_symmetric_refine(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.0f;
-    }
-    float iscale = -nmax / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = clampi(qn_round_nearest(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)l;
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
+    float max, sumlx, suml2;
+    /* Levels without the offset while refining: the sums need them signed. */
+    if (!symmetric_first_guess(n, nmax, x, 0, L, &max, &sumlx, &suml2)) return 0.0f;
     for (int pass = 0; pass < 5; pass++) {
         int changed = 0;
         for (int i = 0; i < n; i++) {
@@ -461,14 +469,8 @@ static void dequantize_q6_K(const qn_block_q6_K *b, float *y) {
 }
 
 static void quantize_q8_K(const float *x, qn_block_q8_K *y) {
-    float max = 0, amax = 0;
-    for (int j = 0; j < QN_QK_K; j++) {
-        float ax = fabsf(x[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[j];
-        }
-    }
+    float amax;
+    const float max = signed_abs_max(QN_QK_K, x, &amax);
     memset(y, 0, sizeof *y);
     if (!amax) return;
     /* -127 rather than -128 keeps every quant in [-127, 127]. */

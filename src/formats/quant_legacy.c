@@ -11,6 +11,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
 
 const int8_t qn_mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
@@ -131,111 +132,74 @@ static void unpack_nibbles(const uint8_t qs[16], const uint8_t *qh, int *L) {
     }
 }
 
+/* Where the fields of each type's block sit, as byte offsets taken from the
+ * structs in blocks.h, so that one load and one store serve every type.
+ * Each block starts with its scale: an f16 d, or mxfp4's exponent byte e.
+ * NO_FIELD marks a field the type does not have (offset 0 is always the scale). */
+#define NO_FIELD 0
+typedef struct {
+    size_t m;  /* f16 minimum (q4_1, q5_1), or q8_1's s = d * sum of the quants */
+    size_t qh; /* the 32 fifth bits (q5_0, q5_1) */
+    size_t qs; /* nibbles, or one int8 a level for q8_0 and q8_1 */
+} legacy_layout;
+
+static legacy_layout layout_of(qn_dtype type) {
+    switch (type) {
+    case QN_Q4_0: return (legacy_layout){NO_FIELD, NO_FIELD, offsetof(qn_block_q4_0, qs)};
+    case QN_Q4_1: return (legacy_layout){offsetof(qn_block_q4_1, m), NO_FIELD, offsetof(qn_block_q4_1, qs)};
+    case QN_Q5_0: return (legacy_layout){NO_FIELD, offsetof(qn_block_q5_0, qh), offsetof(qn_block_q5_0, qs)};
+    case QN_Q5_1:
+        return (legacy_layout){offsetof(qn_block_q5_1, m), offsetof(qn_block_q5_1, qh),
+                               offsetof(qn_block_q5_1, qs)};
+    case QN_Q8_0: return (legacy_layout){NO_FIELD, NO_FIELD, offsetof(qn_block_q8_0, qs)};
+    case QN_Q8_1: return (legacy_layout){offsetof(qn_block_q8_1, s), NO_FIELD, offsetof(qn_block_q8_1, qs)};
+    default: return (legacy_layout){NO_FIELD, NO_FIELD, offsetof(qn_block_mxfp4, qs)}; /* QN_MXFP4 */
+    }
+}
+
+static int is_q8(qn_dtype type) { return type == QN_Q8_0 || type == QN_Q8_1; }
+
+static void put_f16(uint8_t *p, float f) {
+    uint16_t h = qn_f2h(f);
+    memcpy(p, &h, sizeof h);
+}
+
+static float get_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return qn_h2f(h);
+}
+
 /* Write b in the layout of `type` at dst. */
 static void store_block(qn_dtype type, const legacy_block *b, uint8_t *dst) {
-    switch (type) {
-    case QN_Q4_0: {
-        qn_block_q4_0 o = {.d = qn_f2h(b->d)};
-        pack_nibbles(b->L, o.qs, NULL);
-        memcpy(dst, &o, sizeof o);
-        break;
-    }
-    case QN_Q4_1: {
-        qn_block_q4_1 o = {.d = qn_f2h(b->d), .m = qn_f2h(b->m)};
-        pack_nibbles(b->L, o.qs, NULL);
-        memcpy(dst, &o, sizeof o);
-        break;
-    }
-    case QN_Q5_0: {
-        qn_block_q5_0 o = {.d = qn_f2h(b->d)};
-        pack_nibbles(b->L, o.qs, o.qh);
-        memcpy(dst, &o, sizeof o);
-        break;
-    }
-    case QN_Q5_1: {
-        qn_block_q5_1 o = {.d = qn_f2h(b->d), .m = qn_f2h(b->m)};
-        pack_nibbles(b->L, o.qs, o.qh);
-        memcpy(dst, &o, sizeof o);
-        break;
-    }
-    case QN_Q8_0: {
-        qn_block_q8_0 o = {.d = qn_f2h(b->d)};
-        for (int j = 0; j < QN_QK; j++) o.qs[j] = (int8_t)b->L[j];
-        memcpy(dst, &o, sizeof o);
-        break;
-    }
-    case QN_Q8_1: {
-        qn_block_q8_1 o = {.d = qn_f2h(b->d), .s = qn_f2h(b->m)};
-        for (int j = 0; j < QN_QK; j++) o.qs[j] = (int8_t)b->L[j];
-        memcpy(dst, &o, sizeof o);
-        break;
-    }
-    default: { /* QN_MXFP4 */
-        qn_block_mxfp4 o = {.e = b->e};
-        pack_nibbles(b->L, o.qs, NULL);
-        memcpy(dst, &o, sizeof o);
-        break;
-    }
-    }
+    const legacy_layout f = layout_of(type);
+    uint8_t o[sizeof(qn_block_q8_1)] = {0}; /* the largest block of the family */
+    if (type == QN_MXFP4)
+        o[0] = b->e;
+    else
+        put_f16(o, b->d);
+    if (f.m != NO_FIELD) put_f16(o + f.m, b->m);
+    if (is_q8(type))
+        for (int j = 0; j < QN_QK; j++) o[f.qs + j] = (uint8_t)(int8_t)b->L[j];
+    else
+        pack_nibbles(b->L, o + f.qs, f.qh != NO_FIELD ? o + f.qh : NULL);
+    memcpy(dst, o, (size_t)qn_dtype_block_bytes(type));
 }
 
 /* Read a block of `type` at src into b (d and m decoded to float). */
 static void load_block(qn_dtype type, const uint8_t *src, legacy_block *b) {
-    switch (type) {
-    case QN_Q4_0: {
-        qn_block_q4_0 o;
-        memcpy(&o, src, sizeof o);
-        b->d = qn_h2f(o.d);
-        unpack_nibbles(o.qs, NULL, b->L);
-        break;
+    const legacy_layout f = layout_of(type);
+    if (type == QN_MXFP4) {
+        b->e = src[0];
+        b->d = mxfp4_scale(b->e);
+    } else {
+        b->d = get_f16(src);
     }
-    case QN_Q4_1: {
-        qn_block_q4_1 o;
-        memcpy(&o, src, sizeof o);
-        b->d = qn_h2f(o.d);
-        b->m = qn_h2f(o.m);
-        unpack_nibbles(o.qs, NULL, b->L);
-        break;
-    }
-    case QN_Q5_0: {
-        qn_block_q5_0 o;
-        memcpy(&o, src, sizeof o);
-        b->d = qn_h2f(o.d);
-        unpack_nibbles(o.qs, o.qh, b->L);
-        break;
-    }
-    case QN_Q5_1: {
-        qn_block_q5_1 o;
-        memcpy(&o, src, sizeof o);
-        b->d = qn_h2f(o.d);
-        b->m = qn_h2f(o.m);
-        unpack_nibbles(o.qs, o.qh, b->L);
-        break;
-    }
-    case QN_Q8_0: {
-        qn_block_q8_0 o;
-        memcpy(&o, src, sizeof o);
-        b->d = qn_h2f(o.d);
-        for (int j = 0; j < QN_QK; j++) b->L[j] = o.qs[j];
-        break;
-    }
-    case QN_Q8_1: {
-        qn_block_q8_1 o;
-        memcpy(&o, src, sizeof o);
-        b->d = qn_h2f(o.d);
-        b->m = qn_h2f(o.s);
-        for (int j = 0; j < QN_QK; j++) b->L[j] = o.qs[j];
-        break;
-    }
-    default: { /* QN_MXFP4 */
-        qn_block_mxfp4 o;
-        memcpy(&o, src, sizeof o);
-        b->e = o.e;
-        b->d = mxfp4_scale(o.e);
-        unpack_nibbles(o.qs, NULL, b->L);
-        break;
-    }
-    }
+    if (f.m != NO_FIELD) b->m = get_f16(src + f.m);
+    if (is_q8(type))
+        for (int j = 0; j < QN_QK; j++) b->L[j] = (int8_t)src[f.qs + j];
+    else
+        unpack_nibbles(src + f.qs, f.qh != NO_FIELD ? src + f.qh : NULL, b->L);
 }
 
 void qn_quantize_legacy(qn_dtype type, const float *x, void *y, int64_t nb) {

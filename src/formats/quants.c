@@ -88,20 +88,26 @@ static qn_status check_row(const char *who, qn_dtype type, const void *src, cons
     return QN_OK;
 }
 
-qn_status qn_quantize_row(qn_dtype type, const float *src, void *dst, int64_t n) {
+/* The body of qn_quantize_row (to_blocks) and qn_dequantize_row: one of src
+ * and dst holds floats, the other blocks of `type`. */
+static qn_status convert_row(const char *who, bool to_blocks, qn_dtype type, const void *src,
+                             void *dst, int64_t n) {
     const family *fam = NULL;
     int64_t nb = 0;
-    QN_TRY(check_row("qn_quantize_row", type, src, dst, n, &fam, &nb));
-    fam->quantize(type, src, dst, nb);
+    QN_TRY(check_row(who, type, src, dst, n, &fam, &nb));
+    if (to_blocks)
+        fam->quantize(type, src, dst, nb);
+    else
+        fam->dequantize(type, src, dst, nb);
     return QN_OK;
 }
 
+qn_status qn_quantize_row(qn_dtype type, const float *src, void *dst, int64_t n) {
+    return convert_row("qn_quantize_row", true, type, src, dst, n);
+}
+
 qn_status qn_dequantize_row(qn_dtype type, const void *src, float *dst, int64_t n) {
-    const family *fam = NULL;
-    int64_t nb = 0;
-    QN_TRY(check_row("qn_dequantize_row", type, src, dst, n, &fam, &nb));
-    fam->dequantize(type, src, dst, nb);
-    return QN_OK;
+    return convert_row("qn_dequantize_row", false, type, src, dst, n);
 }
 
 qn_status qn_qdq_row(qn_dtype type, const float *src, float *dst, int64_t n) {

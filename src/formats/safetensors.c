@@ -5,16 +5,13 @@
  * open: known dtype, whole shape, offsets inside the data, size equal to
  * shape times element size. */
 #include "formats/json.h"
+#include "formats/mapped_file.h"
 #include "core/error.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* The reference implementation refuses larger headers too. */
 #define MAX_HEADER (100u << 20)
@@ -190,29 +187,12 @@ qn_status qn_safetensors_open_memory(const void *data, size_t size, qn_safetenso
 qn_status qn_safetensors_open(const char *path, qn_safetensors **out) {
     if (!path || !out) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_safetensors_open: NULL argument");
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return qn_error(QN_ERR_IO, "qn_safetensors_open: %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return qn_error(QN_ERR_IO, "qn_safetensors_open: %s: not a readable regular file", path);
-    }
-    if (sb.st_size == 0) {
-        close(fd);
-        return qn_error(QN_ERR_FORMAT, "safetensors: %s: the file is empty", path);
-    }
-    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (map == MAP_FAILED) return qn_error(QN_ERR_IO, "qn_safetensors_open: %s: mmap: %s", path, strerror(e));
+    void *map;
+    size_t size;
+    QN_TRY(qn_map_file("qn_safetensors_open", "safetensors", path, &map, &size));
     qn_safetensors *st;
-    qn_status s = qn_safetensors_open_memory(map, (size_t)sb.st_size, &st);
-    if (s != QN_OK) {
-        munmap(map, (size_t)sb.st_size);
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", qn_last_error());
-        return qn_error(s, "%s (%s)", msg, path);
-    }
+    qn_status s = qn_safetensors_open_memory(map, size, &st);
+    if (s != QN_OK) return qn_unmap_refused(s, map, size, path);
     st->mapped = 1;
     *out = st;
     return QN_OK;
