@@ -309,6 +309,19 @@ qn_status qn_scale(qn_encoder *enc, qn_tensor dst, qn_tensor a, float s);
  * backend. */
 qn_status qn_qdq(qn_encoder *enc, qn_tensor dst, qn_tensor src, qn_dtype type);
 
+/* An MLX affine-quantized weight on a device: q holds the packed bit stream
+ * of each row as u32 words [cols * bits / 32, rows, ...]; scales and biases
+ * (f16, bf16 or f32, the same type) [cols / group_size, rows, ...]. */
+typedef struct {
+    qn_tensor q, scales, biases;
+    int bits;       /* 2, 3, 4, 6, 8 */
+    int group_size; /* 32, 64, 128 */
+} qn_mlx_weight;
+
+/* dst [cols, rows, ...] (f32, f16, bf16) = scale * q + bias per group, as the
+ * host's qn_mlx_dequantize_row computes it, on every backend. */
+qn_status qn_mlx_dequantize(qn_encoder *enc, qn_tensor dst, const qn_mlx_weight *w);
+
 /* Host conversions with the exact rounding the ops use. */
 uint16_t qn_f32_to_f16(float f);
 float qn_f16_to_f32(uint16_t h);

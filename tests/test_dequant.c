@@ -1,4 +1,5 @@
-/* Dequantization through qn_copy and the qn_qdq round trip, on the device
+/* Dequantization through qn_copy, MLX affine dequantization and the qn_qdq
+ * round trip, on the device
  * under test, against the host reference (qn_dequantize_row / the reference
  * quantizer, themselves checked against ggml and the gguf package): the same
  * bits for every block type, odd shapes, strided outputs. */
@@ -170,6 +171,63 @@ static void test_qdq(void **state) {
     qn_encoder_destroy(enc);
 }
 
+/* MLX affine weights of every bit width, group size and scale type: the
+ * device's dequantization equals the host's bit for bit. */
+static void test_mlx_dequantize(void **state) {
+    (void)state;
+    qn_device *dev = qt_device();
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(dev, &enc));
+    const int bits[5] = {2, 3, 4, 6, 8}, groups[3] = {32, 64, 128};
+    const qn_dtype stypes[3] = {QN_F16, QN_BF16, QN_F32};
+    const int64_t cols = 384, rows = 3;
+    float x[384 * 3], want[384 * 3], got[384 * 3];
+    for (int bi = 0; bi < 5; bi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int si = 0; si < 3; si++) {
+                qn_mlx_quant p = {bits[bi], groups[gi]};
+                int64_t words = cols * p.bits / 32, ngroups = cols / p.group_size;
+                size_t sb = (size_t)qn_dtype_block_bytes(stypes[si]);
+                uint32_t q[384 * 3 * 8 / 32];
+                unsigned char sc[3 * 12 * 4], bs[3 * 12 * 4];
+                qt_fill_random_f32(x, (size_t)(cols * rows), -1.5f, 1.5f);
+                for (int64_t r = 0; r < rows; r++) {
+                    QT_OK(qn_mlx_quantize_row(p, stypes[si], x + r * cols, cols, q + r * words, sc + r * ngroups * sb,
+                                              bs + r * ngroups * sb));
+                    QT_OK(qn_mlx_dequantize_row(p, stypes[si], q + r * words, sc + r * ngroups * sb,
+                                                bs + r * ngroups * sb, want + r * cols, cols));
+                }
+                qn_buffer *bq, *bsc, *bbs, *out = qt_poisoned(dev, QN_F32, 2, (int64_t[]){cols, rows});
+                QT_OK(qn_buffer_alloc(dev, QN_U32, 2, (int64_t[]){words, rows}, &bq));
+                QT_OK(qn_buffer_alloc(dev, stypes[si], 2, (int64_t[]){ngroups, rows}, &bsc));
+                QT_OK(qn_buffer_alloc(dev, stypes[si], 2, (int64_t[]){ngroups, rows}, &bbs));
+                QT_OK(qn_buffer_write(bq, 0, q, (size_t)(words * rows * 4)));
+                QT_OK(qn_buffer_write(bsc, 0, sc, (size_t)ngroups * rows * sb));
+                QT_OK(qn_buffer_write(bbs, 0, bs, (size_t)ngroups * rows * sb));
+                qn_mlx_weight w = {qn_tensor_of(bq), qn_tensor_of(bsc), qn_tensor_of(bbs), p.bits, p.group_size};
+                QT_OK(qn_mlx_dequantize(enc, qn_tensor_of(out), &w));
+                QT_OK(qn_encoder_commit_wait(enc));
+                QT_OK(qn_buffer_read(out, 0, got, sizeof got));
+                if (memcmp(got, want, sizeof got) != 0)
+                    fail_msg("mlx bits %d group %d scales %s differ", p.bits, p.group_size, qn_dtype_name(stypes[si]));
+                if (bi == 2 && gi == 1 && si == 0) {
+                    w.bits = 5;
+                    QT_FAILS(qn_mlx_dequantize(enc, qn_tensor_of(out), &w), QN_ERR_INVALID_ARGUMENT, "bits 5");
+                    w.bits = 4;
+                    w.group_size = 128; /* 384 columns need 3 scales per row, not 6 */
+                    QT_FAILS(qn_mlx_dequantize(enc, qn_tensor_of(out), &w), QN_ERR_INVALID_ARGUMENT, "need 3 scales");
+                    w.group_size = 64;
+                    w.biases = qn_tensor_of(bq);
+                    QT_FAILS(qn_mlx_dequantize(enc, qn_tensor_of(out), &w), QN_ERR_INVALID_ARGUMENT, "biases is u32");
+                }
+                qn_buffer_free(bq);
+                qn_buffer_free(bsc);
+                qn_buffer_free(bbs);
+                qn_buffer_free(out);
+            }
+    qn_encoder_destroy(enc);
+}
+
 static void test_errors(void **state) {
     (void)state;
     qn_device *dev = qt_device();
@@ -199,6 +257,7 @@ int main(void) {
         cmocka_unit_test(test_dequantize_every_type),
         cmocka_unit_test(test_dequantize_random_bytes),
         cmocka_unit_test(test_qdq),
+        cmocka_unit_test(test_mlx_dequantize),
         cmocka_unit_test(test_errors),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -43,4 +43,10 @@ typedef struct {
 } qn_qdq_args;
 void qn_cpu_qdq(qn_device *dev, const void *args);
 
+typedef struct {
+    qn_kt dst, q, scales, biases;
+    int bits, group;
+} qn_mlx_args;
+void qn_cpu_mlx_dequant(qn_device *dev, const void *args);
+
 #endif

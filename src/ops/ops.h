@@ -18,6 +18,10 @@ qn_status qn_op_same_shape(const char *op, const char *na, const qn_tensor *a, c
 
 bool qn_dtype_is_float(qn_dtype t);
 
+/* An MLX affine weight's tensors agree with each other (src/ops/quant.c);
+ * *cols gets its row length in weights. */
+qn_status qn_mlx_weight_check(const char *op, qn_encoder *enc, const qn_mlx_weight *w, int64_t *cols);
+
 /* The kernel's view of a tensor. */
 qn_kt qn_op_kt(const qn_tensor *t);
 

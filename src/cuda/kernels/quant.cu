@@ -86,3 +86,37 @@ extern "C" __global__ void qdq_q8_0(float *dst, const float *src, long long nblo
         }
     }
 }
+
+/* MLX affine: w = scale * q + bias per group, q a little-endian bit stream of
+ * `bits`-bit integers (2, 3, 4, 6, 8). q rows [cols * bits / 8 bytes, rows],
+ * scales and biases [cols / group, rows] (f32, f16 or bf16), dst [cols,
+ * rows]. Grid: a block per row (x, y, z); threads over the row's elements.
+ * Bytes: the packed row, its scales and biases, and the output once each. */
+template <int DT>
+__device__ void mlx_rows(const qn_kt &dst, const qn_kt &q, const qn_kt &scales, const qn_kt &biases, int bits,
+                         int group) {
+    QN_FOR_EACH_ROW(dst) {
+        const qn_u8 *row = (const qn_u8 *)qn_kt_at(&q, 0, i1, i2, i3);
+        const char *srow = qn_kt_at(&scales, 0, i1, i2, i3), *brow = qn_kt_at(&biases, 0, i1, i2, i3);
+        char *out = qn_kt_at(&dst, 0, i1, i2, i3);
+        for (long long i = threadIdx.x; i < dst.ne[0]; i += blockDim.x) {
+            long long bit = i * bits;
+            unsigned v = row[bit / 8];
+            if (bit % 8 + bits > 8) v |= (unsigned)row[bit / 8 + 1] << 8;
+            float qv = (float)((v >> (bit % 8)) & ((1u << bits) - 1));
+            float s = qn_load_f32(srow + (i / group) * scales.nb[0], scales.dtype);
+            float b = qn_load_f32(brow + (i / group) * biases.nb[0], biases.dtype);
+            qn_store_f32(out + i * dst.nb[0], DT, __fadd_rn(__fmul_rn(s, qv), b));
+        }
+    }
+}
+
+extern "C" __global__ void mlx_dequant_f32(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) {
+    mlx_rows<QN_KT_F32>(dst, q, s, b, bits, group);
+}
+extern "C" __global__ void mlx_dequant_f16(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) {
+    mlx_rows<QN_KT_F16>(dst, q, s, b, bits, group);
+}
+extern "C" __global__ void mlx_dequant_bf16(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) {
+    mlx_rows<QN_KT_BF16>(dst, q, s, b, bits, group);
+}
