@@ -24,7 +24,8 @@ check: deps all
 	scripts/fuzz.sh 30
 
 check-asan:
-	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQUANTA_SANITIZE=ON >/dev/null
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DQUANTA_SANITIZE=ON \
+		-DQUANTA_TEST_CACHE_DIR=$(abspath $(BUILD))/kernel-cache >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && QUANTA_BACKEND=cpu ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
 		UBSAN_OPTIONS=print_stacktrace=1 $(CTEST)
@@ -42,7 +43,7 @@ gpu-memcheck: all
 	@set -e; for t in $(BUILD)/tests/test_*; do \
 		[ -f "$$t" ] && [ -x "$$t" ] || continue; \
 		echo "compute-sanitizer memcheck: $$t"; \
-		QUANTA_BACKEND=cuda QUANTA_CACHE_DIR=$(BUILD)/kernel-cache \
+		QUANTA_BACKEND=cuda QUANTA_CACHE_DIR=$(abspath $(BUILD))/kernel-cache \
 			compute-sanitizer --tool memcheck --require-cuda-init no --report-api-errors no --error-exitcode 1 --leak-check full $$t >$$t.memcheck.log 2>&1 \
 			|| { tail -40 $$t.memcheck.log; exit 1; }; \
 		grep -h "ERROR SUMMARY" $$t.memcheck.log || echo "(no CUDA calls)"; \

@@ -22,6 +22,7 @@ typedef struct image_slot {
 } image_slot;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t compiled = PTHREAD_COND_INITIALIZER;
 static image_slot **slots; /* [qn_kernel_variants_count] */
 
 qn_status qn_registry_find(const char *source, const char *defines, size_t *index) {
@@ -284,40 +285,114 @@ static qn_status compile_variant(size_t index, const char *arch, image_slot *slo
     return QN_OK;
 }
 
+/* Compiles run outside the lock, so different variants compile in parallel;
+ * a second caller for a variant being compiled waits for that compile. A
+ * failed compile leaves no slot behind: the next caller tries again and gets
+ * the error itself. */
 qn_status qn_registry_image(size_t index, const char *arch, const void **image, size_t *size,
                             bool *is_ptx) {
     if (index >= qn_kernel_variants_count)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "kernel registry: no variant %zu", index);
-    qn_status s = QN_OK;
     pthread_mutex_lock(&lock);
     if (!slots) slots = calloc(qn_kernel_variants_count, sizeof *slots);
-    image_slot *slot = slots ? slots[index] : NULL;
-    while (slot && strcmp(slot->arch, arch) != 0) slot = slot->next;
     if (!slots) {
-        s = qn_error(QN_ERR_OUT_OF_MEMORY, "kernel registry: out of host memory");
-    } else if (!slot) {
-        slot = calloc(1, sizeof *slot);
-        if (!slot) {
-            s = qn_error(QN_ERR_OUT_OF_MEMORY, "kernel registry: out of host memory");
-        } else {
-            snprintf(slot->arch, sizeof slot->arch, "%s", arch);
-            s = compile_variant(index, arch, slot);
-            if (s == QN_OK) {
-                slot->next = slots[index];
-                slots[index] = slot;
-            } else {
-                free(slot);
-                slot = NULL;
-            }
-        }
+        pthread_mutex_unlock(&lock);
+        return qn_error(QN_ERR_OUT_OF_MEMORY, "kernel registry: out of host memory");
     }
+    for (;;) {
+        image_slot *slot = slots[index];
+        while (slot && strcmp(slot->arch, arch) != 0) slot = slot->next;
+        if (slot && slot->image) {
+            *image = slot->image;
+            *size = slot->size;
+            *is_ptx = slot->is_ptx;
+            pthread_mutex_unlock(&lock);
+            return QN_OK;
+        }
+        if (!slot) break;
+        pthread_cond_wait(&compiled, &lock); /* another thread is compiling it */
+    }
+    /* Claim the variant: an empty slot tells others a compile is under way. */
+    image_slot *slot = calloc(1, sizeof *slot);
+    if (!slot) {
+        pthread_mutex_unlock(&lock);
+        return qn_error(QN_ERR_OUT_OF_MEMORY, "kernel registry: out of host memory");
+    }
+    snprintf(slot->arch, sizeof slot->arch, "%s", arch);
+    slot->next = slots[index];
+    slots[index] = slot;
     pthread_mutex_unlock(&lock);
+
+    image_slot done = *slot;
+    qn_status s = compile_variant(index, arch, &done);
+
+    pthread_mutex_lock(&lock);
     if (s == QN_OK) {
+        slot->size = done.size;
+        slot->is_ptx = done.is_ptx;
+        slot->image = done.image;
         *image = slot->image;
         *size = slot->size;
         *is_ptx = slot->is_ptx;
+    } else {
+        image_slot **link = &slots[index];
+        while (*link != slot) link = &(*link)->next;
+        *link = slot->next;
+        free(slot);
     }
+    pthread_cond_broadcast(&compiled);
+    pthread_mutex_unlock(&lock);
     return s;
+}
+
+/* Precompiling runs several NVRTC compiles at once (NVRTC is thread-safe):
+ * worker threads take the next variant from a shared counter. */
+typedef struct {
+    pthread_mutex_t mu;
+    size_t next, done;
+    const char *arch;
+    qn_status status;
+    char error[1024];
+    qn_progress_fn progress;
+    void *user;
+} precompile_job;
+
+static void *precompile_worker(void *arg) {
+    precompile_job *job = arg;
+    for (;;) {
+        pthread_mutex_lock(&job->mu);
+        size_t i = job->status == QN_OK ? job->next++ : qn_kernel_variants_count;
+        pthread_mutex_unlock(&job->mu);
+        if (i >= qn_kernel_variants_count) return NULL;
+        const void *image;
+        size_t size;
+        bool is_ptx;
+        qn_status s = qn_registry_image(i, job->arch, &image, &size, &is_ptx);
+        pthread_mutex_lock(&job->mu);
+        if (s != QN_OK && job->status == QN_OK) {
+            job->status = s;
+            snprintf(job->error, sizeof job->error, "%s", qn_last_error());
+        }
+        job->done++;
+        if (s == QN_OK && job->progress)
+            job->progress(job->done, qn_kernel_variants_count, qn_kernel_variants[i].source, job->user);
+        pthread_mutex_unlock(&job->mu);
+    }
+}
+
+qn_status qn_registry_compile_all(const char *arch, qn_progress_fn progress, void *user) {
+    precompile_job job = {.arch = arch, .status = QN_OK, .progress = progress, .user = user};
+    pthread_mutex_init(&job.mu, NULL);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = cores < 1 ? 1 : cores > 16 ? 16 : (int)cores;
+    pthread_t threads[16];
+    int started = 0;
+    while (started < n && pthread_create(&threads[started], NULL, precompile_worker, &job) == 0) started++;
+    if (started == 0) precompile_worker(&job); /* no threads: compile here */
+    for (int t = 0; t < started; t++) pthread_join(threads[t], NULL);
+    pthread_mutex_destroy(&job.mu);
+    if (job.status != QN_OK) return qn_error(job.status, "%s", job.error);
+    return QN_OK;
 }
 
 qn_status qn_kernels_precompile(qn_device *dev, qn_progress_fn progress, void *user) {
@@ -325,12 +400,5 @@ qn_status qn_kernels_precompile(qn_device *dev, qn_progress_fn progress, void *u
     if (qn_device_backend(dev) != QN_BACKEND_CUDA) return QN_OK;
     qn_device_info info;
     QN_TRY(qn_device_info_get(dev, &info));
-    for (size_t i = 0; i < qn_kernel_variants_count; i++) {
-        const void *image;
-        size_t size;
-        bool is_ptx;
-        QN_TRY(qn_registry_image(i, info.arch, &image, &size, &is_ptx));
-        if (progress) progress(i + 1, qn_kernel_variants_count, qn_kernel_variants[i].source, user);
-    }
-    return QN_OK;
+    return qn_registry_compile_all(info.arch, progress, user);
 }

@@ -42,6 +42,10 @@ qn_status qn_registry_image(size_t index, const char *arch, const void **image, 
 qn_status qn_registry_compile(const char *name, const char *text, const char *defines,
                               const char *arch, void **image, size_t *size, bool *is_ptx);
 
+/* Compile every registered variant for `arch`, several at once (one thread
+ * a core, up to 16); `progress` as for qn_kernels_precompile. */
+qn_status qn_registry_compile_all(const char *arch, qn_progress_fn progress, void *user);
+
 /* The cache directory in use ("" when none could be made). */
 const char *qn_registry_cache_dir(void);
 

@@ -6,9 +6,29 @@
 
 const qn_kernel_variant qn_kernel_variants[] = {
     {"copy.cu", ""},
-    {"elementwise.cu", ""},
+    {"copy.cu", "-DQN_DST=f32"},
+    {"copy.cu", "-DQN_DST=f16"},
+    {"copy.cu", "-DQN_DST=bf16"},
+    {"elementwise.cu", "-DQN_DST=f32"},
+    {"elementwise.cu", "-DQN_DST=f16"},
+    {"elementwise.cu", "-DQN_DST=bf16"},
     /* formats */
     {"quant.cu", ""},
+    {"quant.cu", "-DQN_BLOCK=q4_0"},
+    {"quant.cu", "-DQN_BLOCK=q4_1"},
+    {"quant.cu", "-DQN_BLOCK=q5_0"},
+    {"quant.cu", "-DQN_BLOCK=q5_1"},
+    {"quant.cu", "-DQN_BLOCK=q8_0"},
+    {"quant.cu", "-DQN_BLOCK=q8_1"},
+    {"quant.cu", "-DQN_BLOCK=q2_K"},
+    {"quant.cu", "-DQN_BLOCK=q3_K"},
+    {"quant.cu", "-DQN_BLOCK=q4_K"},
+    {"quant.cu", "-DQN_BLOCK=q5_K"},
+    {"quant.cu", "-DQN_BLOCK=q6_K"},
+    {"quant.cu", "-DQN_BLOCK=q8_K"},
+    {"quant.cu", "-DQN_BLOCK=iq4_nl"},
+    {"quant.cu", "-DQN_BLOCK=iq4_xs"},
+    {"quant.cu", "-DQN_BLOCK=mxfp4"},
     /* quantized matmul */
     /* transformer ops */
     /* attention */

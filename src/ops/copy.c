@@ -27,10 +27,11 @@ static qn_status dequantize(qn_encoder *enc, qn_copy_args *a, const qn_tensor *s
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_copy: src %s blocks are not contiguous (nb[0] = %lld)",
                         qn_dtype_name(src->dtype), (long long)src->nb[0]);
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, "dequantize", qn_cpu_copy_dequant, a, sizeof *a);
-    char fn[48];
+    char fn[48], defines[32];
     snprintf(fn, sizeof fn, "dequant_%s_%s", qn_dtype_name(src->dtype), qn_dtype_name(a->dst.dtype));
+    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(src->dtype));
     void *args[] = {&a->dst, &a->src};
-    return qn_cuda_launch(enc, "dequantize", "quant.cu", "", fn, qn_rows_grid(&a->dst), qn_rows_block(a->dst.ne[0] / 16),
+    return qn_cuda_launch(enc, "dequantize", "quant.cu", defines, fn, qn_rows_grid(&a->dst), qn_rows_block(a->dst.ne[0] / 16),
                           0, args);
 }
 
@@ -42,10 +43,11 @@ qn_status qn_copy(qn_encoder *enc, qn_tensor dst, qn_tensor src) {
     if (qn_dtype_is_float(dst.dtype) && qn_dtype_is_float(src.dtype)) {
         if (enc->dev->backend == QN_BACKEND_CPU)
             return qn_cpu_enqueue(enc, "copy", qn_cpu_copy_convert, &a, sizeof a);
-        char fn[48];
+        char fn[48], defines[32];
         snprintf(fn, sizeof fn, "copy_%s_%s", qn_dtype_name(dst.dtype), qn_dtype_name(src.dtype));
+        snprintf(defines, sizeof defines, "-DQN_DST=%s", qn_dtype_name(dst.dtype));
         void *args[] = {&a.dst, &a.src};
-        return qn_cuda_launch(enc, "copy", SRC, "", fn, qn_rows_grid(&a.dst), qn_rows_block(dst.ne[0]), 0, args);
+        return qn_cuda_launch(enc, "copy", SRC, defines, fn, qn_rows_grid(&a.dst), qn_rows_block(dst.ne[0]), 0, args);
     }
     if (qn_dtype_block_elems(src.dtype) > 1 && qn_dtype_is_float(dst.dtype)) return dequantize(enc, &a, &src);
     if (dst.dtype != src.dtype)
@@ -78,8 +80,9 @@ qn_status qn_set_rows(qn_encoder *enc, qn_tensor dst, qn_tensor src, qn_tensor i
                         (long long)src.ne[2], (long long)src.ne[3]);
     qn_set_rows_args a = {qn_op_kt(&dst), qn_op_kt(&src), qn_op_kt(&idx)};
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, "set_rows", qn_cpu_set_rows, &a, sizeof a);
-    char fn[48];
+    char fn[48], defines[32];
     snprintf(fn, sizeof fn, "set_rows_%s_%s", qn_dtype_name(dst.dtype), qn_dtype_name(src.dtype));
+    snprintf(defines, sizeof defines, "-DQN_DST=%s", qn_dtype_name(dst.dtype));
     void *args[] = {&a.dst, &a.src, &a.idx};
-    return qn_cuda_launch(enc, "set_rows", SRC, "", fn, qn_rows_grid(&a.src), qn_rows_block(src.ne[0]), 0, args);
+    return qn_cuda_launch(enc, "set_rows", SRC, defines, fn, qn_rows_grid(&a.src), qn_rows_block(src.ne[0]), 0, args);
 }

@@ -6,20 +6,22 @@
 
 static const char *const SRC = "elementwise.cu";
 
-/* The CUDA kernels are specialised by dtype: binary_<dst>_<a>_<b>, scale_<dst>_<a>. */
+/* The CUDA kernels are specialised by dtype: binary_<dst>_<a>_<b>,
+ * scale_<dst>_<a>, in a module per dst dtype. */
 static qn_status launch(qn_encoder *enc, const char *name, qn_binary_args *r) {
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, name, qn_cpu_binary, r, sizeof *r);
-    char fn[48];
+    char fn[48], defines[32];
     const char *d = qn_dtype_name(r->dst.dtype), *a = qn_dtype_name(r->a.dtype), *b = qn_dtype_name(r->b.dtype);
     qn_dim3 grid = qn_rows_grid(&r->dst), block = qn_rows_block(r->dst.ne[0]);
+    snprintf(defines, sizeof defines, "-DQN_DST=%s", d);
     if (!r->has_b) {
         snprintf(fn, sizeof fn, "scale_%s_%s", d, a);
         void *args[] = {&r->dst, &r->a, &r->s};
-        return qn_cuda_launch(enc, name, SRC, "", fn, grid, block, 0, args);
+        return qn_cuda_launch(enc, name, SRC, defines, fn, grid, block, 0, args);
     }
     snprintf(fn, sizeof fn, "binary_%s_%s_%s", d, a, b);
     void *args[] = {&r->dst, &r->a, &r->b, &r->op};
-    return qn_cuda_launch(enc, name, SRC, "", fn, grid, block, 0, args);
+    return qn_cuda_launch(enc, name, SRC, defines, fn, grid, block, 0, args);
 }
 
 static qn_status binary(const char *op, int kind, qn_encoder *enc, qn_tensor dst, qn_tensor a, qn_tensor b) {

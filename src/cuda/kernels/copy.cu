@@ -7,21 +7,14 @@
  *
  * Conversions take their dtypes as template arguments, so the row body has
  * no branches around its loads (see elementwise.cu): copy_<dst>_<src> and
- * set_rows_<dst>_<src>. */
+ * set_rows_<dst>_<src>, in a module per dst dtype (the define QN_DST); the
+ * module without QN_DST holds fill and copy_bytes. */
 #include "tensor.h"
 
+#ifndef QN_DST
 extern "C" __global__ void fill(qn_kt dst, float value) {
     QN_FOR_EACH_ROW(dst) {
         qn_row_fill(qn_kt_at(&dst, 0, i1, i2, i3), dst.nb[0], dst.dtype, value, threadIdx.x, dst.ne[0], blockDim.x);
-    }
-}
-
-/* dst = src between f32, f16 and bf16 (same shape). */
-template <int DT, int ST>
-__device__ void convert_rows(const qn_kt &dst, const qn_kt &src) {
-    QN_FOR_EACH_ROW(dst) {
-        qn_row_convert(qn_kt_at(&dst, 0, i1, i2, i3), dst.nb[0], DT, qn_kt_at(&src, 0, i1, i2, i3), src.nb[0], ST,
-                       threadIdx.x, dst.ne[0], blockDim.x);
     }
 }
 
@@ -31,6 +24,16 @@ extern "C" __global__ void copy_bytes(qn_kt dst, qn_kt src, long long units, int
     QN_FOR_EACH_ROW(dst) {
         qn_row_bytes(qn_kt_at(&dst, 0, i1, i2, i3), dst.nb[0], qn_kt_at(&src, 0, i1, i2, i3), src.nb[0], unit_bytes,
                      threadIdx.x, units * unit_bytes, blockDim.x);
+    }
+}
+
+#else
+/* dst = src between f32, f16 and bf16 (same shape). */
+template <int DT, int ST>
+__device__ void convert_rows(const qn_kt &dst, const qn_kt &src) {
+    QN_FOR_EACH_ROW(dst) {
+        qn_row_convert(qn_kt_at(&dst, 0, i1, i2, i3), dst.nb[0], DT, qn_kt_at(&src, 0, i1, i2, i3), src.nb[0], ST,
+                       threadIdx.x, dst.ne[0], blockDim.x);
     }
 }
 
@@ -58,6 +61,5 @@ __device__ void set_rows_t(const qn_kt &dst, const qn_kt &src, const qn_kt &idx)
     CONVERT(dn, f16, DT, QN_KT_F16)                                                                   \
     CONVERT(dn, bf16, DT, QN_KT_BF16)
 
-CONVERT_FROM(f32, QN_KT_F32)
-CONVERT_FROM(f16, QN_KT_F16)
-CONVERT_FROM(bf16, QN_KT_BF16)
+CONVERT_FROM(QN_DST, QN_CAT(QN_KT_ID_, QN_DST))
+#endif

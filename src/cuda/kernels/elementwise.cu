@@ -8,7 +8,8 @@
  * The dtypes are template arguments: with them constant the row body has no
  * branches around its loads, so a thread's loads issue together rather than
  * one memory latency each. One kernel per combination, named
- * binary_<dst>_<a>_<b> and scale_<dst>_<a>. */
+ * binary_<dst>_<a>_<b> and scale_<dst>_<a>; a module holds one dst dtype
+ * (the define QN_DST), so a first use compiles 12 kernels, not 36. */
 #include "tensor.h"
 
 template <int DT, int AT, int BT>
@@ -38,6 +39,4 @@ __device__ void binary_rows(const qn_kt &dst, const qn_kt &a, const qn_kt &b, in
     BINARY_B(dn, f16, DT, QN_KT_F16)                                                                  \
     BINARY_B(dn, bf16, DT, QN_KT_BF16)
 
-BINARY_A(f32, QN_KT_F32)
-BINARY_A(f16, QN_KT_F16)
-BINARY_A(bf16, QN_KT_BF16)
+BINARY_A(QN_DST, QN_CAT(QN_KT_ID_, QN_DST))

@@ -32,11 +32,16 @@ __device__ void dequant_rows(const qn_kt &dst, const qn_kt &src) {
     }
 }
 
-#define DEQUANT(B, name, id)                                                                                \
+/* A module per block type (the define QN_BLOCK names it); the module
+ * without QN_BLOCK holds qdq and the MLX kernels. */
+#ifdef QN_BLOCK
+#define DEQUANT(B, name)                                                                                \
     extern "C" __global__ void dequant_##name##_f32(qn_kt dst, qn_kt src) { dequant_rows<B, QN_KT_F32>(dst, src); } \
     extern "C" __global__ void dequant_##name##_f16(qn_kt dst, qn_kt src) { dequant_rows<B, QN_KT_F16>(dst, src); } \
     extern "C" __global__ void dequant_##name##_bf16(qn_kt dst, qn_kt src) { dequant_rows<B, QN_KT_BF16>(dst, src); }
-QN_FOR_EACH_BLOCK_TYPE(DEQUANT)
+#define DEQUANT_EXPAND(name) DEQUANT(QN_CAT(qn_, name), name)
+DEQUANT_EXPAND(QN_BLOCK)
+#else
 
 /* q4_0: d = max / -8 (max: the value of largest magnitude), level
  * trunc(x / d + 8.5) capped at 15 and kept as a nibble; back: (level - 8) * d
@@ -120,3 +125,4 @@ extern "C" __global__ void mlx_dequant_f16(qn_kt dst, qn_kt q, qn_kt s, qn_kt b,
 extern "C" __global__ void mlx_dequant_bf16(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) {
     mlx_rows<QN_KT_BF16>(dst, q, s, b, bits, group);
 }
+#endif

@@ -24,6 +24,14 @@ typedef struct {
 #define QN_KT_I64 27
 #define QN_KT_BF16 30
 
+/* Token pasting after expansion, and a float dtype's id from its name, for
+ * kernels specialised by a define naming a dtype (-DQN_DST=f16). */
+#define QN_CAT_(a, b) a##b
+#define QN_CAT(a, b) QN_CAT_(a, b)
+#define QN_KT_ID_f32 QN_KT_F32
+#define QN_KT_ID_f16 QN_KT_F16
+#define QN_KT_ID_bf16 QN_KT_BF16
+
 /* Address of element (i0, i1, i2, i3). */
 QN_HD char *qn_kt_at(const qn_kt *t, long long i0, long long i1, long long i2, long long i3) {
     return (char *)t->addr + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
