@@ -6,8 +6,13 @@ int qn_bench_transfer(qn_device *dev, const qn_bench_opts *opts);
 /* formats */
 int qn_bench_gguf_upload(qn_device *dev, const qn_bench_opts *opts);
 /* quantized matmul */
+int qn_bench_matvec(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_id_vs_plain(qn_device *dev, const qn_bench_opts *opts);
 /* transformer ops */
+int qn_bench_ops(qn_device *dev, const qn_bench_opts *opts);
 /* attention */
+int qn_bench_attn_decode(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_attn_prefill(qn_device *dev, const qn_bench_opts *opts);
 /* gated delta net */
 
 const qn_bench_case qn_bench_cases[] = {
@@ -20,8 +25,19 @@ const qn_bench_case qn_bench_cases[] = {
     {"gguf-upload", "runtime", "open a 1 GiB GGUF (16 f16 tensors) and upload every tensor to the device",
      qn_bench_gguf_upload},
     /* quantized matmul cases */
+    {"matvec", "matvec", "quantized matvec/matmul on ANCHORS.md's shapes, beside llama.cpp", qn_bench_matvec},
+    {"moe-id-vs-plain", "matvec", "expert-routed matvec's per-expert cost against the plain one (q6_K 2816x8192)",
+     qn_bench_id_vs_plain},
     /* transformer ops cases */
+    {"ops", "ops",
+     "norms, RoPE, SwiGLU, softmax, embedding, MoE routing, sampling: 1 and 512 tokens of an 8B shape, vs the read ceiling",
+     qn_bench_ops},
     /* attention cases */
+    {"attn-decode", "attention",
+     "flash attention decode, f16 K/V, 4096 and 32768 keys, head 256 (8/4) and 128 (32/8), vs the read ceiling",
+     qn_bench_attn_decode},
+    {"attn-prefill", "attention", "flash attention prefill, f16, head 256, 8/4 heads, 512 queries x 4096 keys",
+     qn_bench_attn_prefill},
     /* gated delta net cases */
 };
 

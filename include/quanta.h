@@ -534,15 +534,288 @@ qn_status qn_safetensors_mlx_dequantize(const qn_safetensors *st, const char *mo
 
 /* ------------------------------------------------ formats (end) */
 
-/* ------------------------------------------------ quantized matmul (begin) */
-
-/* ------------------------------------------------ quantized matmul (end) */
 
 /* ------------------------------------------------ transformer ops (begin) */
 
+/* Norms, RoPE, activations, softmax, embedding rows, mixture-of-experts
+ * routing and sampling. Float tensors are f32, f16 or bf16 in any mix
+ * unless said otherwise; the arithmetic is f32, rounded once on store. Rows
+ * are dimension 0 (ne[0]); every op works on every row (i1, i2, i3). An
+ * optional tensor argument is absent when its buf is NULL: pass
+ * QN_TENSOR_NONE. dst may be the input itself (in place) where an op reads
+ * an element before it writes it, which every op here does except where
+ * said. */
+#define QN_TENSOR_NONE ((qn_tensor){0})
+
+/* ---- norms (each row of x; w and b are [ne0] vectors shared by the rows) */
+
+/* dst = x / sqrt(mean(x^2) + eps) * (w + weight_offset); without w, no
+ * weight. Gemma stores the weight minus one: weight_offset 1. A per-head
+ * norm is this op on a [head_dim, heads, tokens] view. */
+qn_status qn_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, float eps,
+                      float weight_offset);
+/* The residual add and the next norm in one pass: sum = a + b (same shape;
+ * sum may be a, for a residual stream updated in place), then dst =
+ * qn_rms_norm(sum) computed from sum as stored, so the result is exactly
+ * what the two separate ops would give. dst must not overlap sum. */
+qn_status qn_add_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn_tensor a, qn_tensor b,
+                          qn_tensor w, float eps, float weight_offset);
+/* dst = x / max(sqrt(sum(x^2)), eps) (as llama.cpp's l2_norm). */
+qn_status qn_l2_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, float eps);
+/* dst = (x - mean) / sqrt(variance + eps) * w + b; w and b optional. */
+qn_status qn_layer_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, qn_tensor b, float eps);
+
+/* ---- RoPE
+ * x is [head_dim, heads, tokens, 1]; pos is i32 in device memory, read when
+ * the op runs: [tokens] for NORMAL and NEOX, [4 * tokens] for MULTI,
+ * IMULTI and VISION (position of section s of token t at pos[t + s *
+ * tokens]). Pair i (0 <= i < n_dims / 2) turns by the angle
+ *     theta_i = pos * freq_base^(-2 i / n_dims) / freq_factors[i]
+ * scaled as llama.cpp's rope does: linear (theta * freq_scale) and, with
+ * ext_factor != 0, YaRN's ramp between the scaled and unscaled angle over
+ * the correction dimensions given by beta_fast, beta_slow and n_ctx_orig,
+ * with the magnitude attn_factor * (1 + 0.1 ln(1 / freq_scale)); without
+ * YaRN the magnitude is attn_factor. Elements from n_dims on pass through. */
+typedef enum {
+    QN_ROPE_NORMAL = 0, /* pairs (2i, 2i + 1)                                     */
+    QN_ROPE_NEOX = 1,   /* pairs (i, i + n_dims / 2)                              */
+    QN_ROPE_MULTI = 2,  /* NEOX pairs; pair i takes its position from section s,
+                           sections[0..3] consecutive pair ranges (i % their sum)  */
+    QN_ROPE_IMULTI = 3, /* NEOX pairs; sections interleaved (Qwen3.5 "imrope"):
+                           i % 3 == 0, 1, 2 take sections 0, 1, 2 while within
+                           3 * sections[s], the rest section 3                   */
+    QN_ROPE_VISION = 4, /* pairs (i, i + n_dims), head_dim = 2 * n_dims; the
+                           angle's exponent restarts in each of two sections     */
+} qn_rope_mode;
+
+typedef struct {
+    qn_rope_mode mode;
+    int n_dims;        /* rotated dimensions: even, <= head_dim        */
+    float freq_base;   /* 10000, 1e6, ...                               */
+    float freq_scale;  /* 1 / linear scaling factor; 1: none             */
+    int n_ctx_orig;    /* YaRN: the training context                     */
+    float ext_factor;  /* YaRN: 0 off, 1 on                              */
+    float attn_factor; /* magnitude scale; 1                             */
+    float beta_fast;   /* YaRN: 32                                        */
+    float beta_slow;   /* YaRN: 1                                         */
+    int sections[4];   /* MULTI, IMULTI, VISION: pairs per section        */
+} qn_rope_params;
+
+/* mode, n_dims and freq_base; no scaling (freq_scale 1, ext_factor 0,
+ * attn_factor 1, beta_fast 32, beta_slow 1), no sections. */
+qn_rope_params qn_rope_params_default(qn_rope_mode mode, int n_dims, float freq_base);
+/* dst = x rotated; freq_factors: optional f32 [n_dims / 2]. */
+qn_status qn_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor pos, qn_tensor freq_factors,
+                  const qn_rope_params *p);
+/* Per-head RMS norm (w over head_dim, optional) then RoPE, in one pass:
+ * dst = qn_rope(qn_rms_norm(x)) without the rounding between the two. */
+qn_status qn_rms_norm_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, float eps,
+                           float weight_offset, qn_tensor pos, qn_tensor freq_factors, const qn_rope_params *p);
+
+/* ---- activations */
+
+typedef enum {
+    QN_ACT_SILU = 0,      /* x * sigmoid(x)                                  */
+    QN_ACT_GELU_TANH = 1, /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  */
+    QN_ACT_GELU_ERF = 2,  /* 0.5 x (1 + erf(x / sqrt(2)))                    */
+    QN_ACT_SIGMOID = 3,   /* 1 / (1 + exp(-x))                               */
+} qn_act;
+
+/* dst = act(x). */
+qn_status qn_unary(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_act act);
+/* dst = cap * tanh(x / cap) (logit soft-capping), cap > 0. */
+qn_status qn_softcap(qn_encoder *enc, qn_tensor dst, qn_tensor x, float cap);
+/* Gated units: dst = act(gate) * up (SwiGLU: SILU, GeGLU: GELU_TANH or
+ * GELU_ERF, the sigmoid-gated multiply x * sigmoid(g): SIGMOID with gate g
+ * and up x). gate and up have dst's shape and one dtype. */
+qn_status qn_glu(qn_encoder *enc, qn_tensor dst, qn_tensor gate, qn_tensor up, qn_act act);
+/* The same on one tensor x [2 * n, ...] holding the gate then the up half
+ * of each row; dst is [n, ...]. */
+qn_status qn_glu_fused(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_act act);
+
+/* ---- softmax over each row: dst = softmax(x * scale + mask). mask is
+ * optional, f32 or f16, [ne0, m1, m2, m3] with each m equal to x's or 1
+ * (broadcast); -inf masks an element; a row masked completely gives 0. */
+qn_status qn_softmax(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor mask, float scale);
+
+/* ---- embedding rows: dst[:, i] = dequantize(table[:, ids[i]]) * scale.
+ * table [n, vocab] of f32, f16, bf16 or any quantized type of
+ * qn_dequantize_row; ids i32 [n_ids] in device memory; dst [n, n_ids]
+ * f32, f16 or bf16. An id outside [0, vocab) gives a row of zeros. Both
+ * backends give the same bits (ggml's dequantization). */
+qn_status qn_embed(qn_encoder *enc, qn_tensor dst, qn_tensor table, qn_tensor ids, float scale);
+
+/* ---- mixture-of-experts routing */
+
+typedef enum {
+    QN_MOE_SOFTMAX = 0,        /* p = softmax(logits) over all experts           */
+    QN_MOE_SIGMOID = 1,        /* p = sigmoid(logits) (DeepSeek V3, GLM)          */
+    QN_MOE_SOFTMAX_TOPK = 2,   /* select on logits, p = softmax over the top k   */
+} qn_moe_gating;
+
+typedef struct {
+    int top_k;             /* 1 .. min(n_experts, 64)                          */
+    qn_moe_gating gating;
+    bool normalize;        /* weights /= their sum (at least 2^-14)              */
+    float scale;           /* weights *= scale after normalizing; 1: none        */
+} qn_moe_route_params;
+
+/* For each token (a column of logits [n_experts, tokens], n_experts <=
+ * 1024): p from the gating, the top_k experts by p + bias (bias optional
+ * f32 [n_experts], the selection bias of DeepSeek V3 / GLM; it chooses but
+ * does not weigh), weight = p of each chosen expert, normalized and scaled
+ * as asked, times expert_scale[e] (optional f32 [n_experts]). Outputs: ids
+ * i32 [top_k, tokens], weights f32 [top_k, tokens], in decreasing order of
+ * selection score; equal scores go to the lower expert id. */
+qn_status qn_moe_route(qn_encoder *enc, qn_tensor ids, qn_tensor weights, qn_tensor logits, qn_tensor bias,
+                       qn_tensor expert_scale, const qn_moe_route_params *p);
+/* dst[:, t] = sum_k weights[k, t] * experts[:, k, t]
+ *           + sigmoid(shared_gate[t]) * shared[:, t]
+ * experts [n, top_k, tokens]; weights f32 [top_k, tokens]; shared [n,
+ * tokens] optional (a shared expert's output); shared_gate optional f32
+ * [1, tokens] (the gate's logit, e.g. a [hidden] x [1] matvec of the input
+ * computed by the caller); without it the shared output is added as is. */
+qn_status qn_moe_combine(qn_encoder *enc, qn_tensor dst, qn_tensor experts, qn_tensor weights, qn_tensor shared,
+                         qn_tensor shared_gate);
+
+/* ---- sampling on the device
+ * For each row of logits (f32 [vocab, rows], vocab <= 2^24), in this order:
+ * the repetition penalty on the distinct ids of recent (a logit l > 0
+ * becomes l / penalty, else l * penalty; written into logits, which the op
+ * therefore changes), then the top_k largest logits, the top_p nucleus (the
+ * fewest of them, in decreasing order, whose probability renormalized over
+ * the top-k survivors reaches top_p), min_p (probability at least min_p
+ * times the largest), and a draw from the survivors with probability
+ * proportional to exp(l / temperature). Temperature <= 0 is greedy (the
+ * largest logit; ties to the lower id). The draw's uniform number is a
+ * hash of (seed, counter[row], row); counter (i32 [rows], device memory,
+ * required unless greedy) is then incremented, so a replayed graph draws
+ * afresh each step and a rerun from the same counter repeats exactly.
+ * Outputs: token i32 [rows]; logprob (optional, f32 [rows]) the chosen
+ * token's log-softmax of the penalized logits, before temperature and
+ * truncation. recent: optional i32 [window, rows], entries outside [0,
+ * vocab) ignored. Limits: top_k 0 (off) or 1..1024; top_p < 1 needs top_k
+ * on. */
+typedef struct {
+    float temperature;    /* <= 0: greedy                      */
+    int top_k;            /* 0: off                            */
+    float top_p;          /* 1: off                            */
+    float min_p;          /* 0: off                            */
+    float repeat_penalty; /* 1: off                            */
+    uint64_t seed;
+} qn_sample_params;
+
+#define QN_SAMPLE_MAX_TOP_K 1024
+
+qn_status qn_sample(qn_encoder *enc, qn_tensor token, qn_tensor logprob, qn_tensor logits, qn_tensor recent,
+                    qn_tensor counter, const qn_sample_params *p);
+
 /* ------------------------------------------------ transformer ops (end) */
 
-/* ------------------------------------------------ attention (begin) */
+/* ------------------------------------------------ quantized matmul (begin)
+ * y = x · Wᵀ with W in any weight type: f32, f16, bf16, q4_0, q4_1, q5_0,
+ * q5_1, q8_0, q8_1, q2_K ... q8_K, iq4_nl, iq4_xs, mxfp4. W is [K, N] (N
+ * rows of K weights, whole blocks back to back), x [K, M] in f32, f16 or bf16
+ * (rows contiguous; on the GPU 16-byte aligned), y f32 [N, M] (rows
+ * contiguous). y[n, m] = sum_k W[n, k] x[k, m]. On the GPU, plain-type
+ * weights need K a multiple of 8. */
+qn_status qn_qmatmul(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x);
+/* Fused gate and up projections: y = act(x · Gᵀ) * (x · Uᵀ), one pass over
+ * both weights; act QN_ACT_SILU (SwiGLU), QN_ACT_GELU_TANH or QN_ACT_GELU_ERF
+ * (GeGLU). G and U have the same type and shape. */
+qn_status qn_qmatmul_glu(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, qn_tensor x, qn_act act);
+/* Expert-routed (mixture of experts): W [K, N, n_experts], ids i32 [top_k,
+ * M] (the experts of each token, read on the device), x [K, 1, M] (every
+ * expert sees the token) or [K, top_k, M] (each slot its own input), y f32
+ * [N, top_k, M] contiguous: y[:, s, m] = W[ids[s, m]] x[:, s or 0, m]. One
+ * launch covers every (slot, token) pair. An id outside [0, n_experts) leaves
+ * its output unwritten and makes the encoder's next wait (CPU: commit) fail
+ * with QN_ERR_INVALID_ARGUMENT. */
+qn_status qn_qmatmul_id(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor ids);
+qn_status qn_qmatmul_glu_id(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, qn_tensor x, qn_tensor ids,
+                            qn_act act);
+/* Which kernel(s) a request of N x K weights of `wtype` times M tokens runs
+ * on `dev`, as text. */
+qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len);
+
+/* ------------------------------------------------ quantized matmul (end) */
+
+/* ------------------------------------------------ attention (begin)
+ * A KV cache and flash attention over it, for decode (1 to 8 new tokens)
+ * and prefill (any number, tensor cores).
+ *
+ * Layouts (innermost first, as every tensor here):
+ *   q, out     [head_dim, n_q_heads, n_tokens] f32, rows contiguous (nb[0] 4)
+ *   k, v cache [head_dim, capacity, n_kv_heads] f16, bf16 or q8_0, rows
+ *              contiguous; for f16/bf16 the offset and strides are
+ *              multiples of 16 bytes (the GPU reads 16 bytes at a time)
+ *   new k, v   [head_dim, n_kv_heads, n_tokens] f32 (a projection's output)
+ *   pos        i32 [>= 1]: pos[0] = p0, the position of the first new token
+ *              (the tokens already in the cache). Read by the kernels when
+ *              they run, so one captured graph serves every step: write
+ *              pos before each replay.
+ *   sinks      f32 [n_q_heads] or NULL: a learned logit per query head that
+ *              joins the softmax's denominator only (gpt-oss).
+ *
+ * Positions and the ring: position j lives in cache row j % capacity. A
+ * cache at least as long as the context never wraps; a sliding-window layer
+ * can use a ring of capacity >= window + n_tokens - 1. Either way the keys
+ * seen are the last `capacity` positions at most: older ones have been
+ * overwritten.
+ *
+ * Queries: token t (0 <= t < n_tokens) is at position p0 + t; query head h
+ * reads kv head h / (n_q_heads / n_kv_heads) (grouped-query attention of
+ * any ratio). Keys visible to it, besides the ring's limit:
+ *   QN_ATTN_MASK_NONE    positions 0 .. p0 + n_tokens - 1
+ *   QN_ATTN_MASK_CAUSAL  positions 0 .. p0 + t
+ *   QN_ATTN_MASK_WINDOW  positions p0 + t - window + 1 .. p0 + t
+ * so a chunked prefill continues from the cache: queries at p0 .. p0+n-1
+ * attend to cache positions 0 .. p0+n-1 (append the chunk's K and V first).
+ *
+ * logit = scale * q.k, then with softcap > 0: softcap * tanh(logit /
+ * softcap); out = sum_j softmax_j v_j, the softmax over the visible logits
+ * and the sink. Head dims 64, 80, 96, 128, 256 and 512 (q8_0: multiples of
+ * 32). */
+
+/* Append n_tokens new rows: cache[:, (p0 + t) % capacity, h] = src[:, h, t],
+ * converted to the cache's dtype (f16, bf16: round to nearest even; q8_0:
+ * ggml's blocks of 32, d = amax / 127 stored as f16, q = round(x / d)).
+ * n_tokens <= capacity. src f32, f16 or bf16. */
+qn_status qn_kv_cache_append(qn_encoder *enc, qn_tensor cache, qn_tensor src, qn_tensor pos);
+
+typedef enum {
+    QN_ATTN_MASK_NONE = 0,
+    QN_ATTN_MASK_CAUSAL = 1,
+    QN_ATTN_MASK_WINDOW = 2,
+} qn_attn_mask;
+
+/* Per-model constants of an attention layer. */
+typedef struct {
+    float scale;       /* usually 1 / sqrt(head_dim); finite                  */
+    float softcap;     /* 0: off; > 0: logits squashed to (-softcap, softcap) */
+    qn_attn_mask mask;
+    int32_t window;    /* QN_ATTN_MASK_WINDOW: keys p - window + 1 .. p; >= 1 */
+} qn_attn_opts;
+
+/* Decode: 1 to 8 query tokens over a cache of f16, bf16 or q8_0. The GPU
+ * splits the cache across blocks and merges their partial softmaxes, in
+ * `scratch`: an f32 tensor, contiguous, of at least the number of
+ * elements qn_flash_attn_scratch gives for these shapes on this device (0 on
+ * the CPU, where scratch may be NULL). A scratch belongs to one op at a
+ * time in flight. */
+qn_status qn_flash_attn_decode(qn_encoder *enc, qn_tensor out, qn_tensor q, qn_tensor k, qn_tensor v,
+                               qn_tensor pos, const qn_tensor *sinks, const qn_tensor *scratch,
+                               qn_attn_opts opts);
+/* Prefill: any number of query tokens (at most the capacity) with tensor
+ * cores; the cache is f16 or bf16, and q and the softmax weights are
+ * rounded to it on the GPU (f32 accumulation). Same arguments. */
+qn_status qn_flash_attn_prefill(qn_encoder *enc, qn_tensor out, qn_tensor q, qn_tensor k, qn_tensor v,
+                                qn_tensor pos, const qn_tensor *sinks, const qn_tensor *scratch,
+                                qn_attn_opts opts);
+/* f32 elements of scratch an op needs for q [head_dim, n_q_heads, n_tokens]
+ * and a cache k [head_dim, capacity, n_kv_heads] on `dev` (only their shapes
+ * are read); `prefill` chooses the op. */
+qn_status qn_flash_attn_scratch(qn_device *dev, bool prefill, qn_tensor q, qn_tensor k, int64_t *elems);
 
 /* ------------------------------------------------ attention (end) */
 

@@ -19,6 +19,17 @@ typedef struct {
     int (*run)(qn_device *dev, const qn_bench_opts *opts);
 } qn_bench_case;
 
+/* Shared by the cases (bench/common.c). */
+/* True (after saying so) when dev is not a GPU. */
+bool qn_bench_gpu_only(qn_device *dev);
+/* Device time of one call of fn: reps calls (fn gets their index, to rotate
+ * buffers) captured as one graph after a warm-up; the best of five replays
+ * divided by reps, a graph node's overhead included. */
+typedef qn_status (*qn_bench_fn)(qn_encoder *enc, const void *arg, int i);
+qn_status qn_bench_time_graph(qn_encoder *enc, qn_bench_fn fn, const void *arg, int reps, double *us);
+/* The streaming-read ceiling of the device in GB/s (1 GiB, 16-byte loads). */
+qn_status qn_bench_read_ceiling(qn_device *dev, qn_encoder *enc, double *gbps);
+
 /* The cases, from bench/cases.c. */
 extern const qn_bench_case qn_bench_cases[];
 extern const int qn_bench_ncases;

@@ -8,6 +8,7 @@
  * replay reads buffer contents when it runs, never when it was captured. */
 #include "core/internal.h"
 #include "cuda/cuda.h"
+#include "cuda/kernels/tensor.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@ qn_status qn_encoder_create(qn_device *dev, qn_encoder **out) {
     qn_encoder *enc = calloc(1, sizeof *enc);
     if (!enc) return qn_error(QN_ERR_OUT_OF_MEMORY, "qn_encoder_create: out of host memory");
     enc->dev = dev;
+    enc->flags_addr = (uint64_t)(uintptr_t)&enc->cpu_flags;
     if (dev->backend == QN_BACKEND_CUDA) {
         qn_status s = qn_cuda_encoder_init(enc);
         if (s != QN_OK) {
@@ -75,11 +77,29 @@ static qn_status run_pending(qn_encoder *enc) {
     return s;
 }
 
+uint64_t qn_encoder_flags(qn_encoder *enc) {
+    enc->flags_armed = true;
+    return enc->flags_addr;
+}
+
+qn_status qn_encoder_flags_status(qn_encoder *enc, int flags) {
+    enc->flags_armed = false;
+    if (flags & QN_FLAG_BAD_EXPERT)
+        return qn_error(QN_ERR_INVALID_ARGUMENT,
+                        "qn_qmatmul_id: an expert id was outside [0, n_experts); those outputs were not written");
+    return QN_OK;
+}
+
 qn_status qn_encoder_commit(qn_encoder *enc) {
     if (!enc) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_encoder_commit: enc is NULL");
     if (enc->capturing)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_encoder_commit: the encoder is capturing a graph (end it first)");
-    return is_cuda(enc) ? QN_OK : run_pending(enc);
+    if (is_cuda(enc)) return QN_OK;
+    QN_TRY(run_pending(enc));
+    if (!enc->flags_armed) return QN_OK;
+    int flags = enc->cpu_flags;
+    enc->cpu_flags = 0;
+    return qn_encoder_flags_status(enc, flags);
 }
 
 qn_status qn_encoder_wait(qn_encoder *enc) {
@@ -126,6 +146,8 @@ qn_status qn_graph_begin(qn_encoder *enc) {
         QN_TRY(run_pending(enc)); /* ops encoded before the capture are not part of it */
     }
     enc->capturing = true;
+    enc->armed_before_capture = enc->flags_armed;
+    enc->flags_armed = false;
     return QN_OK;
 }
 
@@ -134,12 +156,15 @@ qn_status qn_graph_end(qn_encoder *enc, qn_graph **out) {
     *out = NULL;
     if (!enc->capturing) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_graph_end: the encoder is not capturing");
     enc->capturing = false;
+    bool arms = enc->flags_armed;
+    enc->flags_armed = enc->armed_before_capture;
     qn_graph *g = calloc(1, sizeof *g);
     if (!g) {
         if (!is_cuda(enc)) enc->pending.n = enc->pending.args_len = 0;
         return qn_error(QN_ERR_OUT_OF_MEMORY, "qn_graph_end: out of host memory");
     }
     g->dev = enc->dev;
+    g->arms_flags = arms;
     if (is_cuda(enc)) {
         qn_status s = qn_cuda_graph_end(enc, g);
         if (s != QN_OK) {
@@ -160,6 +185,7 @@ qn_status qn_graph_launch(qn_graph *g, qn_encoder *enc) {
     if (g->dev != enc->dev)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_graph_launch: graph and encoder belong to different devices");
     if (enc->capturing) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_graph_launch: the encoder is capturing");
+    if (g->arms_flags) enc->flags_armed = true;
     if (is_cuda(enc)) return qn_cuda_graph_launch(g, enc);
     return qn_cpu_cmd_list_append(&enc->pending, &g->cpu);
 }

@@ -75,6 +75,14 @@ struct qn_encoder {
     qn_device *dev;
     bool capturing;
     bool profiling;
+    /* Problems only the kernels can see (an expert id out of range): they OR
+     * a QN_FLAG_* bit into this word, and the next wait reports it. On the
+     * GPU the word is device memory, read back only when an op that may set
+     * it was encoded since the last wait. */
+    uint64_t flags_addr; /* CUDA: CUdeviceptr of an int; CPU: &cpu_flags */
+    int cpu_flags;
+    bool flags_armed;
+    bool armed_before_capture;
     qn_op_time *times; /* profile results, filled by qn_encoder_profile */
     size_t ntimes, times_cap;
     /* CPU */
@@ -85,6 +93,11 @@ struct qn_encoder {
     size_t nev, evcap;
 };
 
+/* The flag word for an op's kernel, armed so the next wait checks it. */
+uint64_t qn_encoder_flags(qn_encoder *enc);
+/* After a wait: QN_OK, or the error the flag bits describe (and clear). */
+qn_status qn_encoder_flags_status(qn_encoder *enc, int flags);
+
 /* Profile bookkeeping shared by both backends: remember that op `name` ran
  * (CPU: with its time). */
 qn_status qn_encoder_note_time(qn_encoder *enc, const char *op, double ms);
@@ -94,6 +107,7 @@ qn_status qn_encoder_note_time(qn_encoder *enc, const char *op, double ms);
 struct qn_graph {
     qn_device *dev;
     size_t nodes;
+    bool arms_flags; /* holds an op that may set its encoder's flag word */
     qn_cpu_cmd_list cpu; /* CPU: the recorded ops */
     void *graph;         /* CUDA: CUgraph */
     void *exec;          /* CUDA: CUgraphExec */

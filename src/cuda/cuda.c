@@ -253,7 +253,15 @@ qn_status qn_cuda_encoder_init(qn_encoder *enc) {
     CUstream s = NULL;
     QN_CU(cu(enc->dev)->api->cuStreamCreate(&s, QN_CU_STREAM_NON_BLOCKING), "qn_encoder_create");
     enc->stream = s;
-    return QN_OK;
+    uint64_t flags;
+    int zero = 0;
+    qn_status st = qn_cuda_alloc(enc->dev, sizeof zero, &flags);
+    if (st == QN_OK) {
+        enc->flags_addr = flags;
+        st = qn_cuda_write(enc->dev, flags, &zero, sizeof zero);
+    }
+    if (st != QN_OK) qn_cuda_encoder_fini(enc);
+    return st;
 }
 
 void qn_cuda_encoder_fini(qn_encoder *enc) {
@@ -262,7 +270,10 @@ void qn_cuda_encoder_fini(qn_encoder *enc) {
     if (enc->stream) {
         api->cuStreamSynchronize(enc->stream);
         api->cuStreamDestroy(enc->stream);
+        enc->stream = NULL;
     }
+    if (enc->flags_addr != (uint64_t)(uintptr_t)&enc->cpu_flags) api->cuMemFree(enc->flags_addr);
+    enc->flags_addr = (uint64_t)(uintptr_t)&enc->cpu_flags;
     for (size_t i = 0; i < enc->evcap; i++) {
         if (enc->evs[i].start) api->cuEventDestroy(enc->evs[i].start);
         if (enc->evs[i].end) api->cuEventDestroy(enc->evs[i].end);
@@ -271,9 +282,15 @@ void qn_cuda_encoder_fini(qn_encoder *enc) {
 }
 
 qn_status qn_cuda_encoder_wait(qn_encoder *enc) {
+    const qn_cuda_api *api = cu(enc->dev)->api;
     QN_TRY(enter(enc->dev, "qn_encoder_wait"));
-    QN_CU(cu(enc->dev)->api->cuStreamSynchronize(enc->stream), "qn_encoder_wait");
-    return QN_OK;
+    QN_CU(api->cuStreamSynchronize(enc->stream), "qn_encoder_wait");
+    if (!enc->flags_armed) return QN_OK;
+    int flags = 0, zero = 0;
+    QN_CU(api->cuMemcpyDtoHAsync(&flags, enc->flags_addr, sizeof flags, enc->stream), "qn_encoder_wait");
+    if (flags) QN_CU(api->cuMemcpyHtoDAsync(enc->flags_addr, &zero, sizeof zero, enc->stream), "qn_encoder_wait");
+    QN_CU(api->cuStreamSynchronize(enc->stream), "qn_encoder_wait");
+    return qn_encoder_flags_status(enc, flags);
 }
 
 qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler) {

@@ -12,6 +12,7 @@ const qn_kernel_variant qn_kernel_variants[] = {
     {"elementwise.cu", "-DQN_DST=f32"},
     {"elementwise.cu", "-DQN_DST=f16"},
     {"elementwise.cu", "-DQN_DST=bf16"},
+    {"stream.cu", ""}, /* the benchmarks' read ceiling */
     /* formats */
     {"quant.cu", ""},
     {"quant.cu", "-DQN_BLOCK=q4_0"},
@@ -30,8 +31,40 @@ const qn_kernel_variant qn_kernel_variants[] = {
     {"quant.cu", "-DQN_BLOCK=iq4_xs"},
     {"quant.cu", "-DQN_BLOCK=mxfp4"},
     /* quantized matmul */
+    {"matvec.cu", "-DQN_BLOCK=f32"},
+    {"matvec.cu", "-DQN_BLOCK=f16"},
+    {"matvec.cu", "-DQN_BLOCK=bf16"},
+    {"matvec.cu", "-DQN_BLOCK=q4_0"},
+    {"matvec.cu", "-DQN_BLOCK=q4_1"},
+    {"matvec.cu", "-DQN_BLOCK=q5_0"},
+    {"matvec.cu", "-DQN_BLOCK=q5_1"},
+    {"matvec.cu", "-DQN_BLOCK=q8_0"},
+    {"matvec.cu", "-DQN_BLOCK=q8_1"},
+    {"matvec.cu", "-DQN_BLOCK=q2_K"},
+    {"matvec.cu", "-DQN_BLOCK=q3_K"},
+    {"matvec.cu", "-DQN_BLOCK=q4_K"},
+    {"matvec.cu", "-DQN_BLOCK=q5_K"},
+    {"matvec.cu", "-DQN_BLOCK=q6_K"},
+    {"matvec.cu", "-DQN_BLOCK=q8_K"},
+    {"matvec.cu", "-DQN_BLOCK=iq4_nl"},
+    {"matvec.cu", "-DQN_BLOCK=iq4_xs"},
+    {"matvec.cu", "-DQN_BLOCK=mxfp4"},
     /* transformer ops */
+    {"norm.cu", ""},
+    {"rope.cu", ""},
+    {"activation.cu", ""},
+    {"softmax.cu", ""},
+    {"embed.cu", ""},
+    {"moe_route.cu", ""},
+    {"sample.cu", ""},
     /* attention */
+    {"kv_cache.cu", ""},
+    {"attention.cu", "-DQN_ATTN_D=64"},
+    {"attention.cu", "-DQN_ATTN_D=80"},
+    {"attention.cu", "-DQN_ATTN_D=96"},
+    {"attention.cu", "-DQN_ATTN_D=128"},
+    {"attention.cu", "-DQN_ATTN_D=256"},
+    {"attention.cu", "-DQN_ATTN_D=512"},
     /* gated delta net */
 };
 

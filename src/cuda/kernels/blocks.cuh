@@ -347,6 +347,37 @@ struct qn_iq4_xs {
     }
 };
 
+/* Plain weights as 8-element "blocks" (16- or 32-byte loads), so the
+ * matrix kernels take every weight type through one path: q is the value
+ * and the scale is 1. Rows must hold a multiple of 8 weights. */
+struct qn_f32 {
+    enum { QK = 8, BYTES = 32, PARTS = 1, PE = 8, NS = 1, HAS_M = 0 };
+    static __device__ int pos(int p, int e) { return e + 0 * p; }
+    static __device__ void unpack(const qn_u8 *b, int p, float q[8], float d[1], float m[1]) {
+        float4 a = *(const float4 *)b, c = *(const float4 *)(b + 16);
+        q[0] = a.x, q[1] = a.y, q[2] = a.z, q[3] = a.w, q[4] = c.x, q[5] = c.y, q[6] = c.z, q[7] = c.w;
+        d[0] = 1.0f;
+        (void)p, (void)m;
+    }
+};
+template <int DT>
+struct qn_half8 {
+    enum { QK = 8, BYTES = 16, PARTS = 1, PE = 8, NS = 1, HAS_M = 0 };
+    static __device__ int pos(int p, int e) { return e + 0 * p; }
+    static __device__ void unpack(const qn_u8 *b, int p, float q[8], float d[1], float m[1]) {
+        uint4 u = *(const uint4 *)b;
+        unsigned w[4] = {u.x, u.y, u.z, u.w};
+        for (int k = 0; k < 4; k++) {
+            q[2 * k] = qn_bits_to_f32(w[k] & 0xFFFF, DT);
+            q[2 * k + 1] = qn_bits_to_f32(w[k] >> 16, DT);
+        }
+        d[0] = 1.0f;
+        (void)p, (void)m;
+    }
+};
+typedef qn_half8<QN_KT_F16> qn_f16;
+typedef qn_half8<QN_KT_BF16> qn_bf16;
+
 /* Element w of a part, as the reference dequantizers compute it. */
 template <typename B>
 __device__ __forceinline__ float qn_block_value(const float *q, const float *d, const float *m, int e) {

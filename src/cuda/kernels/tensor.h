@@ -24,6 +24,9 @@ typedef struct {
 #define QN_KT_I64 27
 #define QN_KT_BF16 30
 
+/* Bits kernels OR into their encoder's flag word (see qn_encoder). */
+#define QN_FLAG_BAD_EXPERT 1 /* an expert id outside [0, n_experts) */
+
 /* Token pasting after expansion, and a float dtype's id from its name, for
  * kernels specialised by a define naming a dtype (-DQN_DST=f16). */
 #define QN_CAT_(a, b) a##b

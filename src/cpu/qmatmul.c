@@ -1,0 +1,93 @@
+/* CPU kernels of the quantized matrix product: each weight row is
+ * dequantized (the formats module's reference dequantizer) and dotted with
+ * every token in double; rows are split across the device's threads. The
+ * same code serves dense, GLU and expert-routed requests. */
+#include "cpu/cpu_ops.h"
+#include "cuda/kernels/ops_math.cuh"
+#include "formats/quants.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 256 /* a whole number of blocks of every type */
+
+/* A weight row into f32, chunk by chunk. */
+static void row_to_f32(int type, const char *row, int64_t K, float *out) {
+    int64_t blk = qn_dtype_block_elems((qn_dtype)type), bb = qn_dtype_block_bytes((qn_dtype)type);
+    if (blk == 1) {
+        for (int64_t i = 0; i < K; i++) out[i] = qn_load_f32(row + i * bb, type);
+        return;
+    }
+    for (int64_t i0 = 0; i0 < K; i0 += CHUNK) {
+        int64_t n = K - i0 < CHUNK ? K - i0 : CHUNK;
+        qn_dequantize_row((qn_dtype)type, row + i0 / blk * bb, out + i0, n); /* checked at encode */
+    }
+}
+
+static float dot(const float *w, const char *x, int xt, int64_t K) {
+    double acc = 0;
+    int64_t es = xt == QN_KT_F32 ? 4 : 2;
+    for (int64_t i = 0; i < K; i++) acc += (double)w[i] * (double)qn_load_f32(x + i * es, xt);
+    return (float)acc;
+}
+
+/* Output row n for one token: W row n (and up row n) against x row xr. */
+static float one(const qn_qmatmul_args *a, const char *wrow, const char *uprow, const char *xr, float *wtmp,
+                 float *utmp, bool have_rows) {
+    int64_t K = a->w.ne[0];
+    if (!have_rows) {
+        row_to_f32(a->w.dtype, wrow, K, wtmp);
+        if (a->glu) row_to_f32(a->w.dtype, uprow, K, utmp);
+    }
+    float g = dot(wtmp, xr, a->x.dtype, K);
+    return a->glu ? qn_act_apply(a->act, g, 0.0f) * dot(utmp, xr, a->x.dtype, K) : g;
+}
+
+static void dense_rows(void *ctx, int64_t begin, int64_t end) {
+    const qn_qmatmul_args *a = ctx;
+    int64_t K = a->w.ne[0];
+    float *tmp = malloc(2 * (size_t)K * sizeof *tmp);
+    if (!tmp) return; /* out of host memory: the outputs stay unwritten */
+    for (int64_t n = begin; n < end; n++) {
+        const char *wrow = qn_kt_at(&a->w, 0, n, 0, 0), *uprow = qn_kt_at(&a->up, 0, n, 0, 0);
+        for (int64_t t = 0; t < a->x.ne[1]; t++) {
+            float v = one(a, wrow, uprow, qn_kt_at(&a->x, 0, t, 0, 0), tmp, tmp + K, t > 0);
+            *(float *)qn_kt_at(&a->y, n, t, 0, 0) = v;
+        }
+    }
+    free(tmp);
+}
+
+void qn_cpu_qmatmul(qn_device *dev, const void *args) {
+    const qn_qmatmul_args *a = args;
+    qn_cpu_parallel_for(dev, a->w.ne[1], dense_rows, (void *)a);
+}
+
+/* Routed: for each (slot, token) pair, the expert's rows. Work is split by
+ * output row; each thread walks every pair for its rows. */
+static void routed_rows(void *ctx, int64_t begin, int64_t end) {
+    const qn_qmatmul_args *a = ctx;
+    int64_t K = a->w.ne[0], M = a->ids.ne[1];
+    float *tmp = malloc(2 * (size_t)K * sizeof *tmp);
+    if (!tmp) return;
+    for (int64_t tok = 0; tok < M; tok++)
+        for (int64_t slot = 0; slot < a->top_k; slot++) {
+            int e;
+            memcpy(&e, qn_kt_at(&a->ids, slot, tok, 0, 0), 4);
+            if (e < 0 || e >= a->n_experts) {
+                __atomic_fetch_or((int *)(uintptr_t)a->flags, QN_FLAG_BAD_EXPERT, __ATOMIC_RELAXED);
+                continue;
+            }
+            const char *xr = qn_kt_at(&a->x, 0, a->x.ne[1] == 1 ? 0 : slot, tok, 0);
+            for (int64_t n = begin; n < end; n++) {
+                float v = one(a, qn_kt_at(&a->w, 0, n, e, 0), qn_kt_at(&a->up, 0, n, e, 0), xr, tmp, tmp + K, false);
+                *(float *)qn_kt_at(&a->y, n, slot, tok, 0) = v;
+            }
+        }
+    free(tmp);
+}
+
+void qn_cpu_qmatmul_id(qn_device *dev, const void *args) {
+    const qn_qmatmul_args *a = args;
+    qn_cpu_parallel_for(dev, a->w.ne[1], routed_rows, (void *)a);
+}

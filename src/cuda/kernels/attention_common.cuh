@@ -1,0 +1,108 @@
+/* What the attention kernels share with the CPU code (this file is compiled
+ * by both, like tensor.h): the per-model parameters a kernel receives, which
+ * keys a query sees, the q8_0 block rounding of the KV cache, and the launch
+ * shapes the host plans with.
+ *
+ * Positions: query token t of a step is at position p0 + t, p0 read from
+ * device memory when the kernel runs. Key position j lives in cache row
+ * j % capacity (a ring; a cache longer than the context never wraps). */
+#ifndef QN_KERNELS_ATTENTION_COMMON_CUH
+#define QN_KERNELS_ATTENTION_COMMON_CUH
+
+#include "tensor.h"
+
+#if !defined(__CUDACC_RTC__) && !defined(__CUDACC__)
+#include <math.h>
+#endif
+
+#ifndef QN_KT_Q8_0
+#define QN_KT_Q8_0 8
+#endif
+
+#define QN_ATTN_MASK_NONE_ 0
+#define QN_ATTN_MASK_CAUSAL_ 1
+#define QN_ATTN_MASK_WINDOW_ 2
+
+/* log2(e): kernels keep logits in base 2 (exp2 is one instruction). */
+#define QN_ATTN_LOG2E 1.4426950408889634f
+
+/* Partial softmaxes of split blocks: an op launches at most this many
+ * splits (the reduce kernel keeps one weight per split in shared memory). */
+#define QN_ATTN_MAX_SPLITS 1024
+
+/* Passed to the kernels by value; the same fields in C and CUDA C++. */
+typedef struct {
+    float scale;    /* logit = scale * q.k                          */
+    float softcap;  /* 0: off                                       */
+    int mask;       /* QN_ATTN_MASK_*_                              */
+    int window;     /* window mask: keys p - window + 1 .. p         */
+    int head_dim;
+    int n_tokens;   /* query tokens of the step                     */
+    int n_q_heads;
+    int n_kv_heads;
+    int group;      /* n_q_heads / n_kv_heads                        */
+    int capacity;   /* cache rows                                   */
+    int n_splits;   /* key range split across this many blocks      */
+    int pad_;
+} qn_attn_params;
+
+/* The keys query token t sees: positions [*lo, *hi). The newest position in
+ * the cache is p0 + n_tokens - 1; the ring holds the last `capacity`. lo is
+ * nondecreasing and hi nondecreasing in t, so the first and last token of a
+ * group of rows bound the whole group's keys. */
+QN_HD void qn_attn_keys(const qn_attn_params *p, int p0, int t, int *lo, int *hi) {
+    int end = p0 + p->n_tokens;
+    int l = end - p->capacity;
+    if (l < 0) l = 0;
+    int h = p->mask == QN_ATTN_MASK_NONE_ ? end : p0 + t + 1;
+    if (p->mask == QN_ATTN_MASK_WINDOW_ && p0 + t + 1 - p->window > l) l = p0 + t + 1 - p->window;
+    *lo = l;
+    *hi = h;
+}
+
+/* The step's first position, from device memory; a negative value (an
+ * unset pos) reads as 0 so every index stays inside the cache. */
+QN_HD int qn_attn_p0(const qn_kt *pos) {
+    int p0 = *(const int *)pos->addr;
+    return p0 < 0 ? 0 : p0;
+}
+
+/* q8_0 as ggml rounds it: a block of 32 values shares d = amax / 127 (kept
+ * as f16), each value stored as round(x / d) with x / d computed as x times
+ * 1 / d in f32, halves rounded away from zero. */
+QN_HD float qn_q8_0_inverse(float amax, qn_u16 *d_bits) {
+    float d = amax / 127.0f;
+    *d_bits = qn_f32_to_f16_bits(d);
+    return d != 0.0f ? 1.0f / d : 0.0f;
+}
+
+QN_HD signed char qn_q8_0_round(float x, float inv) { return (signed char)roundf(x * inv); }
+
+/* ---- launch shapes (the host plans grids with them; the kernels are
+ * compiled for them) */
+
+/* Decode: lanes that share one key row, each loading 8 elements (16 bytes
+ * of f16) at a time, and how many such vectors a lane takes per row. */
+#define QN_ATTN_DEC_LANES(d) ((d) <= 64 ? 8 : (d) <= 128 ? 16 : 32)
+#define QN_ATTN_DEC_VECS(d) (((d) + 8 * QN_ATTN_DEC_LANES(d) - 1) / (8 * QN_ATTN_DEC_LANES(d)))
+/* Query rows (heads of a group x tokens) one decode block carries. */
+#define QN_ATTN_DEC_MAX_ROWS(d) ((d) >= 512 ? 4 : 8)
+/* Decode blocks resident per multiprocessor (the kernel's launch bound),
+ * from the registers a lane holds: rows x vectors of query and accumulator. */
+#define QN_ATTN_DEC_MINB(rows_x_vecs) ((rows_x_vecs) <= 2 ? 4 : (rows_x_vecs) <= 4 ? 3 : 2)
+#define QN_ATTN_DEC_WARPS 4
+
+/* Prefill: 64 query rows a block (4 warps of 16), key tiles of 64 (32 at
+ * head 512, where a block also covers half the value columns). */
+#define QN_ATTN_PF_WARPS 4
+#define QN_ATTN_PF_ROWS 64
+#define QN_ATTN_PF_KEYS(d) ((d) <= 256 ? 64 : 32)
+#define QN_ATTN_PF_DV(d) ((d) <= 256 ? (d) : 256)
+/* Shared memory: Q [64][d + 8], K [keys][d + 8], V [keys][dv + 8] halves
+ * (8 halves of padding keep ldmatrix rows on distinct banks). */
+#define QN_ATTN_PF_SMEM(d)                                                                              \
+    ((QN_ATTN_PF_ROWS * ((d) + 8) + QN_ATTN_PF_KEYS(d) * ((d) + 8) + QN_ATTN_PF_KEYS(d) * (QN_ATTN_PF_DV(d) + 8)) * 2)
+/* Prefill blocks resident per multiprocessor (the kernel's launch bound). */
+#define QN_ATTN_PF_MINB(d) ((d) <= 128 ? 3 : (d) <= 256 ? 2 : 1)
+
+#endif

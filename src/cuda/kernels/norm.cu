@@ -1,0 +1,82 @@
+/* Norms over rows: RMS (optionally after a residual add), L2, LayerNorm.
+ *
+ * Layout: any strides (qn_kt); w and bias are [ne0] vectors shared by the
+ * rows. Grid: one block per row (i1, i2, i3) as blockIdx (x, y, z), striding
+ * where the grid is smaller; the block's threads split the row and reduce
+ * with warp shuffles. Bytes: x read once from memory and once more from
+ * cache (L1/L2: a row is at most a few tens of KB), dst written once; the
+ * fused add also writes sum and reads b. LayerNorm reads x a third time
+ * (mean, then squared deviations). One kernel per (dst, x) dtype pair,
+ * norm_<dst>_<x>; the norm kind and the dtypes of w, bias, b and sum are
+ * runtime values, uniform over the block. */
+#include "ops_math.cuh"
+
+template <int DT, int XT>
+__device__ void norm_rows(const qn_norm_args &a) {
+    __shared__ float red[32];
+    const long long n = a.x.ne[0], step = blockDim.x;
+    QN_FOR_EACH_ROW(a.x) {
+        const char *x = qn_kt_at(&a.x, 0, i1, i2, i3);
+        char *d = qn_kt_at(&a.dst, 0, i1, i2, i3);
+        long long xnb = a.x.nb[0];
+        int xt = XT;
+        if (a.has_b) {
+            /* sum = a + b; each thread later rereads only what it wrote */
+            const char *b = qn_kt_at(&a.b, 0, i1, i2, i3);
+            char *s = qn_kt_at(&a.sum, 0, i1, i2, i3);
+            for (long long i = threadIdx.x; i < n; i += 4 * step) {
+                float u[4], v[4];
+                qn_load4(u, x, a.x.nb[0], XT, i, step, n);
+                qn_load4(v, b, a.b.nb[0], a.b.dtype, i, step, n);
+                for (int k = 0; k < 4; k++)
+                    if (i + k * step < n) qn_store_f32(s + (i + k * step) * a.sum.nb[0], a.sum.dtype, u[k] + v[k]);
+            }
+            x = s;
+            xnb = a.sum.nb[0];
+            xt = a.sum.dtype;
+        }
+        float mean = 0.0f;
+        if (a.kind == QN_NORM_LAYER) {
+            float acc = 0.0f;
+            for (long long i = threadIdx.x; i < n; i += 4 * step) {
+                float v[4];
+                qn_load4(v, x, xnb, xt, i, step, n);
+                acc += (v[0] + v[1]) + (v[2] + v[3]);
+            }
+            mean = qn_block_sum(acc, red) / (float)n;
+        }
+        float acc = 0.0f;
+        for (long long i = threadIdx.x; i < n; i += 4 * step) {
+            float v[4];
+            qn_load4(v, x, xnb, xt, i, step, n);
+            for (int k = 0; k < 4; k++) {
+                float c = i + k * step < n ? v[k] - mean : 0.0f;
+                acc += c * c;
+            }
+        }
+        const float scale = qn_norm_scale(a.kind, qn_block_sum(acc, red), n, a.eps);
+        for (long long i = threadIdx.x; i < n; i += 4 * step) {
+            float v[4];
+            qn_load4(v, x, xnb, xt, i, step, n);
+            for (int k = 0; k < 4; k++) {
+                long long j = i + k * step;
+                if (j >= n) continue;
+                float o = (v[k] - mean) * scale;
+                if (a.has_w) o *= qn_load_f32(qn_kt_at(&a.w, j, 0, 0, 0), a.w.dtype) + a.w_off;
+                if (a.has_bias) o += qn_load_f32(qn_kt_at(&a.bias, j, 0, 0, 0), a.bias.dtype);
+                qn_store_f32(d + j * a.dst.nb[0], DT, o);
+            }
+        }
+    }
+}
+
+#define NORM(dn, xn, DT, XT) \
+    extern "C" __global__ void norm_##dn##_##xn(qn_norm_args a) { norm_rows<DT, XT>(a); }
+#define NORM_X(dn, DT)                  \
+    NORM(dn, f32, DT, QN_KT_F32)        \
+    NORM(dn, f16, DT, QN_KT_F16)        \
+    NORM(dn, bf16, DT, QN_KT_BF16)
+
+NORM_X(f32, QN_KT_F32)
+NORM_X(f16, QN_KT_F16)
+NORM_X(bf16, QN_KT_BF16)

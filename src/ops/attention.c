@@ -1,0 +1,196 @@
+/* Flash attention over the KV cache: qn_flash_attn_decode,
+ * qn_flash_attn_prefill and the scratch they need (qn_flash_attn_scratch). */
+#include "cpu/attention.h"
+#include "ops/ops.h"
+
+#include <math.h>
+#include <stdio.h>
+
+static const char *const SRC = "attention.cu";
+
+static bool head_dim_ok(int64_t d) { return d == 64 || d == 80 || d == 96 || d == 128 || d == 256 || d == 512; }
+
+/* How the GPU covers an op: `rows` query rows a block (decode: a power of
+ * two; prefill: 64), `tiles` blocks of rows per kv head, and the visible
+ * keys cut into `splits` slices. The grid is sized from what the host
+ * knows (shapes, capacity, multiprocessors), never from the position, so a
+ * graph replays it at every step: enough blocks to fill the GPU once
+ * (blocks resident per multiprocessor x multiprocessors), no more. */
+typedef struct {
+    int rows, tiles, splits;
+} attn_plan;
+
+static attn_plan plan(const qn_device *dev, bool prefill, int64_t d, int64_t hq, int64_t n, int64_t hkv,
+                      int64_t cap) {
+    attn_plan pl;
+    const int64_t rows = hq / hkv * n;
+    int64_t resident, blocks, max_splits;
+    if (prefill) {
+        pl.rows = QN_ATTN_PF_ROWS;
+        pl.tiles = (int)((rows + pl.rows - 1) / pl.rows);
+        blocks = (int64_t)pl.tiles * (d / QN_ATTN_PF_DV(d)) * hkv;
+        resident = (int64_t)QN_ATTN_PF_MINB(d) * dev->info.sm_count;
+        max_splits = cap / (2 * QN_ATTN_PF_KEYS(d)); /* two key tiles a slice at least */
+        if (n > 65535) max_splits = 1;               /* the merge's grid has a row of blocks per token */
+    } else {
+        pl.rows = 1;
+        while (pl.rows < rows && pl.rows < QN_ATTN_DEC_MAX_ROWS(d)) pl.rows *= 2;
+        pl.tiles = (int)((rows + pl.rows - 1) / pl.rows);
+        blocks = (int64_t)pl.tiles * hkv;
+        resident = (int64_t)QN_ATTN_DEC_MINB(pl.rows * QN_ATTN_DEC_VECS(d)) * dev->info.sm_count;
+        max_splits = cap / 32; /* a trip of a block covers 32 keys or more */
+    }
+    int64_t s = resident / blocks;
+    if (s > max_splits) s = max_splits;
+    if (s > QN_ATTN_MAX_SPLITS) s = QN_ATTN_MAX_SPLITS;
+    pl.splits = s < 1 ? 1 : (int)s;
+    return pl;
+}
+
+/* Scratch elements: partial (acc, m, l) per split and query row. Decode
+ * always merges; prefill only when it splits. */
+static int64_t scratch_elems(const qn_device *dev, const attn_plan *pl, bool prefill, int64_t d, int64_t hq,
+                             int64_t n) {
+    if (dev->backend != QN_BACKEND_CUDA || (prefill && pl->splits == 1)) return 0;
+    return (int64_t)pl->splits * n * hq * (d + 2);
+}
+
+qn_status qn_flash_attn_scratch(qn_device *dev, bool prefill, qn_tensor q, qn_tensor k, int64_t *elems) {
+    if (!dev || !elems) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_flash_attn_scratch: device or elems is NULL");
+    for (int i = 0; i < 3; i++)
+        if (q.ne[i] < 1 || k.ne[i] < 1 || q.ne[i] > INT32_MAX || k.ne[i] > INT32_MAX)
+            return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_flash_attn_scratch: q or k ne[%d] out of range", i);
+    if (q.ne[1] % k.ne[2] != 0)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_flash_attn_scratch: n_q_heads %lld is not a multiple of n_kv_heads %lld",
+                        (long long)q.ne[1], (long long)k.ne[2]);
+    attn_plan pl = plan(dev, prefill, q.ne[0], q.ne[1], q.ne[2], k.ne[2], k.ne[1]);
+    *elems = scratch_elems(dev, &pl, prefill, q.ne[0], q.ne[1], q.ne[2]);
+    return QN_OK;
+}
+
+/* q or out: [head_dim, n_q_heads, n_tokens] f32 with contiguous rows. */
+static qn_status check_rows(const char *op, qn_encoder *enc, const char *name, const qn_tensor *t) {
+    QN_TRY(qn_op_check(op, enc, name, t));
+    if (t->dtype != QN_F32)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s is %s (expected f32)", op, name, qn_dtype_name(t->dtype));
+    if (t->nb[0] != 4 || t->ne[3] != 1)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s must be [head_dim, n_q_heads, n_tokens] with contiguous rows",
+                        op, name);
+    return QN_OK;
+}
+
+static qn_status flash_attn(const char *op, bool prefill, qn_encoder *enc, qn_tensor out, qn_tensor q, qn_tensor k,
+                            qn_tensor v, qn_tensor pos, const qn_tensor *sinks, const qn_tensor *scratch,
+                            qn_attn_opts o) {
+    QN_TRY(check_rows(op, enc, "q", &q));
+    QN_TRY(check_rows(op, enc, "out", &out));
+    QN_TRY(qn_op_same_shape(op, "out", &out, "q", &q));
+    QN_TRY(qn_kv_cache_check(op, enc, "k", &k));
+    QN_TRY(qn_kv_cache_check(op, enc, "v", &v));
+    QN_TRY(qn_op_same_shape(op, "k", &k, "v", &v));
+    QN_TRY(qn_kv_pos_check(op, enc, &pos));
+    const int64_t d = q.ne[0], hq = q.ne[1], n = q.ne[2], cap = k.ne[1], hkv = k.ne[2];
+    if (k.dtype != v.dtype)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: k is %s but v is %s", op, qn_dtype_name(k.dtype),
+                        qn_dtype_name(v.dtype));
+    if (!head_dim_ok(d))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: head_dim %lld (expected 64, 80, 96, 128, 256 or 512)", op,
+                        (long long)d);
+    if (k.ne[0] != d)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: k head_dim %lld differs from q's %lld", op, (long long)k.ne[0],
+                        (long long)d);
+    if (hq % hkv != 0 || hkv > 65535)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: n_q_heads %lld is not a multiple of n_kv_heads %lld", op,
+                        (long long)hq, (long long)hkv);
+    if (!prefill && n > 8)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %lld query tokens (decode takes 1 to 8; use prefill)", op,
+                        (long long)n);
+    if (prefill && k.dtype == QN_Q8_0)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: k and v are q8_0 (prefill takes f16 or bf16)", op);
+    if (n > cap)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %lld query tokens do not fit a cache of capacity %lld", op,
+                        (long long)n, (long long)cap);
+    if (hq * n > INT32_MAX / 8)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %lld heads x %lld tokens is too many", op, (long long)hq,
+                        (long long)n);
+    /* the GPU reads f16/bf16 rows 16 bytes at a time */
+    if (k.dtype != QN_Q8_0)
+        for (int i = 0; i < 2; i++) {
+            const qn_tensor *t = i ? &v : &k;
+            if (qn_tensor_addr(t) % 16 || t->nb[1] % 16 || t->nb[2] % 16)
+                return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s offset or strides are not multiples of 16 bytes", op,
+                                i ? "v" : "k");
+        }
+    if (sinks) {
+        QN_TRY(qn_op_check(op, enc, "sinks", sinks));
+        if (sinks->dtype != QN_F32 || sinks->ne[0] != hq || sinks->ne[1] * sinks->ne[2] * sinks->ne[3] != 1)
+            return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: sinks must be f32 [%lld] (one per query head)", op,
+                            (long long)hq);
+    }
+    if (!isfinite(o.scale) || !isfinite(o.softcap) || o.softcap < 0.0f)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: scale %g or softcap %g is not a finite number (softcap >= 0)",
+                        op, (double)o.scale, (double)o.softcap);
+    if (o.mask != QN_ATTN_MASK_NONE && o.mask != QN_ATTN_MASK_CAUSAL && o.mask != QN_ATTN_MASK_WINDOW)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: mask %d is not a qn_attn_mask", op, (int)o.mask);
+    if (o.mask == QN_ATTN_MASK_WINDOW && o.window < 1)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: window %d (expected >= 1)", op, (int)o.window);
+
+    const attn_plan pl = plan(enc->dev, prefill, d, hq, n, hkv, cap);
+    if (pl.tiles > 65535)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %lld query heads a kv head x %lld tokens is too many", op,
+                        (long long)(hq / hkv), (long long)n);
+    const int64_t need = scratch_elems(enc->dev, &pl, prefill, d, hq, n);
+    qn_kt sk = {0};
+    if (need > 0) {
+        if (!scratch)
+            return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: scratch is NULL (needs %lld f32 elements)", op,
+                            (long long)need);
+        QN_TRY(qn_op_check(op, enc, "scratch", scratch));
+        const int64_t have = qn_tensor_nelements(scratch);
+        if (scratch->dtype != QN_F32 || scratch->nb[0] != 4 || scratch->nb[1] != 4 * scratch->ne[0] ||
+            scratch->nb[2] != scratch->nb[1] * scratch->ne[1] || scratch->nb[3] != scratch->nb[2] * scratch->ne[2] ||
+            have < need)
+            return qn_error(QN_ERR_INVALID_ARGUMENT,
+                            "%s: scratch must be contiguous f32 of at least %lld elements (has %lld %s)", op,
+                            (long long)need, (long long)have, qn_dtype_name(scratch->dtype));
+        sk = qn_op_kt(scratch);
+    }
+
+    qn_flash_attn_args a = {qn_op_kt(&out), qn_op_kt(&q), qn_op_kt(&k), qn_op_kt(&v), qn_op_kt(&pos),
+                            sinks ? qn_op_kt(sinks) : (qn_kt){0},
+                            {o.scale, o.softcap, (int)o.mask, o.mask == QN_ATTN_MASK_WINDOW ? o.window : 0, (int)d,
+                             (int)n, (int)hq, (int)hkv, (int)(hq / hkv), (int)cap, pl.splits, 0}};
+    const char *name = prefill ? "flash_attn_prefill" : "flash_attn_decode";
+    if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, name, qn_cpu_flash_attn, &a, sizeof a);
+
+    char defines[32], fn[48];
+    snprintf(defines, sizeof defines, "-DQN_ATTN_D=%d", (int)d);
+    unsigned long long saddr = sk.addr;
+    const char *dt = qn_dtype_name(k.dtype);
+    if (prefill) {
+        snprintf(fn, sizeof fn, "attn_prefill_%s", dt);
+        qn_dim3 grid = {(unsigned)(pl.tiles * (d / QN_ATTN_PF_DV(d))), (unsigned)hkv, (unsigned)pl.splits};
+        void *args[] = {&a.out, &a.q, &a.k, &a.v, &a.pos, &a.sinks, &saddr, &a.p};
+        QN_TRY(qn_cuda_launch(enc, name, SRC, defines, fn, grid, (qn_dim3){32 * QN_ATTN_PF_WARPS, 1, 1},
+                              QN_ATTN_PF_SMEM(d), args));
+        if (pl.splits == 1) return QN_OK;
+    } else {
+        snprintf(fn, sizeof fn, "attn_decode_%s_r%d", dt, pl.rows);
+        qn_dim3 grid = {(unsigned)pl.splits, (unsigned)hkv, (unsigned)pl.tiles};
+        void *args[] = {&a.q, &a.k, &a.v, &a.pos, &saddr, &a.p};
+        QN_TRY(qn_cuda_launch(enc, name, SRC, defines, fn, grid, (qn_dim3){32 * QN_ATTN_DEC_WARPS, 1, 1}, 0, args));
+    }
+    void *rargs[] = {&a.out, &a.sinks, &saddr, &a.p};
+    return qn_cuda_launch(enc, "flash_attn_reduce", SRC, defines, "attn_reduce", (qn_dim3){(unsigned)hq, (unsigned)n, 1},
+                          (qn_dim3){128, 1, 1}, 0, rargs);
+}
+
+qn_status qn_flash_attn_decode(qn_encoder *enc, qn_tensor out, qn_tensor q, qn_tensor k, qn_tensor v, qn_tensor pos,
+                               const qn_tensor *sinks, const qn_tensor *scratch, qn_attn_opts opts) {
+    return flash_attn("qn_flash_attn_decode", false, enc, out, q, k, v, pos, sinks, scratch, opts);
+}
+
+qn_status qn_flash_attn_prefill(qn_encoder *enc, qn_tensor out, qn_tensor q, qn_tensor k, qn_tensor v,
+                                qn_tensor pos, const qn_tensor *sinks, const qn_tensor *scratch, qn_attn_opts opts) {
+    return flash_attn("qn_flash_attn_prefill", true, enc, out, q, k, v, pos, sinks, scratch, opts);
+}

@@ -1,0 +1,95 @@
+/* The RoPE family: qn_rope and the fused qn_rms_norm_rope. The angles
+ * follow llama.cpp's rope (linear and YaRN scaling, frequency factors,
+ * multi-section positions); see qn_rope_params in quanta.h. */
+#include "ops/transformer.h"
+
+#include <math.h>
+
+qn_rope_params qn_rope_params_default(qn_rope_mode mode, int n_dims, float freq_base) {
+    qn_rope_params p = {mode, n_dims, freq_base, 1.0f, 0, 0.0f, 1.0f, 32.0f, 1.0f, {0, 0, 0, 0}};
+    return p;
+}
+
+/* The pair index where the YaRN ramp starts (or ends): the rotation whose
+ * wavelength fits n_rot times in the original context. */
+static float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
+    return (float)n_dims * logf((float)n_ctx_orig / (n_rot * 2.0f * (float)M_PI)) / (2.0f * logf(base));
+}
+
+static qn_status check_params(const char *op, const qn_rope_params *p, const qn_tensor *x, qn_rope_k *k) {
+    if (!p) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: params is NULL", op);
+    if ((int)p->mode < QN_ROPE_NORMAL || (int)p->mode > QN_ROPE_VISION)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: mode %d is not a qn_rope_mode", op, (int)p->mode);
+    long long ne0 = x->ne[0];
+    if (p->n_dims < 2 || p->n_dims % 2 || p->n_dims > ne0)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: n_dims %d is not even and in 2..head_dim (%lld)", op, p->n_dims,
+                        ne0);
+    if (p->mode == QN_ROPE_VISION && ne0 != 2LL * p->n_dims)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: VISION rotates head_dim = 2 * n_dims, got head_dim %lld, n_dims %d",
+                        op, ne0, p->n_dims);
+    if (!(p->freq_base > 0.0f) || !isfinite(p->freq_base) || !(p->freq_scale > 0.0f) || !isfinite(p->freq_scale))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: freq_base %g and freq_scale %g must be finite and > 0", op,
+                        (double)p->freq_base, (double)p->freq_scale);
+    if (!isfinite(p->attn_factor) || !isfinite(p->ext_factor))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: attn_factor %g and ext_factor %g must be finite", op,
+                        (double)p->attn_factor, (double)p->ext_factor);
+    if (p->ext_factor != 0.0f && (p->n_ctx_orig <= 0 || !(p->beta_fast > 0.0f) || !(p->beta_slow > 0.0f)))
+        return qn_error(QN_ERR_INVALID_ARGUMENT,
+                        "%s: YaRN (ext_factor %g) needs n_ctx_orig > 0 (got %d) and beta_fast, beta_slow > 0 (got %g, %g)",
+                        op, (double)p->ext_factor, p->n_ctx_orig, (double)p->beta_fast, (double)p->beta_slow);
+    int nsec = p->mode == QN_ROPE_VISION ? 2 : 4, total = 0;
+    if (p->mode >= QN_ROPE_MULTI) {
+        for (int s = 0; s < nsec; s++) {
+            if (p->sections[s] < 0 || p->sections[s] > (1 << 20))
+                return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: sections[%d] = %d out of range", op, s, p->sections[s]);
+            total += p->sections[s];
+        }
+        if (total == 0) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: sections are all zero", op);
+    }
+    qn_rope_k r = {(int)p->mode, p->n_dims, powf(p->freq_base, -2.0f / (float)p->n_dims), p->freq_scale,
+                   p->ext_factor, p->attn_factor, 0.0f, 0.0f, {0, 0, 0, 0}};
+    for (int s = 0; s < 4; s++) r.sections[s] = p->mode >= QN_ROPE_MULTI ? p->sections[s] : 0;
+    if (p->ext_factor != 0.0f) {
+        r.corr0 = fmaxf(0.0f, floorf(yarn_corr_dim(p->n_dims, p->n_ctx_orig, p->beta_fast, p->freq_base)));
+        r.corr1 = fminf((float)(p->n_dims - 1), ceilf(yarn_corr_dim(p->n_dims, p->n_ctx_orig, p->beta_slow, p->freq_base)));
+    }
+    *k = r;
+    return QN_OK;
+}
+
+static qn_status rope(const char *op, const char *name, qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w,
+                      float eps, float w_off, int norm, qn_tensor pos, qn_tensor ff, const qn_rope_params *p) {
+    QN_TRY(qn_op_check_float(op, enc, "dst", &dst));
+    QN_TRY(qn_op_check_float(op, enc, "x", &x));
+    QN_TRY(qn_op_same_shape(op, "dst", &dst, "x", &x));
+    if (x.ne[3] != 1)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: x ne[3] = %lld (expected [head_dim, heads, tokens, 1])", op,
+                        (long long)x.ne[3]);
+    qn_rope_args a = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&x), .norm = norm, .eps = eps, .w_off = w_off};
+    QN_TRY(check_params(op, p, &x, &a.r));
+    int multi = p->mode >= QN_ROPE_MULTI;
+    QN_TRY(qn_op_check_i32(op, enc, "pos", &pos, (multi ? 4 : 1) * x.ne[2], 1));
+    QN_TRY(qn_op_check_vector(op, enc, "freq_factors", &ff, qn_rope_npairs(&a.r), true));
+    QN_TRY(qn_op_check_vector(op, enc, "w", &w, x.ne[0], false));
+    if (norm && (!(eps >= 0.0f) || isinf(eps) || !isfinite(w_off)))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: eps %g must be finite and >= 0, weight_offset %g finite", op,
+                        (double)eps, (double)w_off);
+    a.pos = qn_op_kt(&pos);
+    a.ff = qn_op_kt_opt(&ff);
+    a.has_ff = qn_op_has(&ff);
+    a.w = qn_op_kt_opt(&w);
+    a.has_w = qn_op_has(&w);
+    if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, name, qn_cpu_rope, &a, sizeof a);
+    return qn_op_launch_typed(enc, name, "rope.cu", "rope", dst.dtype, x.dtype, qn_rows_grid(&a.x),
+                              qn_rows_block(norm ? x.ne[0] : qn_rope_npairs(&a.r)), &a);
+}
+
+qn_status qn_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor pos, qn_tensor freq_factors,
+                  const qn_rope_params *p) {
+    return rope("qn_rope", "rope", enc, dst, x, QN_TENSOR_NONE, 0.0f, 0.0f, 0, pos, freq_factors, p);
+}
+
+qn_status qn_rms_norm_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, float eps, float weight_offset,
+                           qn_tensor pos, qn_tensor freq_factors, const qn_rope_params *p) {
+    return rope("qn_rms_norm_rope", "rms_norm_rope", enc, dst, x, w, eps, weight_offset, 1, pos, freq_factors, p);
+}

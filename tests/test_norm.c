@@ -1,0 +1,797 @@
+/* The transformer row ops on the device under test: norms, RoPE (and the
+ * fused norm + RoPE), activations and gated units, softmax, embedding
+ * gathers and mixture-of-experts routing. Each runs on fresh random inputs
+ * of odd sizes, outputs poisoned first, against a reference written here
+ * in double precision; on a GPU each also runs on the CPU backend and the
+ * two must agree within the same tolerance (bit for bit where the op is a
+ * pure gather). Tolerances are relative to max(|expected|, a tenth of the
+ * largest expected value): 2e-5 for f32 outputs, 2e-3 for f16, 1.6e-2 for
+ * bf16 (a few units in the last place of the output type). */
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const qn_dtype FLOATS[3] = {QN_F32, QN_F16, QN_BF16};
+
+/* ---- harness */
+
+static size_t esz(qn_dtype t) { return (size_t)qn_dtype_block_bytes(t); }
+
+/* v as a buffer of dtype t would hold it. */
+static float round_to(qn_dtype t, float v) {
+    if (t == QN_F16) return qn_f16_to_f32(qn_f32_to_f16(v));
+    if (t == QN_BF16) return qn_bf16_to_f32(qn_f32_to_bf16(v));
+    return v;
+}
+
+/* n random values in [lo, hi), already rounded to t. */
+static float *rand_vals(qn_dtype t, size_t n, float lo, float hi) {
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = round_to(t, qt_randf(lo, hi));
+    return v;
+}
+
+static void pack(qn_dtype t, const float *v, size_t n, unsigned char *out) {
+    for (size_t i = 0; i < n; i++) {
+        if (t == QN_F32) {
+            memcpy(out + 4 * i, &v[i], 4);
+        } else {
+            uint16_t h = t == QN_F16 ? qn_f32_to_f16(v[i]) : qn_f32_to_bf16(v[i]);
+            memcpy(out + 2 * i, &h, 2);
+        }
+    }
+}
+
+/* A contiguous buffer of dtype t holding v. */
+static qn_buffer *upload(qn_device *dev, qn_dtype t, int ndim, const int64_t *ne, const float *v) {
+    qn_buffer *b;
+    QT_OK(qn_buffer_alloc(dev, t, ndim, ne, &b));
+    size_t n = qn_buffer_bytes(b) / esz(t);
+    unsigned char *h = malloc(n * esz(t));
+    pack(t, v, n, h);
+    QT_OK(qn_buffer_write(b, 0, h, n * esz(t)));
+    free(h);
+    return b;
+}
+
+static qn_buffer *upload_i32(qn_device *dev, int64_t n, const int32_t *v) {
+    qn_buffer *b;
+    QT_OK(qn_buffer_alloc(dev, QN_I32, 1, &n, &b));
+    QT_OK(qn_buffer_write(b, 0, v, (size_t)n * 4));
+    return b;
+}
+
+/* A buffer's n first elements (f32, f16, bf16) as floats. */
+static float *download(qn_buffer *b, size_t n) {
+    qn_dtype t = qn_buffer_dtype(b);
+    unsigned char *h = qt_read_all(b);
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        if (t == QN_F32) {
+            memcpy(&v[i], h + 4 * i, 4);
+        } else {
+            uint16_t x;
+            memcpy(&x, h + 2 * i, 2);
+            v[i] = t == QN_F16 ? qn_f16_to_f32(x) : qn_bf16_to_f32(x);
+        }
+    }
+    free(h);
+    return v;
+}
+
+static double tol_of(qn_dtype t) { return t == QN_F32 ? 2e-5 : t == QN_F16 ? 2e-3 : 1.6e-2; }
+
+static void expect_close(const float *got, const double *want, size_t n, double tol, const char *what) {
+    double big = 0;
+    for (size_t i = 0; i < n; i++) big = fmax(big, fabs(want[i]));
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - want[i]);
+        if (!(err <= tol * fmax(fabs(want[i]), 0.1 * big)))
+            fail_msg("%s: element %zu is %.9g, expected %.9g (tolerance %g)", what, i, (double)got[i], want[i], tol);
+    }
+}
+
+/* Run `run` (which returns n output floats) on the device under test and
+ * check it; on a GPU, run it on the CPU as well and compare the two. */
+typedef float *(*run_fn)(qn_device *dev, const void *c);
+static void verify(run_fn run, const void *c, const double *want, size_t n, double tol, const char *what) {
+    float *got = run(qt_device(), c);
+    expect_close(got, want, n, tol, what);
+    if (qt_on_gpu()) {
+        float *cpu = run(qt_cpu(), c);
+        double *cw = malloc(n * sizeof *cw);
+        for (size_t i = 0; i < n; i++) cw[i] = cpu[i];
+        char w2[200];
+        snprintf(w2, sizeof w2, "%s (GPU vs CPU)", what);
+        expect_close(got, cw, n, tol, w2);
+        free(cw);
+        free(cpu);
+    }
+    free(got);
+}
+
+static qn_encoder *new_encoder(qn_device *dev) {
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(dev, &enc));
+    return enc;
+}
+
+/* ---- norms */
+
+enum { RMS, ADD_RMS, L2, LAYER };
+
+typedef struct {
+    int kind;
+    qn_dtype dt, xt, wt;
+    int64_t ne[3];
+    int pad;   /* x is a view with this many extra elements per row */
+    bool has_w, has_bias;
+    float off, eps;
+    float *x, *b, *w, *bias; /* x [ne0 + pad, ne1, ne2]; b [ne0, ne1, ne2] */
+} norm_case;
+
+/* dst, then (ADD_RMS) the sum written over a */
+static float *norm_run(qn_device *dev, const void *p) {
+    const norm_case *c = p;
+    qn_encoder *enc = new_encoder(dev);
+    int64_t n = c->ne[0] * c->ne[1] * c->ne[2];
+    int64_t xne[3] = {c->ne[0] + c->pad, c->ne[1], c->ne[2]};
+    qn_buffer *xb = upload(dev, c->xt, 3, xne, c->x), *d = qt_poisoned(dev, c->dt, 3, c->ne);
+    qn_buffer *wb = c->has_w ? upload(dev, c->wt, 1, c->ne, c->w) : NULL;
+    qn_buffer *bb = c->has_bias ? upload(dev, c->wt, 1, c->ne, c->bias) : NULL;
+    qn_buffer *addb = c->kind == ADD_RMS ? upload(dev, c->xt, 3, c->ne, c->b) : NULL;
+    qn_tensor x = qn_tensor_of(xb), w = wb ? qn_tensor_of(wb) : QN_TENSOR_NONE;
+    qn_tensor bias = bb ? qn_tensor_of(bb) : QN_TENSOR_NONE;
+    x.ne[0] = c->ne[0];
+    switch (c->kind) {
+    case RMS: QT_OK(qn_rms_norm(enc, qn_tensor_of(d), x, w, c->eps, c->off)); break;
+    case ADD_RMS: QT_OK(qn_add_rms_norm(enc, qn_tensor_of(d), x, x, qn_tensor_of(addb), w, c->eps, c->off)); break;
+    case L2: QT_OK(qn_l2_norm(enc, qn_tensor_of(d), x, c->eps)); break;
+    default: QT_OK(qn_layer_norm(enc, qn_tensor_of(d), x, w, bias, c->eps));
+    }
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *out = malloc((size_t)(2 * n) * sizeof *out), *dv = download(d, (size_t)n);
+    memcpy(out, dv, (size_t)n * sizeof *out);
+    if (c->kind == ADD_RMS) {
+        float *xv = download(xb, (size_t)(xne[0] * xne[1] * xne[2]));
+        for (int64_t r = 0; r < c->ne[1] * c->ne[2]; r++)
+            memcpy(out + n + r * c->ne[0], xv + r * xne[0], (size_t)c->ne[0] * sizeof *out);
+        free(xv);
+    }
+    free(dv);
+    qn_buffer_free(xb);
+    qn_buffer_free(d);
+    qn_buffer_free(wb);
+    qn_buffer_free(bb);
+    qn_buffer_free(addb);
+    qn_encoder_destroy(enc);
+    return out;
+}
+
+static void norm_check(norm_case *c) {
+    int64_t n0 = c->ne[0], rows = c->ne[1] * c->ne[2], n = n0 * rows, xs = n0 + c->pad;
+    c->x = rand_vals(c->xt, (size_t)(xs * rows), -3, 3);
+    c->b = rand_vals(c->xt, (size_t)n, -3, 3);
+    c->w = rand_vals(c->wt, (size_t)n0, -2, 2);
+    c->bias = rand_vals(c->wt, (size_t)n0, -1, 1);
+    double *want = malloc((size_t)(2 * n) * sizeof *want), *v = malloc((size_t)n0 * sizeof *v);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < n0; i++) {
+            v[i] = c->x[r * xs + i];
+            if (c->kind == ADD_RMS) v[i] = want[n + r * n0 + i] = round_to(c->xt, c->x[r * xs + i] + c->b[r * n0 + i]);
+        }
+        double mean = 0, sq = 0, scale;
+        if (c->kind == LAYER) {
+            for (int64_t i = 0; i < n0; i++) mean += v[i];
+            mean /= (double)n0;
+        }
+        for (int64_t i = 0; i < n0; i++) sq += (v[i] - mean) * (v[i] - mean);
+        scale = c->kind == L2 ? 1.0 / fmax(sqrt(sq), c->eps) : 1.0 / sqrt(sq / (double)n0 + c->eps);
+        for (int64_t i = 0; i < n0; i++) {
+            double o = (v[i] - mean) * scale;
+            if (c->has_w) o *= (double)c->w[i] + c->off;
+            if (c->has_bias) o += c->bias[i];
+            want[r * n0 + i] = o;
+        }
+    }
+    static const char *names[4] = {"rms_norm", "add_rms_norm", "l2_norm", "layer_norm"};
+    char what[160];
+    snprintf(what, sizeof what, "%s %s<-%s w %s [%lld,%lld,%lld]%s", names[c->kind], qn_dtype_name(c->dt),
+             qn_dtype_name(c->xt), c->has_w ? qn_dtype_name(c->wt) : "none", (long long)n0, (long long)c->ne[1],
+             (long long)c->ne[2], c->pad ? " strided" : "");
+    verify(norm_run, c, want, (size_t)(c->kind == ADD_RMS ? 2 * n : n), fmax(tol_of(c->dt), tol_of(c->xt) / 4), what);
+    free(want);
+    free(v);
+    free(c->x);
+    free(c->b);
+    free(c->w);
+    free(c->bias);
+}
+
+static void test_norms(void **state) {
+    (void)state;
+    const int64_t sizes[5] = {1, 7, 128, 333, 4099};
+    for (int kind = RMS; kind <= LAYER; kind++)
+        for (int s = 0; s < 5; s++)
+            for (int t = 0; t < 3; t++) {
+                norm_case c = {kind, FLOATS[t], FLOATS[(t + s) % 3], FLOATS[(t + kind) % 3], {sizes[s], 3, 2}, s % 2 * 3,
+                               kind != L2 && (s + t) % 3 != 0, kind == LAYER && t != 1, s == 2 && kind <= ADD_RMS ? 1.0f : 0.0f, 1e-6f,
+                               NULL, NULL, NULL, NULL};
+                if (sizes[s] == 1 && kind != L2 && kind != LAYER) c.eps = 1e-3f;
+                if (kind == LAYER && sizes[s] == 1) continue; /* a one-element row has no spread */
+                norm_check(&c);
+            }
+}
+
+/* ---- RoPE */
+
+typedef struct {
+    qn_rope_params p;
+    qn_dtype dt, xt;
+    int64_t ne[3]; /* head_dim, heads, tokens */
+    bool ff, norm, in_place, w;
+    float *x, *f, *wv;
+    int32_t *pos;
+} rope_case;
+
+static float *rope_run(qn_device *dev, const void *p) {
+    const rope_case *c = p;
+    qn_encoder *enc = new_encoder(dev);
+    int multi = c->p.mode >= QN_ROPE_MULTI;
+    int64_t n = c->ne[0] * c->ne[1] * c->ne[2], npairs = c->p.mode == QN_ROPE_VISION ? c->p.n_dims : c->p.n_dims / 2;
+    qn_buffer *xb = upload(dev, c->xt, 3, c->ne, c->x), *d = c->in_place ? xb : qt_poisoned(dev, c->dt, 3, c->ne);
+    qn_buffer *pb = upload_i32(dev, (multi ? 4 : 1) * c->ne[2], c->pos);
+    qn_buffer *fb = c->ff ? upload(dev, QN_F32, 1, &npairs, c->f) : NULL;
+    qn_buffer *wb = c->w ? upload(dev, QN_F32, 1, c->ne, c->wv) : NULL;
+    qn_tensor ft = fb ? qn_tensor_of(fb) : QN_TENSOR_NONE, wt = wb ? qn_tensor_of(wb) : QN_TENSOR_NONE;
+    if (c->norm)
+        QT_OK(qn_rms_norm_rope(enc, qn_tensor_of(d), qn_tensor_of(xb), wt, 1e-5f, 0.0f, qn_tensor_of(pb), ft, &c->p));
+    else
+        QT_OK(qn_rope(enc, qn_tensor_of(d), qn_tensor_of(xb), qn_tensor_of(pb), ft, &c->p));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *out = download(d, (size_t)n);
+    qn_buffer_free(xb);
+    if (!c->in_place) qn_buffer_free(d);
+    qn_buffer_free(pb);
+    qn_buffer_free(fb);
+    qn_buffer_free(wb);
+    qn_encoder_destroy(enc);
+    return out;
+}
+
+/* The reference angle: the spec's f32 base angle (pos * theta_scale^i /
+ * ff, as llama.cpp computes it, so that an ulp of it does not become a
+ * visible angle error at large positions), then YaRN and the rotation in
+ * double. */
+static void ref_cs(const qn_rope_params *p, int i, const int32_t *pos4, float ff, double *c, double *s) {
+    const int *sec = p->sections;
+    int ch = 0, expo = i;
+    if (p->mode == QN_ROPE_VISION) {
+        int sector = i % (sec[0] + sec[1]);
+        ch = sector < sec[0] ? 0 : 1;
+        expo = sector < sec[0] ? sector : sector - sec[0];
+    } else if (p->mode == QN_ROPE_MULTI || p->mode == QN_ROPE_IMULTI) {
+        int sector = i % (sec[0] + sec[1] + sec[2] + sec[3]);
+        if (p->mode == QN_ROPE_IMULTI)
+            ch = sector % 3 == 1 && sector < 3 * sec[1]   ? 1
+                 : sector % 3 == 2 && sector < 3 * sec[2] ? 2
+                 : sector % 3 == 0 && sector < 3 * sec[0] ? 0
+                                                          : 3;
+        else
+            ch = sector < sec[0] ? 0 : sector < sec[0] + sec[1] ? 1 : sector < sec[0] + sec[1] + sec[2] ? 2 : 3;
+    }
+    float theta_scale = powf(p->freq_base, -2.0f / (float)p->n_dims);
+    double ext = (float)pos4[ch] * powf(theta_scale, (float)expo) / ff;
+    double th = p->freq_scale * ext, mag = p->attn_factor;
+    if (p->ext_factor != 0) {
+        double lo = floor(p->n_dims * log(p->n_ctx_orig / (p->beta_fast * 2 * M_PI)) / (2 * log(p->freq_base)));
+        double hi = ceil(p->n_dims * log(p->n_ctx_orig / (p->beta_slow * 2 * M_PI)) / (2 * log(p->freq_base)));
+        lo = fmax(0, lo);
+        hi = fmin(p->n_dims - 1, hi);
+        double y = (i - lo) / fmax(0.001, hi - lo), mix = (1 - fmin(1, fmax(0, y))) * p->ext_factor;
+        th = th * (1 - mix) + ext * mix;
+        mag *= 1 + 0.1 * log(1 / p->freq_scale);
+    }
+    *c = cos(th) * mag;
+    *s = sin(th) * mag;
+}
+
+static void rope_check(rope_case *c) {
+    int64_t hd = c->ne[0], rows = c->ne[1] * c->ne[2], n = hd * rows, T = c->ne[2];
+    int multi = c->p.mode >= QN_ROPE_MULTI;
+    int npairs = c->p.mode == QN_ROPE_VISION ? c->p.n_dims : c->p.n_dims / 2;
+    c->x = rand_vals(c->xt, (size_t)n, -2, 2);
+    c->f = rand_vals(QN_F32, (size_t)npairs, 0.5f, 4.0f);
+    c->wv = rand_vals(QN_F32, (size_t)hd, -1.5f, 1.5f);
+    c->pos = malloc((size_t)(4 * T) * sizeof *c->pos);
+    for (int64_t i = 0; i < (multi ? 4 : 1) * T; i++) c->pos[i] = (int32_t)(qt_rand() % 1000);
+    double *want = malloc((size_t)n * sizeof *want), *v = malloc((size_t)hd * sizeof *v);
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t t = r / c->ne[1];
+        int32_t p4[4] = {c->pos[t], multi ? c->pos[t + T] : 0, multi ? c->pos[t + 2 * T] : 0, multi ? c->pos[t + 3 * T] : 0};
+        double sq = 0;
+        for (int64_t i = 0; i < hd; i++) sq += (double)c->x[r * hd + i] * c->x[r * hd + i];
+        double scale = c->norm ? 1.0 / sqrt(sq / (double)hd + 1e-5) : 1.0;
+        for (int64_t i = 0; i < hd; i++) v[i] = c->x[r * hd + i] * scale * (c->w ? c->wv[i] : 1.0);
+        for (int64_t i = 0; i < hd; i++) want[r * hd + i] = v[i];
+        for (int i = 0; i < npairs; i++) {
+            int a = c->p.mode == QN_ROPE_NORMAL ? 2 * i : i;
+            int b = c->p.mode == QN_ROPE_NORMAL ? 2 * i + 1 : c->p.mode == QN_ROPE_VISION ? i + c->p.n_dims : i + c->p.n_dims / 2;
+            double cs, sn;
+            ref_cs(&c->p, i, p4, c->ff ? c->f[i] : 1.0f, &cs, &sn);
+            want[r * hd + a] = v[a] * cs - v[b] * sn;
+            want[r * hd + b] = v[a] * sn + v[b] * cs;
+        }
+    }
+    char what[160];
+    snprintf(what, sizeof what, "rope mode %d %s<-%s n_dims %d head %lld%s%s%s%s", (int)c->p.mode,
+             qn_dtype_name(c->dt), qn_dtype_name(c->xt), c->p.n_dims, (long long)hd, c->ff ? " ff" : "",
+             c->p.ext_factor != 0 ? " yarn" : "", c->norm ? " +norm" : "", c->in_place ? " in place" : "");
+    /* The angle of a position up to 1000 is an f32 near 1000, and the GPU's
+     * powf may be 4 ulp (2.4e-4 rad) off the host's: up to 8e-4 on an
+     * element of 0.3, the tenth of the largest. */
+    verify(rope_run, c, want, (size_t)n, fmax(tol_of(c->dt), 3e-3), what);
+    free(want);
+    free(v);
+    free(c->x);
+    free(c->f);
+    free(c->wv);
+    free(c->pos);
+}
+
+static void test_rope(void **state) {
+    (void)state;
+    for (int mode = QN_ROPE_NORMAL; mode <= QN_ROPE_VISION; mode++)
+        for (int k = 0; k < 6; k++) {
+            int64_t hd = mode == QN_ROPE_VISION ? 80 : k % 2 ? 128 : 96;
+            int n_dims = mode == QN_ROPE_VISION ? 40 : k % 3 == 0 ? 64 : (int)hd; /* partial rotation too */
+            rope_case c = {qn_rope_params_default((qn_rope_mode)mode, n_dims, k % 2 ? 1e6f : 1e4f),
+                           FLOATS[k % 3], FLOATS[(k + mode) % 3], {hd, 3 + k, 5}, k % 2 == 0, k >= 4, k == 3, k == 5,
+                           NULL, NULL, NULL, NULL};
+            if (c.in_place) c.dt = c.xt;
+            if (k == 1 || k == 2) { /* linear and YaRN scaling */
+                c.p.freq_scale = 0.25f;
+                c.p.ext_factor = k == 2 ? 1.0f : 0.0f;
+                c.p.n_ctx_orig = 4096;
+                c.p.attn_factor = 0.9f;
+            }
+            if (mode == QN_ROPE_MULTI || mode == QN_ROPE_IMULTI) {
+                int q = n_dims / 2;
+                c.p.sections[0] = q / 4 + 1, c.p.sections[1] = q / 4, c.p.sections[2] = q / 4 - 1, c.p.sections[3] = 2;
+            }
+            if (mode == QN_ROPE_VISION) c.p.sections[0] = 10, c.p.sections[1] = 10;
+            rope_check(&c);
+        }
+}
+
+/* ---- activations */
+
+typedef struct {
+    int kind; /* 0 unary, 1 softcap, 2 glu, 3 glu_fused */
+    qn_act act;
+    float cap;
+    qn_dtype dt, xt;
+    int64_t ne[2];
+    float *x, *u; /* fused: x is [2 ne0, ne1] */
+} act_case;
+
+static float *act_run(qn_device *dev, const void *p) {
+    const act_case *c = p;
+    qn_encoder *enc = new_encoder(dev);
+    int64_t n = c->ne[0] * c->ne[1], xne[2] = {c->kind == 3 ? 2 * c->ne[0] : c->ne[0], c->ne[1]};
+    qn_buffer *xb = upload(dev, c->xt, 2, xne, c->x), *d = qt_poisoned(dev, c->dt, 2, c->ne);
+    qn_buffer *ub = c->kind == 2 ? upload(dev, c->xt, 2, c->ne, c->u) : NULL;
+    if (c->kind == 0) QT_OK(qn_unary(enc, qn_tensor_of(d), qn_tensor_of(xb), c->act));
+    if (c->kind == 1) QT_OK(qn_softcap(enc, qn_tensor_of(d), qn_tensor_of(xb), c->cap));
+    if (c->kind == 2) QT_OK(qn_glu(enc, qn_tensor_of(d), qn_tensor_of(xb), qn_tensor_of(ub), c->act));
+    if (c->kind == 3) QT_OK(qn_glu_fused(enc, qn_tensor_of(d), qn_tensor_of(xb), c->act));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *out = download(d, (size_t)n);
+    qn_buffer_free(xb);
+    qn_buffer_free(d);
+    qn_buffer_free(ub);
+    qn_encoder_destroy(enc);
+    return out;
+}
+
+static double ref_act(qn_act act, double x) {
+    switch (act) {
+    case QN_ACT_SILU: return x / (1 + exp(-x));
+    case QN_ACT_GELU_TANH: return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+    case QN_ACT_GELU_ERF: return 0.5 * x * (1 + erf(x / sqrt(2)));
+    default: return 1 / (1 + exp(-x));
+    }
+}
+
+static void test_activations(void **state) {
+    (void)state;
+    for (int kind = 0; kind < 4; kind++)
+        for (int act = QN_ACT_SILU; act <= QN_ACT_SIGMOID; act++)
+            for (int t = 0; t < 3; t++) {
+                if (kind == 1 && act > 0) continue;
+                act_case c = {kind, (qn_act)act, 30.0f, FLOATS[t], FLOATS[(t + act) % 3], {37 + 64 * act, 3}, NULL, NULL};
+                int64_t n = c.ne[0] * c.ne[1], xn = kind == 3 ? 2 * n : n;
+                float range = kind == 1 ? 90.0f : 8.0f;
+                c.x = rand_vals(c.xt, (size_t)xn, -range, range);
+                c.u = rand_vals(c.xt, (size_t)n, -3, 3);
+                double *want = malloc((size_t)n * sizeof *want);
+                for (int64_t r = 0; r < c.ne[1]; r++)
+                    for (int64_t i = 0; i < c.ne[0]; i++) {
+                        int64_t j = r * c.ne[0] + i;
+                        if (kind == 0) want[j] = ref_act(c.act, c.x[j]);
+                        if (kind == 1) want[j] = c.cap * tanh(c.x[j] / c.cap);
+                        if (kind == 2) want[j] = ref_act(c.act, c.x[j]) * c.u[j];
+                        if (kind == 3) want[j] = ref_act(c.act, c.x[r * 2 * c.ne[0] + i]) * c.x[r * 2 * c.ne[0] + c.ne[0] + i];
+                    }
+                char what[128];
+                snprintf(what, sizeof what, "activation kind %d act %d %s<-%s", kind, act, qn_dtype_name(c.dt),
+                         qn_dtype_name(c.xt));
+                /* f32 transcendentals: a few ulps; near the zero of gelu, relative to the row */
+                verify(act_run, &c, want, (size_t)n, fmax(tol_of(c.dt), 1e-5), what);
+                free(want);
+                free(c.x);
+                free(c.u);
+            }
+}
+
+/* ---- softmax */
+
+typedef struct {
+    qn_dtype dt, xt, mt;
+    int64_t ne[3];
+    int mask_rows; /* 0: no mask; else the mask is [ne0, ne1, 1] (broadcast over ne2) */
+    float scale;
+    float *x, *m;
+} softmax_case;
+
+static float *softmax_run(qn_device *dev, const void *p) {
+    const softmax_case *c = p;
+    qn_encoder *enc = new_encoder(dev);
+    int64_t n = c->ne[0] * c->ne[1] * c->ne[2];
+    qn_buffer *xb = upload(dev, c->xt, 3, c->ne, c->x), *d = qt_poisoned(dev, c->dt, 3, c->ne), *mb = NULL;
+    if (c->mask_rows) mb = upload(dev, c->mt, 2, c->ne, c->m);
+    QT_OK(qn_softmax(enc, qn_tensor_of(d), qn_tensor_of(xb), mb ? qn_tensor_of(mb) : QN_TENSOR_NONE, c->scale));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *out = download(d, (size_t)n);
+    qn_buffer_free(xb);
+    qn_buffer_free(d);
+    qn_buffer_free(mb);
+    qn_encoder_destroy(enc);
+    return out;
+}
+
+static void test_softmax(void **state) {
+    (void)state;
+    const int64_t sizes[4] = {1, 37, 1000, 5001};
+    for (int s = 0; s < 4; s++)
+        for (int t = 0; t < 3; t++) {
+            softmax_case c = {FLOATS[t], FLOATS[(t + s) % 3], t == 1 ? QN_F16 : QN_F32, {sizes[s], 4, 3}, s % 2 == 0 || t == 2,
+                              0.7f, NULL, NULL};
+            int64_t n0 = c.ne[0], n = n0 * c.ne[1] * c.ne[2];
+            c.x = rand_vals(c.xt, (size_t)n, -6, 6);
+            c.m = rand_vals(c.mt, (size_t)(n0 * c.ne[1]), -2, 2);
+            for (int64_t i = 0; i < n0 * c.ne[1]; i += 3) c.m[i] = -INFINITY;
+            for (int64_t i = 0; i < n0; i++) c.m[n0 + i] = -INFINITY; /* row 1 fully masked */
+            double *want = malloc((size_t)n * sizeof *want);
+            for (int64_t r = 0; r < c.ne[1] * c.ne[2]; r++) {
+                const float *mrow = c.mask_rows ? c.m + (r % c.ne[1]) * n0 : NULL;
+                double mx = -INFINITY, sum = 0;
+                for (int64_t i = 0; i < n0; i++) mx = fmax(mx, (double)c.x[r * n0 + i] * c.scale + (mrow ? mrow[i] : 0));
+                for (int64_t i = 0; i < n0; i++) {
+                    double z = (double)c.x[r * n0 + i] * c.scale + (mrow ? mrow[i] : 0);
+                    want[r * n0 + i] = mx == -INFINITY ? 0 : exp(z - mx);
+                    sum += want[r * n0 + i];
+                }
+                for (int64_t i = 0; i < n0; i++) want[r * n0 + i] = mx == -INFINITY ? 0 : want[r * n0 + i] / sum;
+            }
+            char what[128];
+            snprintf(what, sizeof what, "softmax %s<-%s [%lld] mask %s", qn_dtype_name(c.dt), qn_dtype_name(c.xt),
+                     (long long)n0, c.mask_rows ? qn_dtype_name(c.mt) : "none");
+            verify(softmax_run, &c, want, (size_t)n, fmax(tol_of(c.dt), 1e-4), what);
+            free(want);
+            free(c.x);
+            free(c.m);
+        }
+}
+
+/* ---- embedding */
+
+typedef struct {
+    qn_dtype dt, tt;
+    int64_t n, vocab, nids;
+    const void *table; /* host bytes of the table */
+    const int32_t *ids;
+    float scale;
+} embed_case;
+
+static float *embed_run(qn_device *dev, const void *p) {
+    const embed_case *c = p;
+    qn_encoder *enc = new_encoder(dev);
+    int64_t tne[2] = {c->n, c->vocab}, dne[2] = {c->n, c->nids};
+    qn_buffer *tb, *d = qt_poisoned(dev, c->dt, 2, dne), *ib = upload_i32(dev, c->nids, c->ids);
+    QT_OK(qn_buffer_alloc(dev, c->tt, 2, tne, &tb));
+    QT_OK(qn_buffer_write(tb, 0, c->table, qn_buffer_bytes(tb)));
+    QT_OK(qn_embed(enc, qn_tensor_of(d), qn_tensor_of(tb), qn_tensor_of(ib), c->scale));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *out = download(d, (size_t)(c->n * c->nids));
+    qn_buffer_free(tb);
+    qn_buffer_free(d);
+    qn_buffer_free(ib);
+    qn_encoder_destroy(enc);
+    return out;
+}
+
+/* Every table type: floats converted here; quantized tables made by the
+ * host quantizer and read back by the host dequantizer (both checked
+ * against ggml's bytes and the gguf package in the formats tests). The GPU
+ * must give the CPU's bits. */
+static void test_embed(void **state) {
+    (void)state;
+    const qn_dtype types[] = {QN_F32,  QN_F16,  QN_BF16, QN_Q4_0, QN_Q4_1, QN_Q5_0,   QN_Q5_1,   QN_Q8_0, QN_Q8_1,
+                              QN_Q2_K, QN_Q3_K, QN_Q4_K, QN_Q5_K, QN_Q6_K, QN_IQ4_NL, QN_IQ4_XS, QN_MXFP4};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        qn_dtype tt = types[k];
+        embed_case c = {FLOATS[k % 3], tt, qn_dtype_block_elems(tt) == 256 ? 512 : 96, 37, 9, NULL, NULL,
+                        k % 2 ? 25.3f : 1.0f};
+        size_t row_bytes = (size_t)qn_dtype_row_bytes(tt, c.n);
+        unsigned char *table = malloc(row_bytes * (size_t)c.vocab);
+        float *vals = rand_vals(QN_F32, (size_t)(c.n * c.vocab), -1, 1), *row = malloc((size_t)c.n * sizeof *row);
+        QT_OK(qn_quantize_row(tt, vals, table, c.n * c.vocab));
+        int32_t ids[9] = {5, 0, 36, -1, 5, 37, 12, 2147483647, 20};
+        c.table = table;
+        c.ids = ids;
+        double *want = malloc((size_t)(c.n * c.nids) * sizeof *want);
+        for (int i = 0; i < 9; i++) {
+            bool ok = ids[i] >= 0 && ids[i] < c.vocab;
+            if (ok) QT_OK(qn_dequantize_row(tt, table + (size_t)ids[i] * row_bytes, row, c.n));
+            for (int64_t j = 0; j < c.n; j++) want[i * c.n + j] = ok ? round_to(c.dt, row[j] * c.scale) : 0.0;
+        }
+        char what[96];
+        snprintf(what, sizeof what, "embed %s table -> %s", qn_dtype_name(tt), qn_dtype_name(c.dt));
+        float *got = embed_run(qt_device(), &c);
+        for (int64_t j = 0; j < c.n * c.nids; j++)
+            if (got[j] != (float)want[j]) fail_msg("%s: element %lld is %g, expected %g", what, (long long)j, (double)got[j], want[j]);
+        free(got);
+        free(want);
+        free(table);
+        free(vals);
+        free(row);
+    }
+}
+
+/* ---- mixture-of-experts routing */
+
+typedef struct {
+    qn_moe_route_params p;
+    int64_t n, tokens;
+    float *logits, *bias, *escale;
+    bool has_bias, has_escale;
+} route_case;
+
+/* ids (as floats), then weights */
+static float *route_run(qn_device *dev, const void *pp) {
+    const route_case *c = pp;
+    qn_encoder *enc = new_encoder(dev);
+    int64_t lne[2] = {c->n, c->tokens}, one[1] = {c->n}, k = c->p.top_k, out_ne[2] = {k, c->tokens};
+    qn_buffer *lb = upload(dev, QN_F32, 2, lne, c->logits);
+    qn_buffer *bb = c->has_bias ? upload(dev, QN_F32, 1, one, c->bias) : NULL;
+    qn_buffer *sb = c->has_escale ? upload(dev, QN_F32, 1, one, c->escale) : NULL;
+    qn_buffer *ib = qt_poisoned(dev, QN_I32, 2, out_ne), *wb = qt_poisoned(dev, QN_F32, 2, out_ne);
+    QT_OK(qn_moe_route(enc, qn_tensor_of(ib), qn_tensor_of(wb), qn_tensor_of(lb), bb ? qn_tensor_of(bb) : QN_TENSOR_NONE,
+                       sb ? qn_tensor_of(sb) : QN_TENSOR_NONE, &c->p));
+    QT_OK(qn_encoder_commit_wait(enc));
+    size_t m = (size_t)(k * c->tokens);
+    int32_t *ids = qt_read_all(ib);
+    float *w = qt_read_all(wb), *out = malloc(2 * m * sizeof *out);
+    for (size_t i = 0; i < m; i++) out[i] = (float)ids[i], out[m + i] = w[i];
+    free(ids);
+    free(w);
+    qn_buffer_free(lb);
+    qn_buffer_free(bb);
+    qn_buffer_free(sb);
+    qn_buffer_free(ib);
+    qn_buffer_free(wb);
+    qn_encoder_destroy(enc);
+    return out;
+}
+
+static void test_moe_route(void **state) {
+    (void)state;
+    const int64_t experts[4] = {8, 60, 128, 1024};
+    for (int g = QN_MOE_SOFTMAX; g <= QN_MOE_SOFTMAX_TOPK; g++)
+        for (int e = 0; e < 4; e++) {
+            int top_k = e == 0 ? 2 : e == 3 ? 64 : 8;
+            route_case c = {{top_k, (qn_moe_gating)g, e % 2 == 0, e == 2 ? 2.5f : 1.0f}, experts[e], 37, NULL, NULL,
+                            NULL, g == QN_MOE_SIGMOID || e == 1, e == 3};
+            int64_t n = c.n, T = c.tokens;
+            c.logits = rand_vals(QN_F32, (size_t)(n * T), -4, 4);
+            c.bias = rand_vals(QN_F32, (size_t)n, -0.5f, 0.5f);
+            c.escale = rand_vals(QN_F32, (size_t)n, 0.5f, 2.0f);
+            size_t m = (size_t)(top_k * T);
+            double *want = malloc(2 * m * sizeof *want), *p = malloc((size_t)n * sizeof *p), *sel = malloc((size_t)n * sizeof *sel);
+            for (int64_t t = 0; t < T; t++) {
+                const float *l = c.logits + t * n;
+                double mx = -INFINITY, sum = 0, wsum = 0;
+                for (int64_t i = 0; i < n; i++) mx = fmax(mx, l[i]);
+                for (int64_t i = 0; i < n; i++) {
+                    p[i] = g == QN_MOE_SOFTMAX ? exp(l[i] - mx) : g == QN_MOE_SIGMOID ? 1 / (1 + exp(-(double)l[i])) : l[i];
+                    sum += p[i];
+                }
+                for (int64_t i = 0; i < n; i++) {
+                    if (g == QN_MOE_SOFTMAX) p[i] /= sum;
+                    sel[i] = p[i] + (c.has_bias ? c.bias[i] : 0);
+                }
+                double w[64];
+                for (int k = 0; k < top_k; k++) {
+                    int64_t best = -1;
+                    for (int64_t i = 0; i < n; i++)
+                        if (sel[i] != -INFINITY && (best < 0 || sel[i] > sel[best])) best = i;
+                    want[k * 1 + t * top_k] = (double)best;
+                    w[k] = p[best];
+                    sel[best] = -INFINITY;
+                }
+                if (g == QN_MOE_SOFTMAX_TOPK) {
+                    double s = 0, m0 = w[0];
+                    for (int k = 0; k < top_k; k++) s += w[k] = exp(w[k] - m0);
+                    for (int k = 0; k < top_k; k++) w[k] /= s;
+                }
+                for (int k = 0; k < top_k; k++) wsum += w[k];
+                for (int k = 0; k < top_k; k++) {
+                    double v = w[k];
+                    if (c.p.normalize) v /= fmax(wsum, 6.103515625e-5);
+                    v *= c.p.scale;
+                    if (c.has_escale) v *= c.escale[(int64_t)want[k + t * top_k]];
+                    want[m + k + t * top_k] = v;
+                }
+            }
+            char what[96];
+            snprintf(what, sizeof what, "moe_route gating %d, %lld experts, top %d", g, (long long)n, top_k);
+            /* ids exactly, weights within f32 rounding; on a GPU the CPU too */
+            for (int dv = 0; dv < (qt_on_gpu() ? 2 : 1); dv++) {
+                float *got = route_run(dv ? qt_cpu() : qt_device(), &c);
+                for (size_t i = 0; i < m; i++)
+                    if (got[i] != (float)want[i])
+                        fail_msg("%s%s: id %zu is %g, expected %g", what, dv ? " (CPU)" : "", i, (double)got[i], want[i]);
+                expect_close(got + m, want + m, m, 2e-5, what);
+                free(got);
+            }
+            free(want);
+            free(p);
+            free(sel);
+            free(c.logits);
+            free(c.bias);
+            free(c.escale);
+        }
+}
+
+typedef struct {
+    qn_dtype dt, et;
+    int64_t n, k, tokens;
+    bool shared, gate;
+    float *ex, *w, *sh, *g;
+} combine_case;
+
+static float *combine_run(qn_device *dev, const void *pp) {
+    const combine_case *c = pp;
+    qn_encoder *enc = new_encoder(dev);
+    int64_t ene[3] = {c->n, c->k, c->tokens}, wne[2] = {c->k, c->tokens}, dne[2] = {c->n, c->tokens},
+            gne[2] = {1, c->tokens};
+    qn_buffer *eb = upload(dev, c->et, 3, ene, c->ex), *wb = upload(dev, QN_F32, 2, wne, c->w);
+    qn_buffer *sb = c->shared ? upload(dev, c->et, 2, dne, c->sh) : NULL, *gb = c->gate ? upload(dev, QN_F32, 2, gne, c->g) : NULL;
+    qn_buffer *d = qt_poisoned(dev, c->dt, 2, dne);
+    QT_OK(qn_moe_combine(enc, qn_tensor_of(d), qn_tensor_of(eb), qn_tensor_of(wb), sb ? qn_tensor_of(sb) : QN_TENSOR_NONE,
+                         gb ? qn_tensor_of(gb) : QN_TENSOR_NONE));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *out = download(d, (size_t)(c->n * c->tokens));
+    qn_buffer_free(eb);
+    qn_buffer_free(wb);
+    qn_buffer_free(sb);
+    qn_buffer_free(gb);
+    qn_buffer_free(d);
+    qn_encoder_destroy(enc);
+    return out;
+}
+
+static void test_moe_combine(void **state) {
+    (void)state;
+    for (int t = 0; t < 3; t++)
+        for (int s = 0; s < 3; s++) {
+            combine_case c = {FLOATS[t], FLOATS[(t + s) % 3], 301, 1 + 3 * s, 7, s > 0, s == 2, NULL, NULL, NULL, NULL};
+            int64_t n = c.n, K = c.k, T = c.tokens;
+            c.ex = rand_vals(c.et, (size_t)(n * K * T), -2, 2);
+            c.w = rand_vals(QN_F32, (size_t)(K * T), 0, 1);
+            c.sh = rand_vals(c.et, (size_t)(n * T), -2, 2);
+            c.g = rand_vals(QN_F32, (size_t)T, -3, 3);
+            double *want = malloc((size_t)(n * T) * sizeof *want);
+            for (int64_t tk = 0; tk < T; tk++)
+                for (int64_t i = 0; i < n; i++) {
+                    double v = 0;
+                    for (int64_t k = 0; k < K; k++) v += (double)c.w[tk * K + k] * c.ex[(tk * K + k) * n + i];
+                    if (c.shared) v += (c.gate ? 1 / (1 + exp(-(double)c.g[tk])) : 1.0) * c.sh[tk * n + i];
+                    want[tk * n + i] = v;
+                }
+            char what[96];
+            snprintf(what, sizeof what, "moe_combine %s<-%s top %lld shared %d gate %d", qn_dtype_name(c.dt),
+                     qn_dtype_name(c.et), (long long)K, c.shared, c.gate);
+            verify(combine_run, &c, want, (size_t)(n * T), fmax(tol_of(c.dt), 1e-5), what);
+            free(want);
+            free(c.ex);
+            free(c.w);
+            free(c.sh);
+            free(c.g);
+        }
+}
+
+/* ---- errors: status, message, and nothing enqueued */
+
+static void test_errors(void **state) {
+    (void)state;
+    qn_device *dev = qt_device();
+    qn_encoder *enc = new_encoder(dev);
+    int64_t ne[2] = {64, 4}, ne1[1] = {96}, ne33[1] = {33}, four[1] = {4};
+    qn_buffer *x = upload(dev, QN_F32, 2, ne, (float[256]){0}), *d = qt_poisoned(dev, QN_F32, 2, ne);
+    qn_buffer *w = upload(dev, QN_F32, 1, ne33, (float[33]){0}), *i32 = qt_poisoned(dev, QN_I32, 1, four);
+    qn_buffer *q8;
+    QT_OK(qn_buffer_alloc(dev, QN_Q8_0, 1, ne1, &q8));
+    qn_tensor X = qn_tensor_of(x), D = qn_tensor_of(d), W = qn_tensor_of(w), I = qn_tensor_of(i32), N = QN_TENSOR_NONE;
+    QT_FAILS(qn_rms_norm(enc, D, X, W, 1e-6f, 0), QN_ERR_INVALID_ARGUMENT, "qn_rms_norm: w is [33,1,1,1], expected [64]");
+    QT_FAILS(qn_rms_norm(enc, D, X, N, -1.0f, 0), QN_ERR_INVALID_ARGUMENT, "eps -1");
+    QT_FAILS(qn_rms_norm(enc, D, qn_tensor_of(i32), N, 1e-6f, 0), QN_ERR_INVALID_ARGUMENT, "x is i32");
+    QT_FAILS(qn_add_rms_norm(enc, X, X, X, X, N, 1e-6f, 0), QN_ERR_INVALID_ARGUMENT, "dst must not overlap sum");
+    QT_FAILS(qn_layer_norm(enc, D, X, N, W, 1e-6f), QN_ERR_INVALID_ARGUMENT, "b is [33");
+    qn_rope_params rp = qn_rope_params_default(QN_ROPE_NEOX, 65, 1e4f);
+    QT_FAILS(qn_rope(enc, D, X, I, N, &rp), QN_ERR_INVALID_ARGUMENT, "n_dims 65");
+    rp.n_dims = 64;
+    QT_FAILS(qn_rope(enc, D, X, I, N, NULL), QN_ERR_INVALID_ARGUMENT, "params is NULL");
+    QT_FAILS(qn_rope(enc, D, X, X, N, &rp), QN_ERR_INVALID_ARGUMENT, "pos is f32 (expected i32)");
+    QT_FAILS(qn_rope(enc, D, X, qn_tensor_make(i32, 0, QN_I32, 3, 1, 1, 1), N, &rp), QN_ERR_INVALID_ARGUMENT,
+             "pos is [3,1,1,1], expected [1,1]");
+    rp.mode = QN_ROPE_MULTI;
+    QT_FAILS(qn_rope(enc, D, X, I, N, &rp), QN_ERR_INVALID_ARGUMENT, "sections are all zero");
+    rp = qn_rope_params_default(QN_ROPE_NORMAL, 64, 1e4f);
+    rp.ext_factor = 1;
+    QT_FAILS(qn_rope(enc, D, X, I, N, &rp), QN_ERR_INVALID_ARGUMENT, "needs n_ctx_orig > 0");
+    rp = qn_rope_params_default(QN_ROPE_VISION, 16, 1e4f);
+    QT_FAILS(qn_rope(enc, D, X, I, N, &rp), QN_ERR_INVALID_ARGUMENT, "VISION rotates head_dim = 2 * n_dims");
+    QT_FAILS(qn_unary(enc, D, X, (qn_act)9), QN_ERR_INVALID_ARGUMENT, "act 9 is not a qn_act");
+    QT_FAILS(qn_softcap(enc, D, X, 0.0f), QN_ERR_INVALID_ARGUMENT, "cap 0");
+    QT_FAILS(qn_glu_fused(enc, D, X, QN_ACT_SILU), QN_ERR_INVALID_ARGUMENT, "with ne[0] doubled");
+    QT_FAILS(qn_softmax(enc, D, X, I, 1.0f), QN_ERR_INVALID_ARGUMENT, "mask is i32 (expected f32 or f16)");
+    QT_FAILS(qn_softmax(enc, D, X, W, 1.0f), QN_ERR_INVALID_ARGUMENT, "mask ne[0] = 33");
+    QT_FAILS(qn_embed(enc, D, qn_tensor_of(q8), I, 1.0f), QN_ERR_INVALID_ARGUMENT, "dst rows have 64 elements, table rows 96");
+    QT_FAILS(qn_embed(enc, qn_tensor_make(d, 0, QN_F32, 64, 4, 1, 1), X, X, 1.0f), QN_ERR_INVALID_ARGUMENT,
+             "ids is f32 (expected i32)");
+    qn_moe_route_params mp = {9, QN_MOE_SOFTMAX, true, 1.0f};
+    QT_FAILS(qn_moe_route(enc, I, D, qn_tensor_make(x, 0, QN_F32, 8, 4, 1, 1), N, N, &mp), QN_ERR_INVALID_ARGUMENT,
+             "top_k 9 not in 1..8");
+    mp.top_k = 2;
+    QT_FAILS(qn_moe_route(enc, I, D, qn_tensor_make(x, 0, QN_F32, 8, 4, 1, 1), N, N, &mp), QN_ERR_INVALID_ARGUMENT,
+             "ids is [4,1,1,1], expected [2,4]");
+    QT_FAILS(qn_moe_combine(enc, D, X, X, N, qn_tensor_make(x, 0, QN_F32, 1, 4, 1, 1)), QN_ERR_INVALID_ARGUMENT,
+             "is not [n, top_k, tokens]");
+    /* nothing ran: dst keeps its poison */
+    QT_OK(qn_encoder_commit_wait(enc));
+    uint32_t *got = qt_read_all(d);
+    for (int k = 0; k < 256; k++) assert_int_equal(got[k], 0xFFFFFFFFu);
+    free(got);
+    qn_buffer_free(x);
+    qn_buffer_free(d);
+    qn_buffer_free(w);
+    qn_buffer_free(i32);
+    qn_buffer_free(q8);
+    qn_encoder_destroy(enc);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_norms),     cmocka_unit_test(test_rope),      cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_softmax),   cmocka_unit_test(test_embed),     cmocka_unit_test(test_moe_route),
+        cmocka_unit_test(test_moe_combine), cmocka_unit_test(test_errors),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    qt_close_devices();
+    return rc;
+}
