@@ -14,6 +14,9 @@ int qn_bench_ops(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_attn_decode(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_attn_prefill(qn_device *dev, const qn_bench_opts *opts);
 /* gated delta net */
+int qn_bench_deltanet_prefill_4096(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_deltanet_prefill_512(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_deltanet_decode(qn_device *dev, const qn_bench_opts *opts);
 
 const qn_bench_case qn_bench_cases[] = {
     {"encode-worker", "runtime",
@@ -39,6 +42,12 @@ const qn_bench_case qn_bench_cases[] = {
     {"attn-prefill", "attention", "flash attention prefill, f16, head 256, 8/4 heads, 512 queries x 4096 keys",
      qn_bench_attn_prefill},
     /* gated delta net cases */
+    {"deltanet-prefill-4096", "deltanet", "gated delta net f32, 4 heads of 128, 4096 tokens (chunked prefill)",
+     qn_bench_deltanet_prefill_4096},
+    {"deltanet-prefill-512", "deltanet", "gated delta net f32, 32 heads of 128, 512 tokens (chunked prefill)",
+     qn_bench_deltanet_prefill_512},
+    {"deltanet-decode", "deltanet", "gated delta net f32, 32 heads of 128, one decode step (state in place)",
+     qn_bench_deltanet_decode},
 };
 
 const int qn_bench_ncases = sizeof qn_bench_cases / sizeof qn_bench_cases[0];

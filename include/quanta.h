@@ -819,7 +819,72 @@ qn_status qn_flash_attn_scratch(qn_device *dev, bool prefill, qn_tensor q, qn_te
 
 /* ------------------------------------------------ attention (end) */
 
-/* ------------------------------------------------ gated delta net (begin) */
+/* ------------------------------------------------ gated delta net (begin)
+ * The linear-attention layer of hybrid models (Qwen3-Next, Qwen3.5). Each
+ * value head h keeps a state S_h (d_v x d_k, f32) that every token decays,
+ * corrects toward its value and reads with its query:
+ *
+ *   S = exp(g) * S;   S += beta * (v - S k) k^T;   o = S q
+ *
+ * q and k are L2-normalised inside the op, x / sqrt(sum(x^2) + 1e-6), and q
+ * is then multiplied by `scale` (1/sqrt(d_k) in Qwen3-Next and Qwen3.5).
+ *
+ * Layouts (ne, innermost first; T tokens, B independent sequences):
+ *   q, k       [d_k, n_k_heads, T, B]   f32, f16 or bf16 (q, k, v one dtype)
+ *   v, out     [d_v, n_v_heads, T, B]   out f32, f16 or bf16
+ *   g, beta    [n_v_heads, T, B]        f32, f16 or bf16; g is the log of the
+ *                                       decay (<= 0), beta in (0, 1)
+ *   state      [d_k, d_v, n_v_heads, B] f32: S of shape [B][heads][d_v][d_k]
+ *                                       row-major; ne[0] contiguous and every
+ *                                       row 16-byte aligned
+ * d_k and d_v are 128 or 256. n_v_heads is a multiple of n_k_heads; value
+ * head h reads key head h / (n_v_heads / n_k_heads) (as repeat_interleave).
+ * Any strides for q, k, v, g, beta and out, so they can be views into a
+ * fused projection. */
+
+/* Bytes of scratch memory qn_gated_delta_net needs on `dev` for this shape:
+ * 0 on the CPU and for T = 1 (decode), else about
+ * 4 * B * n_v_heads * ceil(T / 64) * (64 * (2 d_k + d_v + 1) + d_k * d_v). */
+size_t qn_gated_delta_net_workspace(qn_device *dev, int64_t d_k, int64_t d_v, int64_t n_v_heads, int64_t n_tokens,
+                                    int64_t n_seqs);
+/* Run T tokens of every head and sequence from state_in, writing each
+ * token's output and the final state to state_out. state_out may be
+ * state_in itself (updated in place) but must not otherwise overlap it.
+ * `workspace` is any contiguous tensor of at least
+ * qn_gated_delta_net_workspace bytes, 16-byte aligned (ignored, and may be
+ * a tensor with no buffer, when that is 0).
+ * On the GPU, T = 1 runs the recurrence directly (a decode step reads
+ * nothing from the host, so it can be captured in a graph); longer inputs
+ * run the chunked form (64-token chunks, tensor cores in TF32). The CPU runs
+ * the token-by-token recurrence in f64. */
+qn_status qn_gated_delta_net(qn_encoder *enc, qn_tensor out, qn_tensor state_out, qn_tensor q, qn_tensor k,
+                             qn_tensor v, qn_tensor g, qn_tensor beta, qn_tensor state_in, qn_tensor workspace,
+                             float scale);
+
+/* Causal depthwise convolution over time, then SiLU, with the last W - 1
+ * inputs carried between calls:
+ *   out[c, t] = silu(sum_j weight[j, c] * xs[c, t + j]),  j = 0 .. W-1,
+ * where xs = the W - 1 carried inputs (state_in, oldest first) followed by
+ * x. state_out receives the last W - 1 columns of xs; it may be state_in
+ * itself but must not otherwise overlap it.
+ *   x, out     [C, T, B]     weight [W, C] (2 <= W <= 8)
+ *   state      [C, W - 1, B] (the same layout as x: W - 1 past tokens)
+ * f32, f16 or bf16 in any mix; computed in f32. */
+qn_status qn_gdn_conv1d(qn_encoder *enc, qn_tensor out, qn_tensor state_out, qn_tensor x, qn_tensor weight,
+                        qn_tensor state_in);
+
+/* The decay and the write strength from their projections (Qwen3-Next):
+ *   g = -exp(a_log[h]) * softplus(a + dt_bias[h]),   beta = sigmoid(b)
+ * a, b, g, beta [H, T, B]; a_log, dt_bias [H]. softplus(x) = log(1 + e^x),
+ * x beyond 20 taken as is. f32, f16 or bf16 in any mix; computed in f32. */
+qn_status qn_gdn_gates(qn_encoder *enc, qn_tensor g, qn_tensor beta, qn_tensor a, qn_tensor b, qn_tensor a_log,
+                       qn_tensor dt_bias);
+
+/* The gated output norm, per row of ne[0] = D:
+ *   out = x / sqrt(mean(x^2) + eps) * weight * silu(z)
+ * x, z, out [D, ...] (same shape); weight [D]. f32, f16 or bf16 in any mix;
+ * computed in f32. */
+qn_status qn_gdn_gated_norm(qn_encoder *enc, qn_tensor out, qn_tensor x, qn_tensor z, qn_tensor weight, float eps);
 
 /* ------------------------------------------------ gated delta net (end) */
 

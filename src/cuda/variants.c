@@ -66,6 +66,11 @@ const qn_kernel_variant qn_kernel_variants[] = {
     {"attention.cu", "-DQN_ATTN_D=256"},
     {"attention.cu", "-DQN_ATTN_D=512"},
     /* gated delta net */
+    {"deltanet.cu", ""},
+    {"deltanet.cu", "-DQN_GDN_DK=128 -DQN_GDN_DV=128"},
+    {"deltanet.cu", "-DQN_GDN_DK=128 -DQN_GDN_DV=256"},
+    {"deltanet.cu", "-DQN_GDN_DK=256 -DQN_GDN_DV=128"},
+    {"deltanet.cu", "-DQN_GDN_DK=256 -DQN_GDN_DV=256"},
 };
 
 const size_t qn_kernel_variants_count = sizeof qn_kernel_variants / sizeof qn_kernel_variants[0];

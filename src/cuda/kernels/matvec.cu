@@ -23,7 +23,8 @@
 #include "blocks.cuh"
 #include "ops_math.cuh"
 
-#define MV_WARPS 4 /* warps a block: they split each row's parts */
+#define MV_WARPS 4 /* warps a block at most: they split each row's parts (short
+                      rows launch fewer, so no thread idles) */
 #define MV_ROWS 4  /* rows a block: every thread works on all of them */
 
 /* Eight consecutive x values of token row `xr` from element i (a multiple of
@@ -89,7 +90,7 @@ __device__ __forceinline__ void qn_rows_dot(const qn_u8 *const *rows, long long 
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             out[r] = 0.0f;
-            for (int w = 0; w < MV_WARPS; w++) out[r] += partial[w][r];
+            for (int w = 0; w < (int)blockDim.x / 32; w++) out[r] += partial[w][r];
         }
     }
     __syncthreads(); /* partial is reused by the next token */
