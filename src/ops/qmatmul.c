@@ -24,12 +24,16 @@ static bool weight_type_ok(qn_dtype t) {
     }
 }
 
-/* Threads a block: the block's threads split a row's parts, so a short row
- * (few parts) gets fewer warps rather than idle ones. */
-static unsigned mv_threads(qn_dtype t, int64_t K) {
+/* Threads a block: the block's threads split a row's parts. A short row
+ * gets the fewest warps that still cover it in one trip, or, when there are
+ * rows enough to fill the GPU several times over anyway (a vocabulary
+ * head), a single warp. */
+static unsigned mv_threads(const qn_device *dev, qn_dtype t, int64_t K, int64_t N) {
     int64_t blk = qn_dtype_block_elems(t) == 1 ? 8 : qn_dtype_block_elems(t);
     int64_t parts = K / blk * (blk == 256 ? 8 : blk == 32 ? 2 : 1);
-    return parts >= MV_THREADS ? MV_THREADS : parts >= 64 ? 64 : 32;
+    int64_t blocks = (N + MV_ROWS - 1) / MV_ROWS, sms = dev->info.sm_count > 0 ? dev->info.sm_count : 1;
+    if (parts <= 32 || (parts < MV_THREADS && blocks >= 64 * sms)) return 32;
+    return parts <= 64 ? 64 : MV_THREADS;
 }
 
 qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
@@ -47,7 +51,7 @@ qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, 
     }
     int64_t launches = (m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS;
     snprintf(out, len, "matvec_%s: %lld block(s) of %u threads, %d rows a block; %lld launch(es) of up to %d tokens",
-             qn_dtype_name(wtype), (long long)((n + MV_ROWS - 1) / MV_ROWS), mv_threads(wtype, k), MV_ROWS,
+             qn_dtype_name(wtype), (long long)((n + MV_ROWS - 1) / MV_ROWS), mv_threads(dev, wtype, k, n), MV_ROWS,
              (long long)launches, MV_MAX_TOKENS);
     return QN_OK;
 }
@@ -120,7 +124,7 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor w
     uint64_t wp = qn_tensor_addr(&w), upp = up ? qn_tensor_addr(up) : 0;
     long long row_bytes = w.nb[1], N = w.ne[1], K = w.ne[0], x_nb1 = x.nb[1], y_nb1 = y.nb[1] / 4;
     int xt = x.dtype;
-    qn_dim3 grid = {(unsigned)((N + MV_ROWS - 1) / MV_ROWS), 1, 1}, block = {mv_threads(w.dtype, K), 1, 1};
+    qn_dim3 grid = {(unsigned)((N + MV_ROWS - 1) / MV_ROWS), 1, 1}, block = {mv_threads(enc->dev, w.dtype, K, N), 1, 1};
     for (int64_t t0 = 0; t0 < x.ne[1]; t0 += MV_MAX_TOKENS) {
         uint64_t xp = qn_tensor_addr(&x) + (uint64_t)(t0 * x.nb[1]), yp = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
         int nx = (int)(x.ne[1] - t0 < MV_MAX_TOKENS ? x.ne[1] - t0 : MV_MAX_TOKENS);
@@ -189,7 +193,7 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor 
     void *args[] = {&wp, &upp, &row_bytes, &expert_bytes, &n_experts, &N, &K, &idp, &ids_nb1, &tk,
                     &xp, &x_slot_nb, &x_nb1, &xt, &yp, &act, &flags};
     qn_dim3 grid = {(unsigned)((N + MV_ROWS - 1) / MV_ROWS), (unsigned)(top_k * M), 1},
-            block = {mv_threads(w.dtype, K), 1, 1};
+            block = {mv_threads(enc->dev, w.dtype, K, N), 1, 1};
     return qn_cuda_launch(enc, op + 3, "matvec.cu", defines, fn, grid, block, 0, args);
 }
 
