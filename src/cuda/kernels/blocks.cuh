@@ -164,17 +164,22 @@ struct qn_q8_32 {
 typedef qn_q8_32<2, 34, false> qn_q8_0;
 typedef qn_q8_32<4, 36, true> qn_q8_1;
 
+/* Sixteen nibbles (low nibbles of w0, w1, then high) through a level table,
+ * to q[16]: iq4_nl's and mxfp4's quants. */
+__device__ __forceinline__ void qn_lut_nibbles16(unsigned w0, unsigned w1, const unsigned t[4], float q[16]) {
+    qn_s8x4(qn_lut16(w0 & 0x0F0F0F0Fu, t), q);
+    qn_s8x4(qn_lut16(w1 & 0x0F0F0F0Fu, t), q + 4);
+    qn_s8x4(qn_lut16((w0 >> 4) & 0x0F0F0F0Fu, t), q + 8);
+    qn_s8x4(qn_lut16((w1 >> 4) & 0x0F0F0F0Fu, t), q + 12);
+}
+
 struct qn_iq4_nl {
     enum { QK = 32, BYTES = 18, PARTS = 2, PE = 16, NS = 1, HAS_M = 0 };
     static __device__ int pos(int p, int e) { return qn_pos_nibble32(p, e); }
     static __device__ void unpack(const qn_u8 *b, int p, float q[16], float d[1], float m[1]) {
         unsigned t[4];
         qn_iq4_table(t);
-        unsigned w0 = qn_ld4_a2(b + 2 + 8 * p), w1 = qn_ld4_a2(b + 6 + 8 * p);
-        qn_s8x4(qn_lut16(w0 & 0x0F0F0F0Fu, t), q);
-        qn_s8x4(qn_lut16(w1 & 0x0F0F0F0Fu, t), q + 4);
-        qn_s8x4(qn_lut16((w0 >> 4) & 0x0F0F0F0Fu, t), q + 8);
-        qn_s8x4(qn_lut16((w1 >> 4) & 0x0F0F0F0Fu, t), q + 12);
+        qn_lut_nibbles16(qn_ld4_a2(b + 2 + 8 * p), qn_ld4_a2(b + 6 + 8 * p), t, q);
         d[0] = qn_h2f_dev(qn_ld2(b));
         (void)m;
     }
@@ -186,11 +191,7 @@ struct qn_mxfp4 {
     static __device__ void unpack(const qn_u8 *b, int p, float q[16], float d[1], float m[1]) {
         unsigned t[4];
         qn_mxfp4_table(t);
-        unsigned w0 = qn_ld4_a1(b + 1 + 8 * p), w1 = qn_ld4_a1(b + 5 + 8 * p);
-        qn_s8x4(qn_lut16(w0 & 0x0F0F0F0Fu, t), q);
-        qn_s8x4(qn_lut16(w1 & 0x0F0F0F0Fu, t), q + 4);
-        qn_s8x4(qn_lut16((w0 >> 4) & 0x0F0F0F0Fu, t), q + 8);
-        qn_s8x4(qn_lut16((w1 >> 4) & 0x0F0F0F0Fu, t), q + 12);
+        qn_lut_nibbles16(qn_ld4_a1(b + 1 + 8 * p), qn_ld4_a1(b + 5 + 8 * p), t, q);
         /* E8M0 scale, halved: 2^(e - 128), subnormal for e < 2 */
         unsigned e = b[0];
         d[0] = __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);

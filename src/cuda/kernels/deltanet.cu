@@ -281,6 +281,33 @@ static_assert(4 * CH * (PREP_LDK + PREP_LDV + PREP_LDA + 3) == QN_GDN_PREP_SMEM(
 /* Everything after the loads, for chunk `ch` of nch in the workspace ws.
  * Not inlined: the dtype variants share one copy of this code (the
  * unrolled triangular solve is most of the module's compile time). */
+/* dst [CH rows, N] = T diag(scale) X for the chunk: T in As (CH x CH, row
+ * stride lda), X in xs (CH x N, row stride ldx), on the tensor cores. Warp w
+ * takes rows 16 (w % 4) (m0) and half w / 4 of the columns. Used for W
+ * (scale beta exp(G), X = K) and U (scale beta, X = V). */
+template <int N>
+__device__ __forceinline__ void chunk_project(const float *As, int lda, const float *scale, const float *xs, int ldx,
+                                              int m0, int warp, float *dst) {
+    constexpr int NT = N / 16;
+    const int nb = (warp >> 2) * (N / 2);
+    float acc[NT][4] = {};
+    for (int k0 = 0; k0 < CH; k0 += 8) {
+        unsigned af[4];
+        frag_a_scaled(af, As, lda, m0, k0, scale);
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            unsigned bf[2];
+            frag_b(bf, xs, ldx, k0, nb + 8 * j);
+            mma_tf32(acc[j], af, bf);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e += 2)
+            *(float2 *)(dst + acc_row(m0, e) * N + acc_col(nb + 8 * j, e)) = make_float2(acc[j][e], acc[j][e + 1]);
+}
+
 __device__ __noinline__ void prep_chunk(float *ws, long long nch, long long ch);
 
 template <int XT>
@@ -392,51 +419,10 @@ __device__ __noinline__ void prep_chunk(float *ws, long long nch, long long ch) 
     }
     __syncthreads();
 
-    /* W = T diag(beta exp(G)) K and U = T diag(beta) V: warp w takes rows
-     * 16 (w % 4) and half (w / 4) of the columns. */
+    /* W = T diag(beta exp(G)) K and U = T diag(beta) V */
     const int m0 = 16 * (warp & 3);
-    {
-        constexpr int NT = DK / 16;
-        const int nb = (warp >> 2) * (DK / 2);
-        float acc[NT][4] = {};
-        for (int k0 = 0; k0 < CH; k0 += 8) {
-            unsigned af[4];
-            frag_a_scaled(af, As, LDA, m0, k0, bgs);
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-                unsigned bf[2];
-                frag_b(bf, Ks, LDK, k0, nb + 8 * j);
-                mma_tf32(acc[j], af, bf);
-            }
-        }
-        float *w = ws + qn_gdn_ws_offset(QN_GDN_WS_W, nch, DK, DV) + ch * CH * DK;
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e += 2)
-                *(float2 *)(w + acc_row(m0, e) * DK + acc_col(nb + 8 * j, e)) = make_float2(acc[j][e], acc[j][e + 1]);
-    }
-    {
-        constexpr int NT = DV / 16;
-        const int nb = (warp >> 2) * (DV / 2);
-        float acc[NT][4] = {};
-        for (int k0 = 0; k0 < CH; k0 += 8) {
-            unsigned af[4];
-            frag_a_scaled(af, As, LDA, m0, k0, bs);
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-                unsigned bf[2];
-                frag_b(bf, Vs, LDV, k0, nb + 8 * j);
-                mma_tf32(acc[j], af, bf);
-            }
-        }
-        float *u = ws + qn_gdn_ws_offset(QN_GDN_WS_U, nch, DK, DV) + ch * CH * DV;
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e += 2)
-                *(float2 *)(u + acc_row(m0, e) * DV + acc_col(nb + 8 * j, e)) = make_float2(acc[j][e], acc[j][e + 1]);
-    }
+    chunk_project<DK>(As, LDA, bgs, Ks, LDK, m0, warp, ws + qn_gdn_ws_offset(QN_GDN_WS_W, nch, DK, DV) + ch * CH * DK);
+    chunk_project<DV>(As, LDA, bs, Vs, LDV, m0, warp, ws + qn_gdn_ws_offset(QN_GDN_WS_U, nch, DK, DV) + ch * CH * DV);
 }
 
 /* ---- chunked form, kernel 2: the state through the chunks */
