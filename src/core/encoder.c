@@ -87,6 +87,8 @@ qn_status qn_encoder_flags_status(qn_encoder *enc, int flags) {
     if (flags & QN_FLAG_BAD_EXPERT)
         return qn_error(QN_ERR_INVALID_ARGUMENT,
                         "qn_qmatmul_id: an expert id was outside [0, n_experts); those outputs were not written");
+    if (flags & QN_FLAG_HOST_MEMORY)
+        return qn_error(QN_ERR_OUT_OF_MEMORY, "a CPU kernel found no host memory for its scratch; its outputs were not written");
     return QN_OK;
 }
 

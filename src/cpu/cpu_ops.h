@@ -53,7 +53,7 @@ typedef struct {
     qn_kt y, w, up, x, ids; /* up: the GLU's second weight (== w without) */
     int glu, act;           /* act: a qn_act */
     int n_experts, top_k;   /* routed form */
-    uint64_t flags;         /* routed form: the encoder's flag word */
+    uint64_t flags;         /* the encoder's flag word (routed form; CPU) */
 } qn_qmatmul_args;
 void qn_cpu_qmatmul(qn_device *dev, const void *args);
 void qn_cpu_qmatmul_id(qn_device *dev, const void *args);

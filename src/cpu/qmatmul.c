@@ -43,11 +43,20 @@ static float one(const qn_qmatmul_args *a, const char *wrow, const char *uprow, 
     return a->glu ? qn_act_apply(a->act, g, 0.0f) * dot(utmp, xr, a->x.dtype, K) : g;
 }
 
+/* The rows' scratch (two dequantized rows) could not be had: the encoder's
+ * commit reports it. */
+static void no_memory(const qn_qmatmul_args *a) {
+    __atomic_fetch_or((int *)(uintptr_t)a->flags, QN_FLAG_HOST_MEMORY, __ATOMIC_RELAXED);
+}
+
 static void dense_rows(void *ctx, int64_t begin, int64_t end) {
     const qn_qmatmul_args *a = ctx;
     int64_t K = a->w.ne[0];
     float *tmp = malloc(2 * (size_t)K * sizeof *tmp);
-    if (!tmp) return; /* out of host memory: the outputs stay unwritten */
+    if (!tmp) {
+        no_memory(a);
+        return;
+    }
     for (int64_t n = begin; n < end; n++) {
         const char *wrow = qn_kt_at(&a->w, 0, n, 0, 0), *uprow = qn_kt_at(&a->up, 0, n, 0, 0);
         for (int64_t t = 0; t < a->x.ne[1]; t++) {
@@ -69,7 +78,10 @@ static void routed_rows(void *ctx, int64_t begin, int64_t end) {
     const qn_qmatmul_args *a = ctx;
     int64_t K = a->w.ne[0], M = a->ids.ne[1];
     float *tmp = malloc(2 * (size_t)K * sizeof *tmp);
-    if (!tmp) return;
+    if (!tmp) {
+        no_memory(a);
+        return;
+    }
     for (int64_t tok = 0; tok < M; tok++)
         for (int64_t slot = 0; slot < a->top_k; slot++) {
             int e;

@@ -116,7 +116,10 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor w
                         (long long)x.ne[1]);
     qn_qmatmul_args a = {qn_op_kt(&y), qn_op_kt(&w), up ? qn_op_kt(up) : qn_op_kt(&w), qn_op_kt(&x),
                          (qn_kt){0}, up != NULL, act, 0, 0, 0};
-    if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
+    if (enc->dev->backend == QN_BACKEND_CPU) {
+        a.flags = qn_encoder_flags(enc); /* for a failed scratch allocation */
+        return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
+    }
 
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(w.dtype));

@@ -25,7 +25,8 @@ typedef struct {
 #define QN_KT_BF16 30
 
 /* Bits kernels OR into their encoder's flag word (see qn_encoder). */
-#define QN_FLAG_BAD_EXPERT 1 /* an expert id outside [0, n_experts) */
+#define QN_FLAG_BAD_EXPERT 1  /* an expert id outside [0, n_experts) */
+#define QN_FLAG_HOST_MEMORY 2 /* a CPU kernel could not get its scratch memory */
 
 /* Token pasting after expansion, and a float dtype's id from its name, for
  * kernels specialised by a define naming a dtype (-DQN_DST=f16). */
