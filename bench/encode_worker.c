@@ -1,10 +1,8 @@
 /* The original library's encoding experiment, on quanta's runtime.
  *
- * 60 independent ops (2 per layer of a 30-layer model), each of a decode
- * matvec's size: it streams 6.5 MB, the bytes of a 2816x2816 Q6_K weight.
- * Until the quantized matvec exists the op is an f16 add of a [2816, 1152]
- * tensor and a broadcast row (6.5 MB read, 6.5 MB written), so the device
- * time per op is of the same order.
+ * 60 independent ops (2 per layer of a 30-layer model), each a decode
+ * matvec of the original's shape: a q6_K 2816x2816 weight (6.5 MB) times
+ * one f32 token. Each op has its own weight, input and output.
  *
  * Three ways to get the 60 ops to the device, each timed from the first
  * encode to the end of the wait (min and mean over trials, after a warm-up):
@@ -18,18 +16,17 @@
 #include <stdlib.h>
 
 #define N_OPS 60
-#define ROW 2816
-#define ROWS 1152
+#define DIM 2816
 
 typedef struct {
-    qn_tensor out[N_OPS], in[N_OPS], bias[N_OPS];
+    qn_tensor y[N_OPS], w[N_OPS], x[N_OPS];
     int first, count;
 } op_range;
 
 static qn_status encode_range(qn_encoder *enc, void *arg) {
     const op_range *r = arg;
     for (int i = r->first; i < r->first + r->count; i++) {
-        qn_status s = qn_add(enc, r->out[i], r->in[i], r->bias[i]);
+        qn_status s = qn_qmatmul(enc, r->y[i], r->w[i], r->x[i]);
         if (s != QN_OK) return s;
     }
     return QN_OK;
@@ -59,22 +56,24 @@ int qn_bench_encode_worker(qn_device *dev, const qn_bench_opts *opts) {
     qn_status s = t ? QN_OK : QN_ERR_OUT_OF_MEMORY;
     const char *stage = "allocating";
 
-    /* Inputs are random-ish halves (not zeros: zeros can run faster). */
-    uint16_t *host = malloc((size_t)ROW * ROWS * 2);
+    /* Weights are random bytes with modest f16 fields, inputs small values:
+     * not zeros, which can run faster than real data. */
+    size_t wbytes = (size_t)qn_dtype_row_bytes(QN_Q6_K, DIM) * DIM;
+    uint16_t *host = malloc(wbytes);
+    float xs[DIM];
     if (!host) s = QN_ERR_OUT_OF_MEMORY;
-    for (size_t i = 0; s == QN_OK && i < (size_t)ROW * ROWS; i++)
-        host[i] = qn_f32_to_f16((float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f);
+    for (size_t i = 0; s == QN_OK && i < wbytes / 2; i++) host[i] = (uint16_t)((i * 2654435761u) >> 7) & 0x3bff;
+    for (int i = 0; i < DIM; i++) xs[i] = (float)(i % 13) * 0.01f - 0.06f;
     for (int i = 0; s == QN_OK && i < N_OPS; i++) {
-        int64_t big[2] = {ROW, ROWS}, row[2] = {ROW, 1};
-        s = qn_buffer_alloc(dev, QN_F16, 2, big, &bufs[3 * i]);
-        if (s == QN_OK) s = qn_buffer_alloc(dev, QN_F16, 2, big, &bufs[3 * i + 1]);
-        if (s == QN_OK) s = qn_buffer_alloc(dev, QN_F16, 2, row, &bufs[3 * i + 2]);
-        if (s == QN_OK) s = qn_buffer_write(bufs[3 * i + 1], 0, host, (size_t)ROW * ROWS * 2);
-        if (s == QN_OK) s = qn_buffer_write(bufs[3 * i + 2], 0, host, (size_t)ROW * 2);
+        s = qn_buffer_alloc(dev, QN_Q6_K, 2, (int64_t[]){DIM, DIM}, &bufs[3 * i]);
+        if (s == QN_OK) s = qn_buffer_alloc(dev, QN_F32, 1, (int64_t[]){DIM}, &bufs[3 * i + 1]);
+        if (s == QN_OK) s = qn_buffer_alloc(dev, QN_F32, 1, (int64_t[]){DIM}, &bufs[3 * i + 2]);
+        if (s == QN_OK) s = qn_buffer_write(bufs[3 * i], 0, host, wbytes);
+        if (s == QN_OK) s = qn_buffer_write(bufs[3 * i + 1], 0, xs, sizeof xs);
         if (s == QN_OK) {
-            all.out[i] = qn_tensor_of(bufs[3 * i]);
-            all.in[i] = qn_tensor_of(bufs[3 * i + 1]);
-            all.bias[i] = qn_tensor_of(bufs[3 * i + 2]);
+            all.w[i] = qn_tensor_of(bufs[3 * i]);
+            all.x[i] = qn_tensor_of(bufs[3 * i + 1]);
+            all.y[i] = qn_tensor_of(bufs[3 * i + 2]);
         }
     }
     free(host);
@@ -139,8 +138,8 @@ int qn_bench_encode_worker(qn_device *dev, const qn_bench_opts *opts) {
         rc = qn_cli_fail(stage, s);
     } else {
         stat ser = summarize(t, trials), wk = summarize(t + trials, trials), gr = summarize(t + 2 * trials, trials);
-        printf("ops: %d x f16 add [%d x %d] + row (6.5 MB read, 6.5 MB written each); %d trials\n", N_OPS, ROW, ROWS,
-               trials);
+        printf("ops: %d x q6_K matvec %dx%d (%.1f MB of weights each); %d trials\n", N_OPS, DIM, DIM,
+               wbytes / 1e6, trials);
         printf("%-8s min %9.1f us  mean %9.1f us  (%.2f us/op)\n", "serial", ser.min, ser.mean, ser.min / N_OPS);
         printf("%-8s min %9.1f us  mean %9.1f us  (%.2f us/op)\n", "worker", wk.min, wk.mean, wk.min / N_OPS);
         printf("%-8s min %9.1f us  mean %9.1f us  (%.2f us/op, %zu nodes)\n", "graph", gr.min, gr.mean,
