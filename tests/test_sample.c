@@ -19,6 +19,7 @@ typedef struct {
     int64_t window;
     qn_sample_params p;
     int32_t counter0;
+    int no_logprob; /* pass no logprob tensor (its buffer stays poisoned) */
 } sample_case;
 
 typedef struct {
@@ -44,8 +45,8 @@ static sample_out sample_run(qn_device *dev, const sample_case *c) {
     for (int64_t r = 0; r < c->rows; r++) ctr[r] = c->counter0;
     QT_OK(qn_buffer_write(cb, 0, ctr, (size_t)c->rows * 4));
     free(ctr);
-    QT_OK(qn_sample(enc, qn_tensor_of(tb), qn_tensor_of(pb), qn_tensor_of(lb), rb ? qn_tensor_of(rb) : QN_TENSOR_NONE,
-                    qn_tensor_of(cb), &c->p));
+    QT_OK(qn_sample(enc, qn_tensor_of(tb), c->no_logprob ? QN_TENSOR_NONE : qn_tensor_of(pb), qn_tensor_of(lb),
+                    rb ? qn_tensor_of(rb) : QN_TENSOR_NONE, qn_tensor_of(cb), &c->p));
     QT_OK(qn_encoder_commit_wait(enc));
     sample_out o = {qt_read_all(tb), qt_read_all(pb), qt_read_all(cb), qt_read_all(lb)};
     qn_buffer_free(lb);
@@ -137,7 +138,7 @@ static void distribution_case(const float *row, int64_t V, const qn_sample_param
     float *l = repeat_rows(row, V, rows);
     double *prob = malloc((size_t)V * sizeof *prob);
     ref_probs(row, V, p, prob);
-    sample_case c = {l, V, rows, NULL, 0, *p, 7};
+    sample_case c = {l, V, rows, NULL, 0, *p, 7, 0};
     sample_out a = sample_run(qt_device(), &c), b = sample_run(qt_device(), &c);
     check_distribution(a.tok, rows, prob, V, what);
     for (int64_t r = 0; r < rows; r++) {
@@ -171,7 +172,7 @@ static void test_greedy(void **state) {
     for (int64_t i = 0; i < V * rows; i++) l[i] = qt_randf(-10, 10);
     l[1 * V + 10] = l[1 * V + 500] = 11.0f; /* a tie: the lower id wins */
     l[2 * V + 998] = 12.0f;                 /* the last id */
-    sample_case c = {l, V, rows, NULL, 0, {0.0f, 0, 1.0f, 0.0f, 1.0f, 1}, 0};
+    sample_case c = {l, V, rows, NULL, 0, {0.0f, 0, 1.0f, 0.0f, 1.0f, 1}, 0, 0};
     sample_out o = sample_run(qt_device(), &c);
     for (int64_t r = 0; r < rows; r++) {
         int64_t best = 0;
@@ -185,6 +186,14 @@ static void test_greedy(void **state) {
     }
     assert_int_equal(o.tok[1], 10);
     assert_int_equal(o.tok[2], 998);
+    /* without a logprob (the arg-max alone): the same ids */
+    c.no_logprob = 1;
+    sample_out o2 = sample_run(qt_device(), &c);
+    for (int64_t r = 0; r < rows; r++) {
+        assert_int_equal(o2.tok[r], o.tok[r]);
+        assert_true(isnan(o2.lp[r]));
+    }
+    out_free(&o2);
     out_free(&o);
     free(l);
 }
@@ -199,7 +208,7 @@ static void test_penalty(void **state) {
     l[7] = -2.0f;     /* negative: multiplied */
     l[V + 20] = 3.0f; /* row 1: untouched by row 0's window */
     int32_t recent[12] = {3, 7, 3, -1, 60, 7, /* row 1: */ 1, 2, 2, 2, 2, 2};
-    sample_case c = {l, V, rows, recent, W, {0.0f, 0, 1.0f, 0.0f, 2.0f, 1}, 0};
+    sample_case c = {l, V, rows, recent, W, {0.0f, 0, 1.0f, 0.0f, 2.0f, 1}, 0, 0};
     sample_out o = sample_run(qt_device(), &c);
     float want[100];
     memcpy(want, l, sizeof want);
@@ -262,7 +271,7 @@ static void test_large_vocab(void **state) {
     float *l = malloc((size_t)(V * rows) * sizeof *l);
     for (int64_t i = 0; i < V * rows; i++) l[i] = qt_randf(-8, 8);
     double *prob = malloc((size_t)V * sizeof *prob);
-    sample_case c = {l, V, rows, NULL, 0, {0.8f, 40, 0.9f, 0.0f, 1.0f, 4242}, 0};
+    sample_case c = {l, V, rows, NULL, 0, {0.8f, 40, 0.9f, 0.0f, 1.0f, 4242}, 0, 0};
     sample_out a = sample_run(qt_device(), &c), b = sample_run(qt_device(), &c);
     for (int64_t r = 0; r < rows; r++) {
         ref_probs(l + r * V, V, &c.p, prob);

@@ -99,13 +99,15 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
             __syncthreads();
         }
 
-        /* 2. max, sum of exp, arg-max */
+        /* 2. max, sum of exp, arg-max (greedy without a logprob needs only
+         * the arg-max: no exponentials) */
+        const bool need_sum = a.has_logprob || a.temperature > 0.0f;
         float m = NEG_INF, s = 0.0f, bv = 0.0f;
         int bi = -1;
         for (long long i = tid; i < V; i += T) {
             float l = LOGIT(i);
             if (beats(l, (int)i, bv, bi)) bv = l, bi = (int)i;
-            if (l == NEG_INF) continue;
+            if (!need_sum || l == NEG_INF) continue;
             if (l > m) {
                 s = s * expf(m - l) + 1.0f;
                 m = l;
