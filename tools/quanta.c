@@ -1,6 +1,7 @@
 /* quanta: the command-line tool. */
 #include "cli.h"
 #include "commands.h"
+#include "model_commands.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +18,8 @@ static const command commands[] = {
     {"inspect", qn_cmd_inspect, "metadata and tensor table of a GGUF or safetensors file (--json)"},
     {"dump", qn_cmd_dump, "a tensor dequantized to float32 as a .npy file"},
     {"quantize", qn_cmd_quantize, "rewrite a GGUF with its weights quantized to a type"},
+    {"run", qn_cmd_run, "generate text with a model (the default model without -m)"},
+    {"logits", qn_cmd_logits, "the most likely next tokens after a prompt (--json)"},
     {"bench", qn_cmd_bench, "run benchmark cases (--list names them)"},
 };
 

@@ -1,0 +1,342 @@
+/* Gemma 3 (general.architecture "gemma3"), configured from the file's
+ * metadata. One layer, for hidden size E, H query heads and Hkv key/value
+ * heads of D dimensions, F feed-forward units:
+ *
+ *   x   = embed(token) * sqrt(E)
+ *   per layer:
+ *     h = rms_norm(x) * attn_norm
+ *     q, k, v = Wq h, Wk h, Wv h            per-head rms_norm of q and k,
+ *                                           then RoPE (NeoX pairs); local
+ *                                           layers use the sliding-window
+ *                                           base, global layers the other
+ *     a = attention(q, k, v)                grouped-query; local layers see
+ *                                           the last `window` positions,
+ *                                           global layers all of them
+ *     x = x + rms_norm(Wo a) * post_attention_norm
+ *     h = rms_norm(x) * ffn_norm
+ *     x = x + rms_norm(Wdown (gelu(Wgate h) * Wup h)) * post_ffw_norm
+ *   logits = Wemb rms_norm(x) * output_norm  (the embedding is the head),
+ *            soft-capped where the file sets final_logit_softcapping
+ *
+ * llama.cpp's converter stores Gemma's norm weights with the 1 already
+ * added (Gemma3RMSNorm scales by 1 + w), so they are used as stored
+ * (weight_offset 0). Every rms_norm uses attention.layer_norm_rms_epsilon.
+ */
+#include "models/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LAYERS 256
+
+typedef struct {
+    qn_buffer *attn_norm;      /* f32 [E]                  */
+    qn_buffer *wq, *wk, *wv;   /* [E, H*D], [E, Hkv*D] x 2 */
+    qn_buffer *q_norm, *k_norm; /* f32 [D]                 */
+    qn_buffer *wo;             /* [H*D, E]                 */
+    qn_buffer *post_attn_norm; /* f32 [E]                  */
+    qn_buffer *ffn_norm;       /* f32 [E]                  */
+    qn_buffer *gate, *up;      /* [E, F]                   */
+    qn_buffer *down;           /* [F, E]                   */
+    qn_buffer *post_ffn_norm;  /* f32 [E]                  */
+    bool local;                /* sliding-window layer     */
+} layer;
+
+typedef struct {
+    int32_t n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, n_vocab, window;
+    float eps, attn_scale, softcap;
+    qn_rope_params rope_global, rope_local;
+    qn_buffer *tok_embd;       /* [E, vocab]: embedding rows and output head */
+    qn_buffer *output_norm;    /* f32 [E] */
+    layer layers[MAX_LAYERS];
+} gemma3;
+
+/* Per context: the caches and the step buffers (T = the context's chunk). */
+typedef struct {
+    qn_buffer *k_cache[MAX_LAYERS], *v_cache[MAX_LAYERS]; /* f16 [D, capacity, Hkv] */
+    qn_buffer *x;       /* f32 [E, T]     the residual stream               */
+    qn_buffer *xn;      /* f32 [E, T]     the normed input of the next block */
+    qn_buffer *q;       /* f32 [D, H, T]                                    */
+    qn_buffer *k, *v;   /* f32 [D, Hkv, T]                                  */
+    qn_buffer *att;     /* f32 [D, H, T]  attention output                  */
+    qn_buffer *proj;    /* f32 [E, T]     attention / feed-forward output   */
+    qn_buffer *hidden;  /* f32 [F, T]     GeGLU units                       */
+    qn_buffer *scratch; /* f32 [elems]    split-K partials of the attention */
+} gemma3_state;
+
+static qn_status get_i32(qn_model *m, const char *suffix, bool required, int64_t def, int64_t lo, int64_t hi,
+                         int32_t *out) {
+    char key[128];
+    int64_t v;
+    QN_TRY(qn_meta_int(m->gguf, qn_arch_key(m, suffix, key, sizeof key), required, def, &v));
+    if (v < lo || v > hi)
+        return qn_error(QN_ERR_FORMAT, "metadata key %s is %lld, expected %lld .. %lld", key, (long long)v,
+                        (long long)lo, (long long)hi);
+    *out = (int32_t)v;
+    return QN_OK;
+}
+
+static qn_status get_f32(qn_model *m, const char *suffix, double def, float *out) {
+    char key[128];
+    double v;
+    QN_TRY(qn_meta_float(m->gguf, qn_arch_key(m, suffix, key, sizeof key), false, def, &v));
+    if (!isfinite(v) || v < 0) return qn_error(QN_ERR_FORMAT, "metadata key %s is %g, expected >= 0", key, v);
+    *out = (float)v;
+    return QN_OK;
+}
+
+/* Which layers are local: attention.sliding_window_pattern as an array of
+ * bools (true: local), or a period P (layer l is local unless l % P == P -
+ * 1; 6 when absent, as Gemma 3 is built). Without a sliding window, none. */
+static qn_status read_pattern(qn_model *m, gemma3 *w) {
+    char key[128];
+    qn_arch_key(m, "attention.sliding_window_pattern", key, sizeof key);
+    if (w->window == 0) return QN_OK;
+    if (qn_gguf_find_key(m->gguf, key) >= 0) {
+        qn_gguf_value v;
+        QN_TRY(qn_gguf_get(m->gguf, key, &v));
+        if (v.type == QN_GGUF_ARRAY) {
+            QN_TRY(qn_meta_array(m->gguf, key, QN_GGUF_BOOL, w->n_layer, &v));
+            for (int l = 0; l < w->n_layer; l++) w->layers[l].local = ((const uint8_t *)v.data)[l] != 0;
+            return QN_OK;
+        }
+    }
+    int32_t period = 0;
+    QN_TRY(get_i32(m, "attention.sliding_window_pattern", false, 6, 0, MAX_LAYERS, &period));
+    for (int l = 0; l < w->n_layer; l++) w->layers[l].local = period == 0 || l % period < period - 1;
+    return QN_OK;
+}
+
+static qn_status load_hparams(qn_model *m, gemma3 *w) {
+    int32_t n_ctx = 0, rope_dims = 0;
+    QN_TRY(get_i32(m, "embedding_length", true, 0, 1, 1 << 16, &w->n_embd));
+    QN_TRY(get_i32(m, "block_count", true, 0, 1, MAX_LAYERS, &w->n_layer));
+    QN_TRY(get_i32(m, "feed_forward_length", true, 0, 1, 1 << 20, &w->n_ff));
+    QN_TRY(get_i32(m, "context_length", true, 0, 1, 1 << 24, &n_ctx));
+    QN_TRY(get_i32(m, "attention.head_count", true, 0, 1, 1024, &w->n_head));
+    QN_TRY(get_i32(m, "attention.head_count_kv", false, w->n_head, 1, w->n_head, &w->n_head_kv));
+    QN_TRY(get_i32(m, "attention.key_length", false, w->n_embd / w->n_head, 1, 1024, &w->head_dim));
+    int32_t v_len;
+    QN_TRY(get_i32(m, "attention.value_length", false, w->head_dim, w->head_dim, w->head_dim, &v_len));
+    QN_TRY(get_i32(m, "attention.sliding_window", false, 0, 0, 1 << 24, &w->window));
+    QN_TRY(get_i32(m, "rope.dimension_count", false, w->head_dim, 2, w->head_dim, &rope_dims));
+    if (w->n_head % w->n_head_kv != 0)
+        return qn_error(QN_ERR_FORMAT, "%s.attention.head_count %d is not a multiple of head_count_kv %d", m->arch->name,
+                        w->n_head, w->n_head_kv);
+    float base, base_swa, scale_factor;
+    QN_TRY(get_f32(m, "attention.layer_norm_rms_epsilon", 1e-6, &w->eps));
+    QN_TRY(get_f32(m, "rope.freq_base", 10000.0, &base));
+    QN_TRY(get_f32(m, "rope.freq_base_swa", 10000.0, &base_swa));
+    QN_TRY(get_f32(m, "rope.scaling.factor", 1.0, &scale_factor));
+    QN_TRY(get_f32(m, "final_logit_softcapping", 0.0, &w->softcap));
+    if (base <= 0 || base_swa <= 0 || scale_factor <= 0)
+        return qn_error(QN_ERR_FORMAT, "%s.rope: freq_base %g, freq_base_swa %g, scaling.factor %g must be > 0",
+                        m->arch->name, (double)base, (double)base_swa, (double)scale_factor);
+    QN_TRY(read_pattern(m, w));
+    /* Linear position scaling (the larger Gemma 3 models) applies to the
+     * global layers only, as in llama.cpp. */
+    w->rope_global = qn_rope_params_default(QN_ROPE_NEOX, rope_dims, base);
+    w->rope_global.freq_scale = 1.0f / scale_factor;
+    w->rope_local = qn_rope_params_default(QN_ROPE_NEOX, rope_dims, base_swa);
+    /* Queries are scaled by query_pre_attn_scalar^-1/2, which the file does
+     * not carry: the head size, except in the 27B model (62 layers), where
+     * it is E / H (Gemma's reference configuration; llama.cpp does the same). */
+    w->attn_scale = w->n_layer == 62 ? 1.0f / sqrtf((float)w->n_embd / (float)w->n_head)
+                                     : 1.0f / sqrtf((float)w->head_dim);
+    w->n_vocab = m->info.n_vocab;
+    m->info.n_embd = w->n_embd;
+    m->info.n_layer = w->n_layer;
+    m->info.n_ctx_train = n_ctx;
+    return QN_OK;
+}
+
+static qn_status tensor2(qn_model *m, const char *name, int64_t ne0, int64_t ne1, qn_buffer **out) {
+    int64_t ne[2] = {ne0, ne1};
+    return qn_model_tensor(m, name, ne1 == 1 ? 1 : 2, ne, out);
+}
+
+static qn_status blk(qn_model *m, int l, const char *what, int64_t ne0, int64_t ne1, qn_buffer **out) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s.weight", l, what);
+    return tensor2(m, name, ne0, ne1, out);
+}
+
+static void gemma3_free(qn_model *m) {
+    free(m->weights); /* the tensors are the model's (m->bufs) */
+    m->weights = NULL;
+}
+
+static qn_status gemma3_load(qn_model *m) {
+    gemma3 *w = calloc(1, sizeof *w);
+    if (!w) return qn_error(QN_ERR_OUT_OF_MEMORY, "qn_model_load: out of host memory");
+    m->weights = w;
+    QN_TRY(load_hparams(m, w));
+    int64_t E = w->n_embd, D = w->head_dim, HD = (int64_t)w->n_head * D, KD = (int64_t)w->n_head_kv * D,
+            F = w->n_ff;
+    QN_TRY(tensor2(m, "token_embd.weight", E, w->n_vocab, &w->tok_embd));
+    if (qn_gguf_find_tensor(m->gguf, "output.weight") >= 0)
+        return qn_error(QN_ERR_UNSUPPORTED, "tensor output.weight: a separate output head is not supported (gemma3 ties it to token_embd)");
+    for (int l = 0; l < w->n_layer; l++) {
+        layer *L = &w->layers[l];
+        QN_TRY(blk(m, l, "attn_norm", E, 1, &L->attn_norm));
+        QN_TRY(blk(m, l, "attn_q", E, HD, &L->wq));
+        QN_TRY(blk(m, l, "attn_k", E, KD, &L->wk));
+        QN_TRY(blk(m, l, "attn_v", E, KD, &L->wv));
+        QN_TRY(blk(m, l, "attn_q_norm", D, 1, &L->q_norm));
+        QN_TRY(blk(m, l, "attn_k_norm", D, 1, &L->k_norm));
+        QN_TRY(blk(m, l, "attn_output", HD, E, &L->wo));
+        QN_TRY(blk(m, l, "post_attention_norm", E, 1, &L->post_attn_norm));
+        QN_TRY(blk(m, l, "ffn_norm", E, 1, &L->ffn_norm));
+        QN_TRY(blk(m, l, "ffn_gate", E, F, &L->gate));
+        QN_TRY(blk(m, l, "ffn_up", E, F, &L->up));
+        QN_TRY(blk(m, l, "ffn_down", F, E, &L->down));
+        QN_TRY(blk(m, l, "post_ffw_norm", E, 1, &L->post_ffn_norm));
+        if (qn_buffer_dtype(L->gate) != qn_buffer_dtype(L->up))
+            return qn_error(QN_ERR_UNSUPPORTED, "blk.%d.ffn_gate.weight is %s but ffn_up is %s (the fused GeGLU needs one type)",
+                            l, qn_dtype_name(qn_buffer_dtype(L->gate)), qn_dtype_name(qn_buffer_dtype(L->up)));
+    }
+    return tensor2(m, "output_norm.weight", E, 1, &w->output_norm);
+}
+
+/* ---- contexts */
+
+/* Rows of layer l's cache: global layers hold the context; local layers a
+ * ring of the window plus a prefill chunk less one, so a chunk's queries
+ * still see their whole window after its keys are appended. */
+static int64_t cache_rows(const qn_context *c, const gemma3 *w, int l) {
+    int64_t ring = (int64_t)w->window + c->chunk - 1;
+    return w->layers[l].local && ring < c->n_ctx ? ring : c->n_ctx;
+}
+
+static void gemma3_context_free(qn_context *c) {
+    gemma3_state *st = c->state;
+    for (int l = 0; l < MAX_LAYERS; l++) {
+        qn_buffer_free(st->k_cache[l]);
+        qn_buffer_free(st->v_cache[l]);
+    }
+    qn_buffer *bufs[] = {st->x, st->xn, st->q, st->k, st->v, st->att, st->proj, st->hidden, st->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) qn_buffer_free(bufs[i]);
+    free(st);
+    c->state = NULL;
+}
+
+static qn_status alloc2(qn_device *dev, int64_t ne0, int64_t ne1, qn_buffer **out) {
+    int64_t ne[2] = {ne0, ne1};
+    return qn_buffer_alloc(dev, QN_F32, 2, ne, out);
+}
+
+static qn_status gemma3_context_init(qn_context *c) {
+    const gemma3 *w = c->m->weights;
+    qn_device *dev = c->m->dev;
+    gemma3_state *st = calloc(1, sizeof *st);
+    if (!st) return qn_error(QN_ERR_OUT_OF_MEMORY, "qn_context_create: out of host memory");
+    c->state = st;
+    int64_t T = c->chunk, E = w->n_embd, D = w->head_dim, H = w->n_head, Hkv = w->n_head_kv;
+    int64_t scratch = 1;
+    for (int l = 0; l < w->n_layer; l++) {
+        int64_t ne[3] = {D, cache_rows(c, w, l), Hkv};
+        QN_TRY(qn_buffer_alloc(dev, QN_F16, 3, ne, &st->k_cache[l]));
+        QN_TRY(qn_buffer_alloc(dev, QN_F16, 3, ne, &st->v_cache[l]));
+        /* Split-K scratch for the largest requests this layer makes: decode
+         * (up to 8 tokens) and prefill (a chunk). */
+        for (int prefill = 0; prefill < 2; prefill++) {
+            int64_t n = prefill ? T : (T < 8 ? T : 8), elems;
+            int64_t qne[3] = {D, H, n};
+            qn_tensor q = {.dtype = QN_F32, .ne = {qne[0], qne[1], qne[2], 1}};
+            QN_TRY(qn_flash_attn_scratch(dev, prefill, q, qn_tensor_of(st->k_cache[l]), &elems));
+            if (elems > scratch) scratch = elems;
+        }
+    }
+    QN_TRY(alloc2(dev, E, T, &st->x));
+    QN_TRY(alloc2(dev, E, T, &st->xn));
+    QN_TRY(alloc2(dev, D * H, T, &st->q));
+    QN_TRY(alloc2(dev, D * Hkv, T, &st->k));
+    QN_TRY(alloc2(dev, D * Hkv, T, &st->v));
+    QN_TRY(alloc2(dev, D * H, T, &st->att));
+    QN_TRY(alloc2(dev, E, T, &st->proj));
+    QN_TRY(alloc2(dev, w->n_ff, T, &st->hidden));
+    return qn_buffer_alloc(dev, QN_F32, 1, &scratch, &st->scratch);
+}
+
+/* A contiguous f32 view of the first n tokens of a step buffer. */
+static qn_tensor f32_view(qn_buffer *b, int64_t ne0, int64_t ne1, int64_t ne2) {
+    return qn_tensor_make(b, 0, QN_F32, ne0, ne1, ne2, 1);
+}
+
+/* ---- the forward pass */
+
+static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
+    const gemma3 *w = c->m->weights;
+    gemma3_state *st = c->state;
+    int64_t E = w->n_embd, D = w->head_dim, H = w->n_head, Hkv = w->n_head_kv, F = w->n_ff;
+
+    qn_tensor ids = qn_tensor_make(c->ids, 0, QN_I32, n, 1, 1, 1);       /* i32 [n]        */
+    qn_tensor pos = qn_tensor_make(c->positions, 0, QN_I32, n, 1, 1, 1); /* i32 [n]        */
+    qn_tensor x = f32_view(st->x, E, n, 1);                              /* [E, n]         */
+    qn_tensor xn = f32_view(st->xn, E, n, 1);                            /* [E, n]         */
+    qn_tensor q = f32_view(st->q, D, H, n);                              /* [D, H, n]      */
+    qn_tensor k = f32_view(st->k, D, Hkv, n);                            /* [D, Hkv, n]    */
+    qn_tensor v = f32_view(st->v, D, Hkv, n);                            /* [D, Hkv, n]    */
+    qn_tensor att = f32_view(st->att, D, H, n);                          /* [D, H, n]      */
+    qn_tensor proj = f32_view(st->proj, E, n, 1);                        /* [E, n]         */
+    qn_tensor hidden = f32_view(st->hidden, F, n, 1);                    /* [F, n]         */
+    qn_tensor scratch = qn_tensor_of(st->scratch);
+    /* The projections see q, k, v and att as matrices of one column a token. */
+    qn_tensor q2 = f32_view(st->q, D * H, n, 1), k2 = f32_view(st->k, D * Hkv, n, 1);
+    qn_tensor v2 = f32_view(st->v, D * Hkv, n, 1), att2 = f32_view(st->att, D * H, n, 1);
+
+    QN_TRY(qn_embed(enc, x, qn_tensor_of(w->tok_embd), ids, sqrtf((float)E)));
+    QN_TRY(qn_rms_norm(enc, xn, x, qn_tensor_of(w->layers[0].attn_norm), w->eps, 0));
+
+    for (int l = 0; l < w->n_layer; l++) {
+        const layer *L = &w->layers[l];
+        const qn_rope_params *rope = L->local ? &w->rope_local : &w->rope_global;
+        qn_tensor kc = qn_tensor_of(st->k_cache[l]), vc = qn_tensor_of(st->v_cache[l]);
+
+        /* attention */
+        QN_TRY(qn_qmatmul(enc, q2, qn_tensor_of(L->wq), xn));
+        QN_TRY(qn_qmatmul(enc, k2, qn_tensor_of(L->wk), xn));
+        QN_TRY(qn_qmatmul(enc, v2, qn_tensor_of(L->wv), xn));
+        QN_TRY(qn_rms_norm_rope(enc, q, q, qn_tensor_of(L->q_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));
+        QN_TRY(qn_rms_norm_rope(enc, k, k, qn_tensor_of(L->k_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));
+        QN_TRY(qn_kv_cache_append(enc, kc, k, pos));
+        QN_TRY(qn_kv_cache_append(enc, vc, v, pos));
+        qn_attn_opts opts = {.scale = w->attn_scale,
+                             .mask = L->local ? QN_ATTN_MASK_WINDOW : QN_ATTN_MASK_CAUSAL,
+                             .window = L->local ? w->window : 0};
+        if (n <= 8)
+            QN_TRY(qn_flash_attn_decode(enc, att, q, kc, vc, pos, NULL, &scratch, opts));
+        else
+            QN_TRY(qn_flash_attn_prefill(enc, att, q, kc, vc, pos, NULL, &scratch, opts));
+        QN_TRY(qn_qmatmul(enc, proj, qn_tensor_of(L->wo), att2));
+        QN_TRY(qn_rms_norm(enc, proj, proj, qn_tensor_of(L->post_attn_norm), w->eps, 0));
+        /* x += proj; xn = rms_norm(x) * ffn_norm */
+        QN_TRY(qn_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(L->ffn_norm), w->eps, 0));
+
+        /* feed-forward: GeGLU (tanh GELU) */
+        QN_TRY(qn_qmatmul_glu(enc, hidden, qn_tensor_of(L->gate), qn_tensor_of(L->up), xn, QN_ACT_GELU_TANH));
+        QN_TRY(qn_qmatmul(enc, proj, qn_tensor_of(L->down), hidden));
+        QN_TRY(qn_rms_norm(enc, proj, proj, qn_tensor_of(L->post_ffn_norm), w->eps, 0));
+        /* x += proj; xn = the next block's normed input (or the final norm) */
+        qn_buffer *next = l + 1 < w->n_layer ? w->layers[l + 1].attn_norm : w->output_norm;
+        QN_TRY(qn_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(next), w->eps, 0));
+    }
+
+    /* The head, for the last token only: logits [vocab] = Wemb xn[:, n-1]. */
+    qn_tensor last = qn_tensor_make(st->xn, (size_t)(n - 1) * (size_t)E * sizeof(float), QN_F32, E, 1, 1, 1);
+    qn_tensor logits = qn_tensor_make(c->logits, 0, QN_F32, w->n_vocab, 1, 1, 1);
+    QN_TRY(qn_qmatmul(enc, logits, qn_tensor_of(w->tok_embd), last));
+    if (w->softcap > 0) QN_TRY(qn_softcap(enc, logits, logits, w->softcap));
+    return QN_OK;
+}
+
+const qn_arch qn_arch_gemma3 = {
+    .name = "gemma3",
+    .load = gemma3_load,
+    .free = gemma3_free,
+    .context_init = gemma3_context_init,
+    .context_free = gemma3_context_free,
+    .forward = gemma3_forward,
+};

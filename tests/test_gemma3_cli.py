@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""`quanta run` and `quanta logits` on Gemma 3 270M, against llama.cpp.
+
+- `quanta logits --json` gives the top-10 next tokens of the float64
+  reference (tests/fixtures/gemma3/logits.json) within 0.01 (GPU: 0.05),
+  and llama.cpp's top token where its own precision decides it.
+- `quanta run --temp 0 -n 16` streams the prompt and then the text of
+  the first 16 greedy tokens of the reference (greedy.json), and prints the prompt
+  and decode speed; `--chat` wraps the prompt in the chat template.
+- Without a model, a clear message saying how to fetch it; a file that is
+  not a model, a message naming it.
+The model comes from scripts/fetch-model.sh (QUANTA_MODEL_DIR, else the
+cache); without it the model checks are skipped, or fail under
+QUANTA_REQUIRE_MODEL=1 (CI). QUANTA_BACKEND chooses the backend.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from quanta_test_util import check, quanta, summary
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "fixtures", "gemma3")
+# The f64 reference and llama.cpp (see tests/test_gemma3.c for why two).
+REF_TOL = 0.05 if os.environ.get("QUANTA_BACKEND") == "cuda" else 0.01
+LLAMA_TOL = 0.6
+
+
+def model_path():
+    script = os.path.join(HERE, "..", "scripts", "fetch-model.sh")
+    return subprocess.run([script, "--path"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def backend():
+    return ["--backend", os.environ.get("QUANTA_BACKEND", "cpu")]
+
+
+def test_missing_model():
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, QUANTA_MODEL_DIR=d)
+        r = subprocess.run([os.environ["QUANTA_BIN"], "run", "-p", "hi"], capture_output=True, text=True, env=env)
+        check("missing model fails", r.returncode == 1, r.stderr)
+        check("missing model names the fetch script", "scripts/fetch-model.sh" in r.stderr, r.stderr)
+        bad = os.path.join(d, "bad.gguf")
+        with open(bad, "wb") as f:
+            f.write(b"not a model at all")
+        r = quanta("run", "-m", bad, "-p", "hi")
+        check("bad file fails", r.returncode == 1 and "bad.gguf" in r.stderr and "QN_ERR_FORMAT" in r.stderr, r.stderr)
+
+
+def test_logits(model):
+    prompts = json.load(open(os.path.join(FIXTURES, "logits.json")))["prompts"]
+    for p in prompts[:3]:
+        r = quanta("logits", "-m", model, "-p", p["text"], "--top", "10", "--json", *backend())
+        check("logits runs", r.returncode == 0, r.stderr)
+        if r.returncode != 0:
+            continue
+        out = json.loads(r.stdout)
+        check("logits prompt length", out["n_prompt"] == len(p["ids"]), "%d vs %d" % (out["n_prompt"], len(p["ids"])))
+        ids = [t["id"] for t in out["top"]]
+        got = {t["id"]: t["logit"] for t in out["top"]}
+        ref_ids, ref_logits = p["ref_top_ids"], p["ref_top_logits"]
+        # Rank by rank the reference's token, or one within the tolerance of it.
+        check("logits top 10 as the f64 reference",
+              all(i == r or abs(got[i] - v) < REF_TOL for i, r, v in zip(ids, ref_ids, ref_logits)),
+              "%s vs %s" % (ids, ref_ids))
+        worst = max(abs(got[i] - v) for i, v in zip(ref_ids, ref_logits) if i in got)
+        check("logits within %.2f of the reference" % REF_TOL, worst < REF_TOL, "worst %.4f" % worst)
+        lc = p["top_logits"]
+        if lc[0] - lc[1] > LLAMA_TOL:
+            check("logits top 1 as llama.cpp", ids[0] == p["top_ids"][0], "%d vs %d" % (ids[0], p["top_ids"][0]))
+
+
+def test_run(model):
+    g = json.load(open(os.path.join(FIXTURES, "greedy.json")))["prompts"][0]
+    r = quanta("run", "-m", model, "-p", g["text"], "-n", "16", "--temp", "0", *backend())
+    check("run runs", r.returncode == 0, r.stderr)
+    if r.returncode != 0:
+        return
+    want = g["text"] + g["text_16"]
+    check("run streams the reference's greedy text", r.stdout == want + "\n", repr(r.stdout) + " vs " + repr(want))
+    check("run prints speeds", "prompt:" in r.stderr and "decode:" in r.stderr and "tokens/s" in r.stderr, r.stderr)
+    chat = quanta("run", "-m", model, "-p", "Say hello.", "--chat", "-n", "8", "--temp", "0", *backend())
+    check("chat run", chat.returncode == 0 and len(chat.stdout.strip()) > 0, chat.stderr)
+
+
+def main():
+    test_missing_model()
+    model = model_path()
+    if not os.path.exists(model):
+        if os.environ.get("QUANTA_REQUIRE_MODEL") == "1":
+            check("model present (scripts/fetch-model.sh)", False, model)
+        else:
+            print("skipping the model checks: no model at %s (scripts/fetch-model.sh)" % model)
+        return summary()
+    test_logits(model)
+    test_run(model)
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
