@@ -205,8 +205,12 @@ def check_quantize(src, tmp):
             lib.qn_quantize_row(int(want_type), x.ctypes.data, q.ctypes.data, x.size)
             check("quantize %s %s bytes" % (target, t.name), q.tobytes() == t.data.tobytes())
             back = quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(-1)
+            # a sanity bound on top of the exact bytes above: the largest error
+            # relative to the largest value; 2-bit q2_K's step alone is a third
+            # of a sub-block's range, plus its 4-bit scale and minimum
             err = np.max(np.abs(back - x)) / max(np.max(np.abs(x)), 1e-30)
-            check("quantize %s %s close" % (target, t.name), err < 0.35, str(err))
+            bound = 0.5 if target == "q2_K" else 0.35
+            check("quantize %s %s close" % (target, t.name), err < bound, "%g (bound %g)" % (err, bound))
 
 
 def corrupt_cases(path, tmp):
