@@ -114,14 +114,7 @@ int qn_bench_attn_decode(qn_device *dev, const qn_bench_opts *opts) {
         double us = 0.0;
         s = make_op(dev, cases[i].d, cases[i].hq, cases[i].hkv, 1, cases[i].keys, false, QN_ATTN_MASK_CAUSAL, &a);
         if (s == QN_OK) s = qn_bench_time_graph(enc, op_once, &a, REPS, &us);
-        if (s == QN_OK && opts->profile) {
-            qn_encoder_set_profiling(enc, true);
-            qn_encoder_profile_clear(enc);
-            s = run_op(enc, &a);
-            if (s == QN_OK) s = qn_encoder_commit_wait(enc);
-            if (s == QN_OK) qn_cli_print_profile(enc, stdout);
-            qn_encoder_set_profiling(enc, false);
-        }
+        if (s == QN_OK && opts->profile) s = qn_bench_profile(enc, op_once, &a);
         free_op(&a);
         if (s != QN_OK) break;
         const double bytes = 2.0 * (double)cases[i].keys * (double)cases[i].d * 2.0 * (double)cases[i].hkv;
@@ -147,14 +140,7 @@ int qn_bench_attn_prefill(qn_device *dev, const qn_bench_opts *opts) {
         double us = 0.0;
         s = make_op(dev, 256, 8, 4, 512, 4096, true, m ? QN_ATTN_MASK_NONE : QN_ATTN_MASK_CAUSAL, &a);
         if (s == QN_OK) s = qn_bench_time_graph(enc, op_once, &a, REPS, &us);
-        if (s == QN_OK && opts->profile) {
-            qn_encoder_set_profiling(enc, true);
-            qn_encoder_profile_clear(enc);
-            s = run_op(enc, &a);
-            if (s == QN_OK) s = qn_encoder_commit_wait(enc);
-            if (s == QN_OK) qn_cli_print_profile(enc, stdout);
-            qn_encoder_set_profiling(enc, false);
-        }
+        if (s == QN_OK && opts->profile) s = qn_bench_profile(enc, op_once, &a);
         free_op(&a);
         if (s == QN_OK)
             printf("%-44s %9.2f %8.1f | %.2fx llama.cpp\n",

@@ -38,6 +38,16 @@ qn_status qn_bench_time_graph(qn_encoder *enc, qn_bench_fn fn, const void *arg, 
     return s;
 }
 
+qn_status qn_bench_profile(qn_encoder *enc, qn_bench_fn fn, const void *arg) {
+    qn_encoder_set_profiling(enc, true);
+    qn_encoder_profile_clear(enc);
+    qn_status s = fn(enc, arg, 0);
+    if (s == QN_OK) s = qn_encoder_commit_wait(enc);
+    if (s == QN_OK) qn_cli_print_profile(enc, stdout);
+    qn_encoder_set_profiling(enc, false);
+    return s;
+}
+
 typedef struct {
     qn_dim3 grid;
     uint64_t src, sink;

@@ -3,9 +3,9 @@
  *   deltanet-prefill-4096   4096 tokens, 4 heads (chunked form)
  *   deltanet-prefill-512    512 tokens, 32 heads (chunked form)
  *   deltanet-decode         1 token, 32 heads (the recurrence, state in place)
- * Each op is captured N times in one graph and the graph replayed; the time
- * per op is the best replay over trials divided by N, after half a second
- * of warm-up. A replayed graph node costs about 1 us of device time
+ * Each op is captured N times in one graph and the graph replayed
+ * (qn_bench_time_graph); the time per op is the best of five replays
+ * divided by N, after half a second of warm-up. A replayed graph node costs about 1 us of device time
  * (ANCHORS.md), which the decode figure includes. Printed beside each: the
  * bytes the op must move (inputs read once, outputs and the state written
  * once) as GB/s, and llama.cpp's time on an H100 with the target. */
@@ -19,13 +19,24 @@ typedef struct {
     double llama_us, target_us;
 } gdn_bench;
 
+/* One call: the state is read and written in place. */
+typedef struct {
+    qn_tensor out, state, q, k, v, g, beta, ws;
+    float scale;
+} gdn_call;
+
+static qn_status gdn_once(qn_encoder *enc, const void *arg, int i) {
+    const gdn_call *a = arg;
+    (void)i;
+    return qn_gated_delta_net(enc, a->out, a->state, a->q, a->k, a->v, a->g, a->beta, a->state, a->ws, a->scale);
+}
+
 static int run_case(qn_device *dev, const qn_bench_opts *opts, gdn_bench c) {
     const int64_t d = 128, h = c.heads, t = c.n_tok;
     const bool cpu = qn_device_backend(dev) == QN_BACKEND_CPU;
-    const int per_graph = cpu ? 1 : t == 1 ? 100 : 20, trials = opts->iters > 0 ? opts->iters : cpu ? 2 : 20;
+    const int per_graph = cpu ? 1 : t == 1 ? 100 : 20;
     qn_buffer *q = NULL, *k = NULL, *v = NULL, *g = NULL, *beta = NULL, *state = NULL, *out = NULL, *ws = NULL;
     qn_encoder *enc = NULL;
-    qn_graph *graph = NULL;
     const char *stage = "allocating";
     qn_status s = QN_OK;
 
@@ -58,42 +69,12 @@ static int run_case(qn_device *dev, const qn_bench_opts *opts, gdn_bench c) {
     }
     if (s == QN_OK) s = qn_encoder_create(dev, &enc);
 
-    const float scale = 0.08838834764831845f; /* 1 / sqrt(128) */
-#define GDN_OP()                                                                                                       \
-    qn_gated_delta_net(enc, qn_tensor_of(out), qn_tensor_of(state), qn_tensor_of(q), qn_tensor_of(k), qn_tensor_of(v), \
-                       qn_tensor_of(g), qn_tensor_of(beta), qn_tensor_of(state), wst, scale)
-
-    stage = "warming up";
-    for (double t0 = qn_cli_now_us(); s == QN_OK && qn_cli_now_us() - t0 < (cpu ? 0 : 500e3);) {
-        s = GDN_OP();
-        if (s == QN_OK) s = qn_encoder_commit_wait(enc);
-    }
-    stage = "capturing";
-    if (s == QN_OK) s = qn_graph_begin(enc);
-    if (s == QN_OK) {
-        for (int i = 0; s == QN_OK && i < per_graph; i++) s = GDN_OP();
-        qn_status e = qn_graph_end(enc, &graph);
-        if (s == QN_OK) s = e;
-    }
-#undef GDN_OP
+    gdn_call call = {qn_tensor_of(out), qn_tensor_of(state), qn_tensor_of(q), qn_tensor_of(k), qn_tensor_of(v),
+                     qn_tensor_of(g), qn_tensor_of(beta), wst, 0.08838834764831845f /* 1 / sqrt(128) */};
+    double best = 0;
     stage = "timing";
-    double best = 1e30;
-    for (int r = 0; s == QN_OK && r < trials; r++) {
-        double t0 = qn_cli_now_us();
-        s = qn_graph_launch(graph, enc);
-        if (s == QN_OK) s = qn_encoder_commit_wait(enc);
-        double us = (qn_cli_now_us() - t0) / per_graph;
-        if (us < best) best = us;
-    }
-    if (s == QN_OK && opts->profile) {
-        qn_encoder_set_profiling(enc, true);
-        qn_encoder_profile_clear(enc);
-        s = qn_gated_delta_net(enc, qn_tensor_of(out), qn_tensor_of(state), qn_tensor_of(q), qn_tensor_of(k),
-                               qn_tensor_of(v), qn_tensor_of(g), qn_tensor_of(beta), qn_tensor_of(state), wst, scale);
-        if (s == QN_OK) s = qn_encoder_commit_wait(enc);
-        if (s == QN_OK) qn_cli_print_profile(enc, stdout);
-        qn_encoder_set_profiling(enc, false);
-    }
+    if (s == QN_OK) s = qn_bench_time_graph(enc, gdn_once, &call, per_graph, &best);
+    if (s == QN_OK && opts->profile) s = qn_bench_profile(enc, gdn_once, &call);
 
     int rc = 0;
     if (s != QN_OK) {
@@ -101,15 +82,13 @@ static int run_case(qn_device *dev, const qn_bench_opts *opts, gdn_bench c) {
     } else {
         /* q, k, v read and out written (4 bytes each), g and beta read, the state read and written */
         double bytes = 4.0 * (4.0 * (double)nq + 2.0 * (double)ng + 2.0 * (double)nst);
-        printf("gated delta net f32, %d heads of %lld, %d token%s: %9.2f us  %7.1f GB/s  (%d ops per graph, best of "
-               "%d)\n",
-               c.heads, (long long)d, c.n_tok, c.n_tok == 1 ? "" : "s", best, bytes / best / 1e3, per_graph, trials);
+        printf("gated delta net f32, %d heads of %lld, %d token%s: %9.2f us  %7.1f GB/s  (%d ops per graph, best of 5)\n",
+               c.heads, (long long)d, c.n_tok, c.n_tok == 1 ? "" : "s", best, bytes / best / 1e3, per_graph);
         printf("  llama.cpp CUDA on an H100: %.2f us; target %.0f us; %s\n", c.llama_us, c.target_us,
                cpu                   ? "(CPU backend: not comparable)"
                : best <= c.target_us ? "target met"
                                      : "target missed");
     }
-    qn_graph_destroy(graph);
     qn_encoder_destroy(enc);
     qn_buffer *all[] = {q, k, v, g, beta, state, out, ws};
     for (int i = 0; i < 8; i++) qn_buffer_free(all[i]);

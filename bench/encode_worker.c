@@ -32,6 +32,11 @@ static qn_status encode_range(qn_encoder *enc, void *arg) {
     return QN_OK;
 }
 
+static qn_status encode_all(qn_encoder *enc, const void *arg, int i) {
+    (void)i;
+    return encode_range(enc, (void *)arg);
+}
+
 typedef struct {
     double min, mean;
 } stat;
@@ -123,15 +128,7 @@ int qn_bench_encode_worker(qn_device *dev, const qn_bench_opts *opts) {
         t[2 * trials + k] = qn_cli_now_us() - t0;
     }
 
-    if (s == QN_OK && opts->profile) {
-        /* One more serial pass with per-op device times. */
-        qn_encoder_set_profiling(enc, true);
-        qn_encoder_profile_clear(enc);
-        s = encode_range(enc, &all);
-        if (s == QN_OK) s = qn_encoder_commit_wait(enc);
-        if (s == QN_OK) qn_cli_print_profile(enc, stdout);
-        qn_encoder_set_profiling(enc, false);
-    }
+    if (s == QN_OK && opts->profile) s = qn_bench_profile(enc, encode_all, &all); /* one more serial pass */
 
     int rc = 0;
     if (s != QN_OK) {

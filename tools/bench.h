@@ -27,6 +27,8 @@ bool qn_bench_gpu_only(qn_device *dev);
  * divided by reps, a graph node's overhead included. */
 typedef qn_status (*qn_bench_fn)(qn_encoder *enc, const void *arg, int i);
 qn_status qn_bench_time_graph(qn_encoder *enc, qn_bench_fn fn, const void *arg, int reps, double *us);
+/* One more call of fn with per-op device times, printed as a table. */
+qn_status qn_bench_profile(qn_encoder *enc, qn_bench_fn fn, const void *arg);
 /* The streaming-read ceiling of the device in GB/s (1 GiB, 16-byte loads). */
 qn_status qn_bench_read_ceiling(qn_device *dev, qn_encoder *enc, double *gbps);
 
