@@ -100,14 +100,9 @@ int qn_bench_attn_decode(qn_device *dev, const qn_bench_opts *opts) {
         {128, 32, 8, 32768, 69.51, 1.93, 62},
     };
     qn_encoder *enc;
-    qn_status s = qn_encoder_create(dev, &enc);
-    double ceiling = 0.0;
-    if (s == QN_OK) s = qn_bench_read_ceiling(dev, enc, &ceiling);
-    if (s != QN_OK) {
-        qn_encoder_destroy(enc);
-        return qn_cli_fail("measuring the read ceiling", s);
-    }
-    printf("read ceiling: 1 GiB streamed with 16-byte loads: %.0f GB/s\n", ceiling);
+    double ceiling;
+    if (qn_bench_start(dev, &enc, &ceiling)) return 1;
+    qn_status s = QN_OK;
     printf("%-44s %9s %8s %8s | %s\n", "decode, 1 token, f16 K/V", "us", "TB/s", "ceiling", "llama.cpp (H100)");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0] && s == QN_OK; i++) {
         attn_op a;

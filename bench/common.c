@@ -80,3 +80,15 @@ qn_status qn_bench_read_ceiling(qn_device *dev, qn_encoder *enc, double *gbps) {
     qn_buffer_free(sink);
     return s;
 }
+
+int qn_bench_start(qn_device *dev, qn_encoder **enc, double *ceiling) {
+    qn_status s = qn_encoder_create(dev, enc);
+    if (s == QN_OK) s = qn_bench_read_ceiling(dev, *enc, ceiling);
+    if (s != QN_OK) {
+        qn_encoder_destroy(*enc);
+        *enc = NULL;
+        return qn_cli_fail("measuring the read ceiling", s);
+    }
+    printf("read ceiling: 1 GiB streamed with 16-byte loads: %.0f GB/s\n", *ceiling);
+    return 0;
+}

@@ -157,15 +157,10 @@ static qn_status make_bufs(qn_device *dev, int64_t tokens, bufs *b) {
 int qn_bench_ops(qn_device *dev, const qn_bench_opts *opts) {
     (void)opts;
     if (qn_bench_gpu_only(dev)) return 0;
-    qn_encoder *enc = NULL;
-    qn_status s = qn_encoder_create(dev, &enc);
-    double ceiling = 0.0;
-    if (s == QN_OK) s = qn_bench_read_ceiling(dev, enc, &ceiling);
-    if (s != QN_OK) {
-        qn_encoder_destroy(enc);
-        return qn_cli_fail("measuring the read ceiling", s);
-    }
-    printf("read ceiling: 1 GiB streamed with 16-byte loads: %.0f GB/s\n", ceiling);
+    qn_encoder *enc;
+    double ceiling;
+    if (qn_bench_start(dev, &enc, &ceiling)) return 1;
+    qn_status s = QN_OK;
     printf("%-46s %9s %8s %8s | %s\n", "op", "us", "GB/s", "ceiling", "llama.cpp (H100)");
     const int64_t token_counts[2] = {1, 512};
     int rc = 0;

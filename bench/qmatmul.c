@@ -119,15 +119,10 @@ static const mv_case CASES[] = {
 int qn_bench_matvec(qn_device *dev, const qn_bench_opts *opts) {
     (void)opts;
     if (qn_bench_gpu_only(dev)) return 0;
-    qn_encoder *enc = NULL;
-    double ceiling = 0;
-    qn_status s = qn_encoder_create(dev, &enc);
-    if (s == QN_OK) s = qn_bench_read_ceiling(dev, enc, &ceiling);
-    if (s != QN_OK) {
-        qn_encoder_destroy(enc);
-        return qn_cli_fail("measuring the read ceiling", s);
-    }
-    printf("read ceiling: 1 GiB streamed with 16-byte loads: %.0f GB/s\n", ceiling);
+    qn_encoder *enc;
+    double ceiling;
+    if (qn_bench_start(dev, &enc, &ceiling)) return 1;
+    qn_status s = QN_OK;
     printf("%-44s %9s %9s %7s | %9s %7s %s\n", "case", "us", "GB/s", "ceiling", "llama us", "ceiling", "speedup");
     int rc = 0;
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0] && rc == 0; i++) {

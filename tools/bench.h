@@ -32,6 +32,10 @@ qn_status qn_bench_profile(qn_encoder *enc, qn_bench_fn fn, const void *arg);
 /* The streaming-read ceiling of the device in GB/s (1 GiB, 16-byte loads). */
 qn_status qn_bench_read_ceiling(qn_device *dev, qn_encoder *enc, double *gbps);
 
+/* An encoder and the read ceiling, printed; nonzero (said on stderr) if
+ * either fails. */
+int qn_bench_start(qn_device *dev, qn_encoder **enc, double *ceiling);
+
 /* The cases, from bench/cases.c. */
 extern const qn_bench_case qn_bench_cases[];
 extern const int qn_bench_ncases;
