@@ -17,6 +17,9 @@ int qn_bench_attn_prefill(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_deltanet_prefill_4096(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_deltanet_prefill_512(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_deltanet_decode(qn_device *dev, const qn_bench_opts *opts);
+/* whole models */
+int qn_bench_model_decode(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_model_prefill(qn_device *dev, const qn_bench_opts *opts);
 
 const qn_bench_case qn_bench_cases[] = {
     {"encode-worker", "runtime",
@@ -48,6 +51,11 @@ const qn_bench_case qn_bench_cases[] = {
      qn_bench_deltanet_prefill_512},
     {"deltanet-decode", "deltanet", "gated delta net f32, 32 heads of 128, one decode step (state in place)",
      qn_bench_deltanet_decode},
+    /* whole-model cases */
+    {"model-decode", "model", "a model's decode, tg128 and tg512 tokens/s (-m FILE; default: the default model)",
+     qn_bench_model_decode},
+    {"model-prefill", "model", "a model's prefill, pp512 and pp2048 tokens/s (-m FILE; default: the default model)",
+     qn_bench_model_prefill},
 };
 
 const int qn_bench_ncases = sizeof qn_bench_cases / sizeof qn_bench_cases[0];

@@ -10,6 +10,7 @@
 typedef struct {
     bool profile; /* print the per-op table */
     int iters;    /* 0: the case's default */
+    const char *model; /* -m FILE for the model cases; NULL: the default model */
 } qn_bench_opts;
 
 typedef struct {

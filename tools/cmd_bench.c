@@ -6,14 +6,14 @@
 #include <string.h>
 
 static int usage(void) {
-    fprintf(stderr, "usage: quanta bench --list | --case NAME|FAMILY|all [--backend cpu|cuda] [--iters N] [--profile]\n");
+    fprintf(stderr, "usage: quanta bench --list | --case NAME|FAMILY|all [--backend cpu|cuda] [--iters N] [--profile] [-m MODEL.gguf]\n");
     return 2;
 }
 
 int qn_cmd_bench(int argc, char **argv) {
     const char *which = NULL;
     qn_backend b = QN_BACKEND_AUTO;
-    qn_bench_opts opts = {false, 0};
+    qn_bench_opts opts = {false, 0, NULL};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--list") == 0) {
             for (int c = 0; c < qn_bench_ncases; c++)
@@ -25,6 +25,8 @@ int qn_cmd_bench(int argc, char **argv) {
             if (qn_cli_backend(argv[++i], &b)) return 2;
         } else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
             opts.iters = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) {
+            opts.model = argv[++i];
         } else if (strcmp(argv[i], "--profile") == 0) {
             opts.profile = true;
         } else {

@@ -365,18 +365,44 @@ static void progress(int64_t done, int64_t total, const char *name) {
     fflush(stderr);
 }
 
+/* What quantize writes: each weight in `type`, or in its own type when
+ * `keep`; with `random`, the weights' values are replaced by random ones
+ * (normal, standard deviation 0.02, from `seed`) before quantizing: a file of
+ * the same shape and types for benchmarks. */
+typedef struct {
+    qn_dtype type;
+    bool keep, random;
+    uint64_t seed;
+} quantize_opts;
+
+/* A standard normal value from the xorshift state *s (Box-Muller). */
+static float normal(uint64_t *s) {
+    double u[2];
+    for (int i = 0; i < 2; i++) {
+        *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+        u[i] = ((double)(*s >> 11) + 0.5) / 9007199254740992.0;
+    }
+    return (float)(sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]));
+}
+
 /* Convert one tensor row by row into `dst` (rows of `to`). */
-static qn_status convert_tensor(const qn_gguf_tensor *t, qn_dtype to, uint8_t *dst, float *row) {
+static qn_status convert_tensor(const qn_gguf_tensor *t, qn_dtype to, const quantize_opts *o, uint64_t *rng,
+                                uint8_t *dst, float *row) {
     int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
     int64_t in_row = qn_dtype_row_bytes(t->type, t->ne[0]), out_row = qn_dtype_row_bytes(to, t->ne[0]);
     for (int64_t r = 0; r < rows; r++) {
-        QN_TRY(qn_dequantize_row(t->type, (const uint8_t *)t->data + r * in_row, row, t->ne[0]));
+        if (o->random)
+            for (int64_t i = 0; i < t->ne[0]; i++) row[i] = 0.02f * normal(rng);
+        else
+            QN_TRY(qn_dequantize_row(t->type, (const uint8_t *)t->data + r * in_row, row, t->ne[0]));
         QN_TRY(qn_quantize_row(to, row, dst + r * out_row, t->ne[0]));
     }
     return QN_OK;
 }
 
-static qn_status quantize_file(qn_gguf *in, const char *out_path, qn_dtype type) {
+static qn_status quantize_file(qn_gguf *in, const char *out_path, const quantize_opts *o) {
+    const qn_dtype type = o->type;
+    uint64_t rng = o->seed * 0x9E3779B97F4A7C15ull + 1;
     qn_gguf_writer *w;
     QN_TRY(qn_gguf_writer_create(&w));
     qn_status s = QN_OK;
@@ -387,7 +413,7 @@ static qn_status quantize_file(qn_gguf *in, const char *out_path, qn_dtype type)
         if (s == QN_OK) s = qn_gguf_writer_set_value(w, key, &v);
     }
     uint32_t qversion = 2;
-    int ftype = file_type_of(type);
+    int ftype = o->keep ? -1 : file_type_of(type);
     if (s == QN_OK) s = qn_gguf_writer_set_scalar(w, "general.quantization_version", QN_GGUF_UINT32, &qversion);
     if (s == QN_OK && ftype >= 0) {
         uint32_t ft = (uint32_t)ftype;
@@ -401,8 +427,8 @@ static qn_status quantize_file(qn_gguf *in, const char *out_path, qn_dtype type)
     for (int64_t i = 0; s == QN_OK && i < n; i++) {
         qn_gguf_tensor t;
         qn_gguf_tensor_get(in, i, &t);
-        to[i] = is_weight(&t) ? fit_type(type, t.ne[0]) : t.type;
-        if (is_weight(&t) && to[i] != type)
+        to[i] = !is_weight(&t) || o->keep ? t.type : fit_type(type, t.ne[0]);
+        if (is_weight(&t) && !o->keep && to[i] != type)
             fprintf(stderr, "quanta: quantize: %s: rows of %lld do not fit %s's block of %lld, using %s\n", t.name,
                     (long long)t.ne[0], qn_dtype_name(type), (long long)qn_dtype_block_elems(type),
                     qn_dtype_name(to[i]));
@@ -419,10 +445,10 @@ static qn_status quantize_file(qn_gguf *in, const char *out_path, qn_dtype type)
         qn_gguf_tensor t;
         qn_gguf_tensor_get(in, i, &t);
         progress(i, n, t.name);
-        if (to[i] == t.type) {
+        if (to[i] == t.type && !(o->random && is_weight(&t))) {
             s = qn_gguf_writer_write_tensor(w, t.data, t.bytes);
         } else {
-            s = convert_tensor(&t, to[i], buf, row);
+            s = convert_tensor(&t, to[i], o, &rng, buf, row);
             if (s == QN_OK)
                 s = qn_gguf_writer_write_tensor(
                     w, buf, (uint64_t)qn_dtype_row_bytes(to[i], t.ne[0]) * (uint64_t)(t.ne[1] * t.ne[2] * t.ne[3]));
@@ -440,20 +466,30 @@ static qn_status quantize_file(qn_gguf *in, const char *out_path, qn_dtype type)
 }
 
 int qn_cmd_quantize(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: quanta quantize IN.gguf OUT.gguf TYPE\n"
-                        "  TYPE: q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs mxfp4 f16 bf16 f32\n");
+    quantize_opts o = {QN_F32, false, false, 0};
+    bool ok = argc == 4 || (argc == 6 && strcmp(argv[4], "--random") == 0);
+    if (!ok) {
+        fprintf(stderr, "usage: quanta quantize IN.gguf OUT.gguf TYPE|keep [--random SEED]\n"
+                        "  TYPE: q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs mxfp4 f16 bf16 f32\n"
+                        "  keep: every weight keeps its type; --random SEED: random weights (a same-shape file)\n");
         return 2;
     }
-    qn_dtype type;
-    qn_status s = qn_dtype_from_name(argv[3], &type);
-    if (s == QN_OK && !qn_dtype_is_quantizable(type))
+    qn_status s = QN_OK;
+    if (argc == 6) {
+        char *end;
+        o.random = true;
+        o.seed = strtoull(argv[5], &end, 10);
+        if (*argv[5] == 0 || *end != 0) s = qn_error(QN_ERR_INVALID_ARGUMENT, "--random %s is not a seed (a number)", argv[5]);
+    }
+    o.keep = strcmp(argv[3], "keep") == 0;
+    if (s == QN_OK && !o.keep) s = qn_dtype_from_name(argv[3], &o.type);
+    if (s == QN_OK && !o.keep && !qn_dtype_is_quantizable(o.type))
         s = qn_error(QN_ERR_INVALID_ARGUMENT, "%s is not a type quanta can quantize to", argv[3]);
     if (s != QN_OK) return qn_cli_fail("quantize", s);
     qn_gguf *in;
     s = qn_gguf_open(argv[1], &in);
     if (s != QN_OK) return qn_cli_fail("quantize", s);
-    s = quantize_file(in, argv[2], type);
+    s = quantize_file(in, argv[2], &o);
     qn_gguf_close(in);
     if (s != QN_OK) return qn_cli_fail("quantize", s);
     return 0;

@@ -8,7 +8,9 @@
 int qn_cmd_inspect(int argc, char **argv);
 /* quanta dump FILE TENSOR -o OUT.npy: a tensor as float32 NumPy data. */
 int qn_cmd_dump(int argc, char **argv);
-/* quanta quantize IN.gguf OUT.gguf TYPE: weights (2-D and up) to TYPE. */
+/* quanta quantize IN.gguf OUT.gguf TYPE|keep [--random SEED]: weights (2-D
+ * and up) to TYPE, or each in its own type; --random: a same-shape file of
+ * random weights, for benchmarks. */
 int qn_cmd_quantize(int argc, char **argv);
 
 #endif
