@@ -90,7 +90,7 @@ int qn_bench_model_prefill(qn_device *dev, const qn_bench_opts *opts) {
     int32_t *ids = malloc(most * sizeof *ids);
     qn_status s = rc ? QN_ERR_DEVICE : ids ? QN_OK : qn_error(QN_ERR_OUT_OF_MEMORY, "model-prefill: ids");
     uint32_t r = 12345;
-    for (int i = 0; i < most && ids; i++) ids[i] = (int32_t)((r = r * 1664525u + 1013904223u) % (uint32_t)info.n_vocab);
+    for (int i = 0; i < most && s == QN_OK; i++) ids[i] = (int32_t)((r = r * 1664525u + 1013904223u) % (uint32_t)info.n_vocab);
     for (int i = 0; i < 2 && s == QN_OK; i++) {
         const int n = i ? 2048 : 512;
         double best = 1e30;

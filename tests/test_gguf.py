@@ -213,6 +213,35 @@ def check_quantize(src, tmp):
             check("quantize %s %s close" % (target, t.name), err < bound, "%g (bound %g)" % (err, bound))
 
 
+def check_random_same_shape(src, tmp):
+    """quantize keep --random: same metadata, names, types and shapes; new weights (random values of
+    standard deviation 0.02 quantized to each weight's type), 1-D tensors copied; the seed repeats."""
+    outs = []
+    for i, seed in enumerate(("7", "7", "8")):
+        out = os.path.join(tmp, "same_%d.gguf" % i)
+        r = quanta("quantize", src, out, "keep", "--random", seed)
+        check("quantize keep --random %s exit" % seed, r.returncode == 0, r.stderr)
+        if r.returncode != 0:
+            return
+        outs.append(gguf.GGUFReader(out))
+    src_reader = gguf.GGUFReader(src)
+    for t, a, b, c in zip(src_reader.tensors, *[o.tensors for o in outs]):
+        same = a.name == t.name and a.tensor_type == t.tensor_type and list(a.shape) == list(t.shape)
+        check("random %s same name, type and shape" % t.name, same)
+        if len(t.shape) < 2 or t.tensor_type == Q.I32:
+            check("random %s copied" % t.name, a.data.tobytes() == t.data.tobytes())
+            continue
+        check("random %s new values" % t.name, a.data.tobytes() != t.data.tobytes())
+        check("random %s seed repeats" % t.name, a.data.tobytes() == b.data.tobytes())
+        check("random %s seed differs" % t.name, a.data.tobytes() != c.data.tobytes())
+        x = quants.dequantize(a.data, a.tensor_type).astype(np.float64).reshape(-1)
+        check("random %s spread" % t.name, 0.01 < np.std(x) < 0.03, "std %g" % np.std(x))
+    for key in src_reader.fields:
+        check("random keeps %s" % key, key in outs[0].fields)
+    bad = quanta("quantize", src, os.path.join(tmp, "x.gguf"), "keep", "--random", "seven")
+    check("random bad seed", bad.returncode != 0 and "--random seven" in bad.stderr, bad.stderr)
+
+
 def corrupt_cases(path, tmp):
     blob = open(path, "rb").read()
 
@@ -306,6 +335,7 @@ def main():
         write_gguf(a64, rng, alignment=64)
         check_file("align64", a64, alignment=64)
         check_quantize(v3, tmp)
+        check_random_same_shape(v3, tmp)
         check_lazy_open(tmp)
         corrupt_cases(v3, tmp)
         r = quanta("inspect", os.path.join(tmp, "missing.gguf"))
