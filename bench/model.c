@@ -5,7 +5,8 @@
  * token), prefill of 512 and 2048 tokens (pp512, pp2048). Run it on the
  * real file and on a same-shape file of random weights
  * (`quanta quantize REAL.gguf SAME.gguf keep --random 1`), as the anchor was.
- * With --profile: the per-op device times of one decode step. */
+ * With --profile: the per-op device times of one decode step, replayed as a
+ * graph. */
 #include "bench.h"
 #include "cli.h"
 #include "model_commands.h"
@@ -65,15 +66,23 @@ int qn_bench_model_decode(qn_device *dev, const qn_bench_opts *opts) {
                    (double)info.weight_bytes * rate / 1e9);
     }
     if (s == QN_OK && opts->profile) {
-        /* One decode step's ops, timed one by one (eager: the graph hides
-         * them), at the position the last run ended. */
+        /* One decode step's forward pass, captured with its timing events and
+         * replayed once: each op's device time as a replay runs it. */
         qn_encoder *enc = c->enc;
+        qn_graph *g = NULL;
         qn_encoder_set_profiling(enc, true);
         qn_encoder_profile_clear(enc);
-        s = m->arch->forward(c, enc, 1);
+        s = qn_graph_begin(enc);
+        if (s == QN_OK) {
+            s = m->arch->forward(c, enc, 1);
+            qn_status e = qn_graph_end(enc, &g);
+            if (s == QN_OK) s = e;
+        }
+        if (s == QN_OK) s = qn_graph_launch(g, enc);
         if (s == QN_OK) s = qn_encoder_commit_wait(enc);
         if (s == QN_OK) qn_cli_print_profile(enc, stdout);
         qn_encoder_set_profiling(enc, false);
+        qn_graph_destroy(g);
     }
     if (s != QN_OK && !rc) fail("model-decode", s);
     qn_context_free(c);

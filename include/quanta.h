@@ -219,8 +219,10 @@ qn_status qn_encoder_wait(qn_encoder *enc);
 qn_status qn_encoder_commit_wait(qn_encoder *enc);
 
 /* Per-op timing: when on, every op records its device time (CUDA events on
- * the GPU, the wall clock on the CPU). Off by default; not recorded while
- * capturing a graph. */
+ * the GPU, the wall clock on the CPU). Off by default. On the GPU, ops
+ * encoded while a graph is captured put their timing events into the graph:
+ * after one launch of it and a wait, qn_encoder_profile gives each op's time
+ * in that replay, free of the gaps that eager launches leave between ops. */
 qn_status qn_encoder_set_profiling(qn_encoder *enc, bool on);
 typedef struct {
     const char *op;    /* op name ("add", "copy", ...), static storage */
@@ -560,6 +562,12 @@ qn_status qn_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, 
  * what the two separate ops would give. dst must not overlap sum. */
 qn_status qn_add_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn_tensor a, qn_tensor b,
                           qn_tensor w, float eps, float weight_offset);
+/* The sandwich norm around a residual add (Gemma 2 and 3): sum = a +
+ * qn_rms_norm(b) * b_w, then dst = qn_rms_norm(sum) * w, in one pass; the
+ * result is what qn_rms_norm into an f32 tensor followed by qn_add_rms_norm
+ * gives. b_w is required; weight_offset applies to b_w and w. */
+qn_status qn_norm_add_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn_tensor a, qn_tensor b,
+                               qn_tensor b_w, qn_tensor w, float eps, float weight_offset);
 /* dst = x / max(sqrt(sum(x^2)), eps) (as llama.cpp's l2_norm). */
 qn_status qn_l2_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, float eps);
 /* dst = (x - mean) / sqrt(variance + eps) * w + b; w and b optional. */
@@ -611,6 +619,14 @@ qn_status qn_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor pos, qn
  * dst = qn_rope(qn_rms_norm(x)) without the rounding between the two. */
 qn_status qn_rms_norm_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, float eps,
                            float weight_offset, qn_tensor pos, qn_tensor freq_factors, const qn_rope_params *p);
+/* qn_rms_norm_rope of the new keys, appended to a KV cache in the same
+ * pass: cache[:, (pos[0] + t) % capacity, h] = the result for head h of token
+ * t, rounded to the cache's dtype (f16 or bf16) as qn_kv_cache_append
+ * rounds. x [head_dim, n_kv_heads, n_tokens <= capacity]; cache [head_dim,
+ * capacity, n_kv_heads]; pos as qn_rms_norm_rope takes it. */
+qn_status qn_rms_norm_rope_append(qn_encoder *enc, qn_tensor cache, qn_tensor x, qn_tensor w, float eps,
+                                  float weight_offset, qn_tensor pos, qn_tensor freq_factors,
+                                  const qn_rope_params *p);
 
 /* ---- activations */
 
@@ -983,7 +999,7 @@ qn_status qn_context_logits(qn_context *c, float *out, size_t n);
 qn_status qn_context_sample(qn_context *c, const qn_sample_params *p, int32_t *token);
 /* Evaluate the token sampled last and sample the one after it: one decode
  * step, captured as a graph on first use (again when p changes) and
- * replayed; the host writes the position and reads back the new id. */
+ * replayed; only the new id comes back to the host. */
 qn_status qn_context_decode(qn_context *c, const qn_sample_params *p, int32_t *token);
 
 /* ------------------------------------------------ models (end) */

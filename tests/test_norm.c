@@ -121,7 +121,7 @@ static qn_encoder *new_encoder(qn_device *dev) {
 
 /* ---- norms */
 
-enum { RMS, ADD_RMS, L2, LAYER };
+enum { RMS, ADD_RMS, L2, LAYER, NORM_ADD_RMS };
 
 typedef struct {
     int kind;
@@ -130,10 +130,10 @@ typedef struct {
     int pad;   /* x is a view with this many extra elements per row */
     bool has_w, has_bias;
     float off, eps;
-    float *x, *b, *w, *bias; /* x [ne0 + pad, ne1, ne2]; b [ne0, ne1, ne2] */
+    float *x, *b, *w, *bias, *bw; /* x [ne0 + pad, ne1, ne2]; b [ne0, ne1, ne2]; bw b's norm weight */
 } norm_case;
 
-/* dst, then (ADD_RMS) the sum written over a */
+/* dst, then (ADD_RMS, NORM_ADD_RMS) the sum written over a */
 static float *norm_run(qn_device *dev, const void *p) {
     const norm_case *c = p;
     qn_encoder *enc = new_encoder(dev);
@@ -142,20 +142,25 @@ static float *norm_run(qn_device *dev, const void *p) {
     qn_buffer *xb = upload(dev, c->xt, 3, xne, c->x), *d = qt_poisoned(dev, c->dt, 3, c->ne);
     qn_buffer *wb = c->has_w ? upload(dev, c->wt, 1, c->ne, c->w) : NULL;
     qn_buffer *bb = c->has_bias ? upload(dev, c->wt, 1, c->ne, c->bias) : NULL;
-    qn_buffer *addb = c->kind == ADD_RMS ? upload(dev, c->xt, 3, c->ne, c->b) : NULL;
+    const bool adds = c->kind == ADD_RMS || c->kind == NORM_ADD_RMS;
+    qn_buffer *addb = adds ? upload(dev, c->xt, 3, c->ne, c->b) : NULL;
+    qn_buffer *bwb = c->kind == NORM_ADD_RMS ? upload(dev, c->wt, 1, c->ne, c->bw) : NULL;
     qn_tensor x = qn_tensor_of(xb), w = wb ? qn_tensor_of(wb) : QN_TENSOR_NONE;
     qn_tensor bias = bb ? qn_tensor_of(bb) : QN_TENSOR_NONE;
     x.ne[0] = c->ne[0];
     switch (c->kind) {
     case RMS: QT_OK(qn_rms_norm(enc, qn_tensor_of(d), x, w, c->eps, c->off)); break;
     case ADD_RMS: QT_OK(qn_add_rms_norm(enc, qn_tensor_of(d), x, x, qn_tensor_of(addb), w, c->eps, c->off)); break;
+    case NORM_ADD_RMS:
+        QT_OK(qn_norm_add_rms_norm(enc, qn_tensor_of(d), x, x, qn_tensor_of(addb), qn_tensor_of(bwb), w, c->eps, c->off));
+        break;
     case L2: QT_OK(qn_l2_norm(enc, qn_tensor_of(d), x, c->eps)); break;
     default: QT_OK(qn_layer_norm(enc, qn_tensor_of(d), x, w, bias, c->eps));
     }
     QT_OK(qn_encoder_commit_wait(enc));
     float *out = malloc((size_t)(2 * n) * sizeof *out), *dv = download(d, (size_t)n);
     memcpy(out, dv, (size_t)n * sizeof *out);
-    if (c->kind == ADD_RMS) {
+    if (adds) {
         float *xv = download(xb, (size_t)(xne[0] * xne[1] * xne[2]));
         for (int64_t r = 0; r < c->ne[1] * c->ne[2]; r++)
             memcpy(out + n + r * c->ne[0], xv + r * xne[0], (size_t)c->ne[0] * sizeof *out);
@@ -167,6 +172,7 @@ static float *norm_run(qn_device *dev, const void *p) {
     qn_buffer_free(wb);
     qn_buffer_free(bb);
     qn_buffer_free(addb);
+    qn_buffer_free(bwb);
     qn_encoder_destroy(enc);
     return out;
 }
@@ -177,11 +183,21 @@ static void norm_check(norm_case *c) {
     c->b = rand_vals(c->xt, (size_t)n, -3, 3);
     c->w = rand_vals(c->wt, (size_t)n0, -2, 2);
     c->bias = rand_vals(c->wt, (size_t)n0, -1, 1);
+    c->bw = rand_vals(c->wt, (size_t)n0, -2, 2);
+    const bool adds = c->kind == ADD_RMS || c->kind == NORM_ADD_RMS;
     double *want = malloc((size_t)(2 * n) * sizeof *want), *v = malloc((size_t)n0 * sizeof *v);
     for (int64_t r = 0; r < rows; r++) {
+        double bscale = 1.0; /* NORM_ADD_RMS: b's own RMS norm */
+        if (c->kind == NORM_ADD_RMS) {
+            double bsq = 0;
+            for (int64_t i = 0; i < n0; i++) bsq += (double)c->b[r * n0 + i] * c->b[r * n0 + i];
+            bscale = 1.0 / sqrt(bsq / (double)n0 + c->eps);
+        }
         for (int64_t i = 0; i < n0; i++) {
             v[i] = c->x[r * xs + i];
-            if (c->kind == ADD_RMS) v[i] = want[n + r * n0 + i] = round_to(c->xt, c->x[r * xs + i] + c->b[r * n0 + i]);
+            double bi = c->b[r * n0 + i];
+            if (c->kind == NORM_ADD_RMS) bi *= bscale * ((double)c->bw[i] + c->off);
+            if (adds) v[i] = want[n + r * n0 + i] = round_to(c->xt, c->x[r * xs + i] + bi);
         }
         double mean = 0, sq = 0, scale;
         if (c->kind == LAYER) {
@@ -197,30 +213,35 @@ static void norm_check(norm_case *c) {
             want[r * n0 + i] = o;
         }
     }
-    static const char *names[4] = {"rms_norm", "add_rms_norm", "l2_norm", "layer_norm"};
+    static const char *names[5] = {"rms_norm", "add_rms_norm", "l2_norm", "layer_norm", "norm_add_rms_norm"};
     char what[160];
     snprintf(what, sizeof what, "%s %s<-%s w %s [%lld,%lld,%lld]%s", names[c->kind], qn_dtype_name(c->dt),
              qn_dtype_name(c->xt), c->has_w ? qn_dtype_name(c->wt) : "none", (long long)n0, (long long)c->ne[1],
              (long long)c->ne[2], c->pad ? " strided" : "");
-    verify(norm_run, c, want, (size_t)(c->kind == ADD_RMS ? 2 * n : n), fmax(tol_of(c->dt), tol_of(c->xt) / 4), what);
+    /* the sum is rounded to x's dtype; with b's norm before it (computed in
+     * f32, not exactly) that rounding may land one step of x's dtype away */
+    const double tol = fmax(tol_of(c->dt), tol_of(c->xt) / (c->kind == NORM_ADD_RMS ? 1 : 4));
+    verify(norm_run, c, want, (size_t)(adds ? 2 * n : n), tol, what);
     free(want);
     free(v);
     free(c->x);
     free(c->b);
     free(c->w);
     free(c->bias);
+    free(c->bw);
 }
 
 static void test_norms(void **state) {
     (void)state;
     const int64_t sizes[5] = {1, 7, 128, 333, 4099};
-    for (int kind = RMS; kind <= LAYER; kind++)
+    for (int kind = RMS; kind <= NORM_ADD_RMS; kind++)
         for (int s = 0; s < 5; s++)
             for (int t = 0; t < 3; t++) {
+                const bool rms = kind == RMS || kind == ADD_RMS || kind == NORM_ADD_RMS;
                 norm_case c = {kind, FLOATS[t], FLOATS[(t + s) % 3], FLOATS[(t + kind) % 3], {sizes[s], 3, 2}, s % 2 * 3,
-                               kind != L2 && (s + t) % 3 != 0, kind == LAYER && t != 1, s == 2 && kind <= ADD_RMS ? 1.0f : 0.0f, 1e-6f,
-                               NULL, NULL, NULL, NULL};
-                if (sizes[s] == 1 && kind != L2 && kind != LAYER) c.eps = 1e-3f;
+                               kind != L2 && (s + t) % 3 != 0, kind == LAYER && t != 1, s == 2 && rms ? 1.0f : 0.0f, 1e-6f,
+                               NULL, NULL, NULL, NULL, NULL};
+                if (sizes[s] == 1 && rms) c.eps = 1e-3f;
                 if (kind == LAYER && sizes[s] == 1) continue; /* a one-element row has no spread */
                 norm_check(&c);
             }
@@ -364,6 +385,90 @@ static void test_rope(void **state) {
             }
             if (mode == QN_ROPE_VISION) c.p.sections[0] = 10, c.p.sections[1] = 10;
             rope_check(&c);
+        }
+}
+
+/* qn_rms_norm_rope_append writes into the cache exactly what qn_rms_norm_rope
+ * into f32 followed by qn_kv_cache_append writes, wrapping around the ring;
+ * rows of other positions stay untouched (poison). */
+static uint8_t *rope_append_run(qn_device *dev, qn_dtype ct, bool fused, const int64_t xne[3], int64_t cap,
+                                const float *x, const float *w, int32_t p0, const qn_rope_params *rp, size_t *bytes) {
+    qn_encoder *enc = new_encoder(dev);
+    int64_t cne[3] = {xne[0], cap, xne[1]};
+    qn_buffer *xb = upload(dev, QN_F32, 3, xne, x), *wb = upload(dev, QN_F32, 1, xne, w);
+    qn_buffer *cb = qt_poisoned(dev, ct, 3, cne), *tmp = qt_poisoned(dev, QN_F32, 3, xne);
+    int32_t *pos = malloc((size_t)xne[2] * sizeof *pos);
+    for (int64_t t = 0; t < xne[2]; t++) pos[t] = p0 + (int32_t)t;
+    qn_buffer *pb = upload_i32(dev, xne[2], pos);
+    if (fused) {
+        QT_OK(qn_rms_norm_rope_append(enc, qn_tensor_of(cb), qn_tensor_of(xb), qn_tensor_of(wb), 1e-6f, 0.0f,
+                                      qn_tensor_of(pb), QN_TENSOR_NONE, rp));
+    } else {
+        QT_OK(qn_rms_norm_rope(enc, qn_tensor_of(tmp), qn_tensor_of(xb), qn_tensor_of(wb), 1e-6f, 0.0f,
+                               qn_tensor_of(pb), QN_TENSOR_NONE, rp));
+        QT_OK(qn_kv_cache_append(enc, qn_tensor_of(cb), qn_tensor_of(tmp), qn_tensor_of(pb)));
+    }
+    QT_OK(qn_encoder_commit_wait(enc));
+    uint8_t *out = qt_read_all(cb);
+    *bytes = qn_buffer_bytes(cb);
+    qn_buffer *bufs[] = {xb, wb, cb, tmp, pb};
+    for (int i = 0; i < 5; i++) qn_buffer_free(bufs[i]);
+    free(pos);
+    qn_encoder_destroy(enc);
+    return out;
+}
+
+static void test_rope_append(void **state) {
+    (void)state;
+    static const struct {
+        int64_t d, heads, tokens, cap;
+        int32_t p0;
+        qn_rope_mode mode;
+    } cases[] = {{256, 1, 1, 7, 12, QN_ROPE_NEOX}, {128, 3, 5, 8, 6, QN_ROPE_NORMAL}, {64, 2, 9, 9, 0, QN_ROPE_NEOX},
+                 {80, 1, 3, 100, 98, QN_ROPE_NEOX}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int ct = 0; ct < 2; ct++) {
+            const int64_t xne[3] = {cases[k].d, cases[k].heads, cases[k].tokens};
+            const size_t n = (size_t)(xne[0] * xne[1] * xne[2]);
+            float *x = malloc(n * sizeof *x), *w = malloc((size_t)xne[0] * sizeof *w);
+            qt_fill_random_f32(x, n, -4, 4);
+            qt_fill_random_f32(w, (size_t)xne[0], -2, 2);
+            qn_rope_params rp = qn_rope_params_default(cases[k].mode, (int)(k % 2 ? xne[0] : xne[0] / 2), 1e4f);
+            qn_device *devs[2] = {qt_device(), qt_cpu()};
+            uint8_t *ref = NULL;
+            size_t bytes = 0;
+            for (int di = 0; di < (qt_on_gpu() ? 2 : 1); di++) {
+                size_t b1, b2;
+                qn_dtype t = ct ? QN_BF16 : QN_F16;
+                uint8_t *two = rope_append_run(devs[di], t, false, xne, cases[k].cap, x, w, cases[k].p0, &rp, &b1);
+                uint8_t *one = rope_append_run(devs[di], t, true, xne, cases[k].cap, x, w, cases[k].p0, &rp, &b2);
+                if (b1 != b2 || memcmp(one, two, b1) != 0)
+                    fail_msg("rms_norm_rope_append %s case %zu on %s differs from rms_norm_rope + kv_cache_append",
+                             qn_dtype_name(t), k, di ? "CPU" : "the device under test");
+                /* the rows written: the poison is gone from exactly those rows */
+                size_t row = (size_t)xne[0] * 2;
+                for (int64_t h = 0; h < xne[1]; h++)
+                    for (int64_t r = 0; r < cases[k].cap; r++) {
+                        bool written = false;
+                        for (int64_t tt = 0; tt < xne[2]; tt++) written |= (cases[k].p0 + tt) % cases[k].cap == r;
+                        const uint8_t *p = one + (size_t)(h * cases[k].cap + r) * row;
+                        bool poisoned = true;
+                        for (size_t i = 0; i < row; i++) poisoned &= p[i] == 0xFF;
+                        if (written == poisoned) fail_msg("case %zu head %lld row %lld: written %d, poisoned %d", k,
+                                                          (long long)h, (long long)r, written, poisoned);
+                    }
+                if (di == 0) {
+                    ref = one;
+                    bytes = b2;
+                } else {
+                    if (memcmp(ref, one, bytes) != 0) fail_msg("rms_norm_rope_append case %zu: GPU and CPU differ", k);
+                    free(one);
+                }
+                free(two);
+            }
+            free(ref);
+            free(x);
+            free(w);
         }
 }
 
@@ -751,7 +856,22 @@ static void test_errors(void **state) {
     QT_FAILS(qn_rms_norm(enc, D, X, N, -1.0f, 0), QN_ERR_INVALID_ARGUMENT, "eps -1");
     QT_FAILS(qn_rms_norm(enc, D, qn_tensor_of(i32), N, 1e-6f, 0), QN_ERR_INVALID_ARGUMENT, "x is i32");
     QT_FAILS(qn_add_rms_norm(enc, X, X, X, X, N, 1e-6f, 0), QN_ERR_INVALID_ARGUMENT, "dst must not overlap sum");
+    QT_FAILS(qn_norm_add_rms_norm(enc, D, X, X, X, N, N, 1e-6f, 0), QN_ERR_INVALID_ARGUMENT, "b_w is missing");
+    QT_FAILS(qn_norm_add_rms_norm(enc, D, X, X, X, W, N, 1e-6f, 0), QN_ERR_INVALID_ARGUMENT, "b_w is [33,1,1,1], expected [64]");
     QT_FAILS(qn_layer_norm(enc, D, X, N, W, 1e-6f), QN_ERR_INVALID_ARGUMENT, "b is [33");
+    {
+        int64_t cne[3] = {64, 4, 4}, q8ne[3] = {64, 8, 4};
+        qn_buffer *c16 = qt_poisoned(dev, QN_F16, 3, cne), *c8 = qt_poisoned(dev, QN_Q8_0, 3, q8ne);
+        qn_rope_params np = qn_rope_params_default(QN_ROPE_NEOX, 64, 1e4f);
+        qn_tensor x3 = qn_tensor_make(x, 0, QN_F32, 64, 4, 1, 1), pos1 = qn_tensor_make(i32, 0, QN_I32, 1, 1, 1, 1);
+        QT_FAILS(qn_rms_norm_rope_append(enc, qn_tensor_of(c8), x3, N, 1e-6f, 0, pos1, N, &np), QN_ERR_INVALID_ARGUMENT,
+                 "cache is q8_0");
+        qn_tensor x5 = qn_tensor_make(x, 0, QN_F32, 64, 2, 2, 1);
+        QT_FAILS(qn_rms_norm_rope_append(enc, qn_tensor_of(c16), x5, N, 1e-6f, 0, pos1, N, &np), QN_ERR_INVALID_ARGUMENT,
+                 "does not fit cache");
+        qn_buffer_free(c16);
+        qn_buffer_free(c8);
+    }
     qn_rope_params rp = qn_rope_params_default(QN_ROPE_NEOX, 65, 1e4f);
     QT_FAILS(qn_rope(enc, D, X, I, N, &rp), QN_ERR_INVALID_ARGUMENT, "n_dims 65");
     rp.n_dims = 64;
@@ -797,7 +917,7 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_norms),     cmocka_unit_test(test_rope),      cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_norms),     cmocka_unit_test(test_rope),      cmocka_unit_test(test_rope_append),      cmocka_unit_test(test_activations),
         cmocka_unit_test(test_softmax),   cmocka_unit_test(test_embed),     cmocka_unit_test(test_moe_route),
         cmocka_unit_test(test_moe_combine), cmocka_unit_test(test_errors),
     };

@@ -1,4 +1,5 @@
-/* CPU reference of the norms: RMS (optionally after a residual add), L2 and
+/* CPU reference of the norms: RMS (optionally after a residual add, of a
+ * normed row or not), L2 and
  * LayerNorm over each row, rows split across threads. */
 #include "cpu/transformer_ops.h"
 
@@ -11,12 +12,24 @@ static void norm_rows(void *ctx, int64_t begin, int64_t end) {
         const char *x = qn_kt_at(&a->x, 0, i1, i2, i3);
         char *d = qn_kt_at(&a->dst, 0, i1, i2, i3);
         if (a->has_b) {
-            /* sum = a + b, stored; the norm reads the stored values */
+            /* sum = a + b (b first RMS-normed with weight bw when has_bw, in
+             * f32), stored; the norm reads the stored values */
             const char *b = qn_kt_at(&a->b, 0, i1, i2, i3);
             char *s = qn_kt_at(&a->sum, 0, i1, i2, i3);
-            for (long long i = 0; i < n; i++)
-                qn_store_f32(s + i * a->sum.nb[0], a->sum.dtype,
-                             qn_load_f32(x + i * a->x.nb[0], a->x.dtype) + qn_load_f32(b + i * a->b.nb[0], a->b.dtype));
+            float bscale = 1.0f;
+            if (a->has_bw) {
+                float bsq = 0.0f;
+                for (long long i = 0; i < n; i++) {
+                    float v = qn_load_f32(b + i * a->b.nb[0], a->b.dtype);
+                    bsq += v * v;
+                }
+                bscale = qn_norm_scale(QN_NORM_RMS, bsq, n, a->eps);
+            }
+            for (long long i = 0; i < n; i++) {
+                float o = qn_load_f32(b + i * a->b.nb[0], a->b.dtype);
+                if (a->has_bw) o = o * bscale * (qn_load_f32(qn_kt_at(&a->bw, i, 0, 0, 0), a->bw.dtype) + a->w_off);
+                qn_store_f32(s + i * a->sum.nb[0], a->sum.dtype, qn_load_f32(x + i * a->x.nb[0], a->x.dtype) + o);
+            }
             x = s;
         }
         long long xnb = a->has_b ? a->sum.nb[0] : a->x.nb[0];

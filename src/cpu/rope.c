@@ -1,6 +1,7 @@
 /* CPU reference of RoPE (and of the fused per-head RMS norm + RoPE): each
  * row (a head of a token) is rotated pair by pair; rows split across
  * threads. */
+#include "cpu/attention.h"
 #include "cpu/transformer_ops.h"
 
 static void rope_rows(void *ctx, int64_t begin, int64_t end) {
@@ -11,7 +12,8 @@ static void rope_rows(void *ctx, int64_t begin, int64_t end) {
         long long i1, i2, i3;
         qn_kt_row(&a->x, r, &i1, &i2, &i3);
         const char *x = qn_kt_at(&a->x, 0, i1, i2, i3);
-        char *d = qn_kt_at(&a->dst, 0, i1, i2, i3);
+        char *d = a->dst_cache ? qn_kt_at(&a->dst, 0, (qn_attn_p0(&a->pos) + i2) % a->dst.ne[1], i1, 0)
+                               : qn_kt_at(&a->dst, 0, i1, i2, i3);
         float scale = 1.0f;
         if (a->norm) {
             float sq = 0.0f;

@@ -410,10 +410,14 @@ qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, co
         QN_CU(api->cuFuncSetAttribute(k->f, QN_CU_FUNC_ATTR_MAX_DYN_SMEM, (int)smem), op);
         k->smem_opt_in = smem;
     }
+    /* Profiling records an event before and after the kernel; while a graph
+     * is captured they become event nodes of the graph (the external flag),
+     * so a replay times each op without the host's launch gaps. */
     qn_cuda_event_pair *p = NULL;
-    if (enc->profiling && !enc->capturing) {
+    const unsigned rec_flags = enc->capturing ? QN_CU_EVENT_RECORD_EXTERNAL : 0;
+    if (enc->profiling) {
         QN_TRY(profile_pair(enc, op, &p));
-        QN_CU(api->cuEventRecord(p->start, enc->stream), op);
+        QN_CU(api->cuEventRecordWithFlags(p->start, enc->stream, rec_flags), op);
     }
     CUresult r = api->cuLaunchKernel(k->f, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem,
                                      enc->stream, args, NULL);
@@ -423,7 +427,7 @@ qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, co
                  grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
         return qn_cuda_fail(r, op, what);
     }
-    if (p) QN_CU(api->cuEventRecord(p->end, enc->stream), op);
+    if (p) QN_CU(api->cuEventRecordWithFlags(p->end, enc->stream, rec_flags), op);
     return QN_OK;
 }
 

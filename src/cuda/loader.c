@@ -77,6 +77,7 @@ static void load_cuda(void) {
     SYM(cuda_api, cuEventCreate, "cuEventCreate");
     SYM(cuda_api, cuEventDestroy, "cuEventDestroy_v2");
     SYM(cuda_api, cuEventRecord, "cuEventRecord");
+    SYM(cuda_api, cuEventRecordWithFlags, "cuEventRecordWithFlags");
     SYM(cuda_api, cuEventSynchronize, "cuEventSynchronize");
     /* _v2 arrived with driver 12.8; older drivers have only the first one */
     SYM(cuda_api, cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime");

@@ -34,6 +34,7 @@ enum {
     QN_CU_FUNC_ATTR_MAX_DYN_SMEM = 8,
     QN_CU_STREAM_NON_BLOCKING = 1,
     QN_CU_EVENT_DISABLE_TIMING = 2,
+    QN_CU_EVENT_RECORD_EXTERNAL = 1, /* an event recorded during capture becomes a graph node */
     QN_CU_CAPTURE_MODE_RELAXED = 2,
     QN_CU_MEMHOSTALLOC_PORTABLE = 1,
 };
@@ -68,6 +69,7 @@ typedef struct {
     CUresult (*cuEventCreate)(CUevent *, unsigned);
     CUresult (*cuEventDestroy)(CUevent);
     CUresult (*cuEventRecord)(CUevent, CUstream);
+    CUresult (*cuEventRecordWithFlags)(CUevent, CUstream, unsigned);
     CUresult (*cuEventSynchronize)(CUevent);
     CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
     CUresult (*cuModuleLoadData)(CUmodule *, const void *);

@@ -300,8 +300,8 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
         QN_TRY(qn_qmatmul(enc, k2, qn_tensor_of(L->wk), xn));
         QN_TRY(qn_qmatmul(enc, v2, qn_tensor_of(L->wv), xn));
         QN_TRY(qn_rms_norm_rope(enc, q, q, qn_tensor_of(L->q_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));
-        QN_TRY(qn_rms_norm_rope(enc, k, k, qn_tensor_of(L->k_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));
-        QN_TRY(qn_kv_cache_append(enc, kc, k, pos));
+        /* k normed and rotated straight into its cache rows */
+        QN_TRY(qn_rms_norm_rope_append(enc, kc, k, qn_tensor_of(L->k_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));
         QN_TRY(qn_kv_cache_append(enc, vc, v, pos));
         qn_attn_opts opts = {.scale = w->attn_scale,
                              .mask = L->local ? QN_ATTN_MASK_WINDOW : QN_ATTN_MASK_CAUSAL,
@@ -311,17 +311,18 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
         else
             QN_TRY(qn_flash_attn_prefill(enc, att, q, kc, vc, pos, NULL, &scratch, opts));
         QN_TRY(qn_qmatmul(enc, proj, qn_tensor_of(L->wo), att2));
-        QN_TRY(qn_rms_norm(enc, proj, proj, qn_tensor_of(L->post_attn_norm), w->eps, 0));
-        /* x += proj; xn = rms_norm(x) * ffn_norm */
-        QN_TRY(qn_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(L->ffn_norm), w->eps, 0));
+        /* x += rms_norm(proj) * post_attention_norm; xn = rms_norm(x) * ffn_norm */
+        QN_TRY(qn_norm_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(L->post_attn_norm), qn_tensor_of(L->ffn_norm),
+                                    w->eps, 0));
 
         /* feed-forward: GeGLU (tanh GELU) */
         QN_TRY(qn_qmatmul_glu(enc, hidden, qn_tensor_of(L->gate), qn_tensor_of(L->up), xn, QN_ACT_GELU_TANH));
         QN_TRY(qn_qmatmul(enc, proj, qn_tensor_of(L->down), hidden));
-        QN_TRY(qn_rms_norm(enc, proj, proj, qn_tensor_of(L->post_ffn_norm), w->eps, 0));
-        /* x += proj; xn = the next block's normed input (or the final norm) */
+        /* x += rms_norm(proj) * post_ffw_norm; xn = the next block's normed
+         * input (or the final norm) */
         qn_buffer *next = l + 1 < w->n_layer ? w->layers[l + 1].attn_norm : w->output_norm;
-        QN_TRY(qn_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(next), w->eps, 0));
+        QN_TRY(qn_norm_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(L->post_ffn_norm), qn_tensor_of(next), w->eps,
+                                    0));
     }
 
     /* The head, for the last token only: logits [vocab] = Wemb xn[:, n-1]. */

@@ -325,7 +325,9 @@ qn_status qn_context_decode(qn_context *c, const qn_sample_params *p, int32_t *t
         c->step = g;
         c->step_params = *p;
     }
-    QN_TRY(qn_buffer_write(c->positions, 0, &c->pos, sizeof c->pos));
+    /* The position goes in on the stream, ahead of the replay: no host sync
+     * (exact as a float: positions stay below 2^24). */
+    QN_TRY(qn_fill(c->enc, qn_tensor_make(c->positions, 0, QN_I32, 1, 1, 1, 1), (float)c->pos));
     QN_TRY(qn_graph_launch(c->step, c->enc));
     QN_TRY(qn_encoder_commit_wait(c->enc));
     QN_TRY(qn_buffer_read(c->ids, 0, token, sizeof *token));

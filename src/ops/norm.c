@@ -1,4 +1,5 @@
-/* The norm family: qn_rms_norm, qn_add_rms_norm, qn_l2_norm, qn_layer_norm.
+/* The norm family: qn_rms_norm, qn_add_rms_norm, qn_norm_add_rms_norm,
+ * qn_l2_norm, qn_layer_norm.
  * One CPU reference and one kernel (norm_<dst>_<x>) serve all four; the
  * record says which. */
 #include "ops/transformer.h"
@@ -35,22 +36,34 @@ qn_status qn_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, 
     return launch(enc, "rms_norm", &a);
 }
 
-qn_status qn_add_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn_tensor a, qn_tensor b, qn_tensor w,
-                          float eps, float weight_offset) {
-    const char *op = "qn_add_rms_norm";
+/* qn_add_rms_norm, and with bw the sandwich form qn_norm_add_rms_norm. */
+static qn_status add_norm(const char *op, const char *name, qn_encoder *enc, qn_tensor dst, qn_tensor sum,
+                          qn_tensor a, qn_tensor b, const qn_tensor *bw, qn_tensor w, float eps, float weight_offset) {
     QN_TRY(check_common(op, enc, &dst, &a, eps));
     QN_TRY(qn_op_check_float(op, enc, "sum", &sum));
     QN_TRY(qn_op_check_float(op, enc, "b", &b));
     QN_TRY(qn_op_same_shape(op, "sum", &sum, "a", &a));
     QN_TRY(qn_op_same_shape(op, "b", &b, "a", &a));
+    if (bw && !qn_op_has(bw)) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: b_w is missing (b's norm weight)", op);
+    if (bw) QN_TRY(qn_op_check_vector(op, enc, "b_w", bw, a.ne[0], false));
     QN_TRY(qn_op_check_vector(op, enc, "w", &w, a.ne[0], false));
     QN_TRY(check_offset(op, weight_offset));
     if (dst.buf == sum.buf && dst.offset == sum.offset)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: dst and sum are the same memory (dst must not overlap sum)", op);
     qn_norm_args r = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&a), .w = qn_op_kt_opt(&w), .b = qn_op_kt(&b),
-                      .sum = qn_op_kt(&sum), .kind = QN_NORM_RMS, .has_w = qn_op_has(&w), .has_b = 1, .eps = eps,
-                      .w_off = weight_offset};
-    return launch(enc, "add_rms_norm", &r);
+                      .sum = qn_op_kt(&sum), .bw = bw ? qn_op_kt(bw) : (qn_kt){0}, .kind = QN_NORM_RMS,
+                      .has_w = qn_op_has(&w), .has_b = 1, .has_bw = bw != NULL, .eps = eps, .w_off = weight_offset};
+    return launch(enc, name, &r);
+}
+
+qn_status qn_add_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn_tensor a, qn_tensor b, qn_tensor w,
+                          float eps, float weight_offset) {
+    return add_norm("qn_add_rms_norm", "add_rms_norm", enc, dst, sum, a, b, NULL, w, eps, weight_offset);
+}
+
+qn_status qn_norm_add_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn_tensor a, qn_tensor b,
+                               qn_tensor b_w, qn_tensor w, float eps, float weight_offset) {
+    return add_norm("qn_norm_add_rms_norm", "norm_add_rms_norm", enc, dst, sum, a, b, &b_w, w, eps, weight_offset);
 }
 
 qn_status qn_l2_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, float eps) {

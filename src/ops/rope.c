@@ -1,6 +1,8 @@
-/* The RoPE family: qn_rope and the fused qn_rms_norm_rope. The angles
+/* The RoPE family: qn_rope and the fused qn_rms_norm_rope (and its form
+ * that appends to a KV cache, qn_rms_norm_rope_append). The angles
  * follow llama.cpp's rope (linear and YaRN scaling, frequency factors,
  * multi-section positions); see qn_rope_params in quanta.h. */
+#include "cpu/attention.h"
 #include "ops/transformer.h"
 
 #include <math.h>
@@ -57,15 +59,31 @@ static qn_status check_params(const char *op, const qn_rope_params *p, const qn_
     return QN_OK;
 }
 
+/* dst is x's shape, or with `cache` a KV cache [head_dim, capacity, heads]
+ * (f16 or bf16) that the rows are appended to. */
 static qn_status rope(const char *op, const char *name, qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w,
-                      float eps, float w_off, int norm, qn_tensor pos, qn_tensor ff, const qn_rope_params *p) {
-    QN_TRY(qn_op_check_float(op, enc, "dst", &dst));
+                      float eps, float w_off, int norm, bool cache, qn_tensor pos, qn_tensor ff,
+                      const qn_rope_params *p) {
     QN_TRY(qn_op_check_float(op, enc, "x", &x));
-    QN_TRY(qn_op_same_shape(op, "dst", &dst, "x", &x));
     if (x.ne[3] != 1)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: x ne[3] = %lld (expected [head_dim, heads, tokens, 1])", op,
                         (long long)x.ne[3]);
-    qn_rope_args a = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&x), .norm = norm, .eps = eps, .w_off = w_off};
+    if (cache) {
+        QN_TRY(qn_kv_cache_check(op, enc, "cache", &dst));
+        if (dst.dtype == QN_Q8_0)
+            return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: cache is q8_0 (expected f16 or bf16)", op);
+        if (x.ne[0] != dst.ne[0] || x.ne[1] != dst.ne[2] || x.ne[2] > dst.ne[1])
+            return qn_error(QN_ERR_INVALID_ARGUMENT,
+                            "%s: x [%lld,%lld,%lld] does not fit cache [%lld,%lld,%lld] (expected [head_dim, "
+                            "n_kv_heads, n_tokens <= capacity])",
+                            op, (long long)x.ne[0], (long long)x.ne[1], (long long)x.ne[2], (long long)dst.ne[0],
+                            (long long)dst.ne[1], (long long)dst.ne[2]);
+    } else {
+        QN_TRY(qn_op_check_float(op, enc, "dst", &dst));
+        QN_TRY(qn_op_same_shape(op, "dst", &dst, "x", &x));
+    }
+    qn_rope_args a = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&x), .norm = norm, .dst_cache = cache, .eps = eps,
+                      .w_off = w_off};
     QN_TRY(check_params(op, p, &x, &a.r));
     int multi = p->mode >= QN_ROPE_MULTI;
     QN_TRY(qn_op_check_i32(op, enc, "pos", &pos, (multi ? 4 : 1) * x.ne[2], 1));
@@ -86,10 +104,17 @@ static qn_status rope(const char *op, const char *name, qn_encoder *enc, qn_tens
 
 qn_status qn_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor pos, qn_tensor freq_factors,
                   const qn_rope_params *p) {
-    return rope("qn_rope", "rope", enc, dst, x, QN_TENSOR_NONE, 0.0f, 0.0f, 0, pos, freq_factors, p);
+    return rope("qn_rope", "rope", enc, dst, x, QN_TENSOR_NONE, 0.0f, 0.0f, 0, false, pos, freq_factors, p);
 }
 
 qn_status qn_rms_norm_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, float eps, float weight_offset,
                            qn_tensor pos, qn_tensor freq_factors, const qn_rope_params *p) {
-    return rope("qn_rms_norm_rope", "rms_norm_rope", enc, dst, x, w, eps, weight_offset, 1, pos, freq_factors, p);
+    return rope("qn_rms_norm_rope", "rms_norm_rope", enc, dst, x, w, eps, weight_offset, 1, false, pos, freq_factors,
+                p);
+}
+
+qn_status qn_rms_norm_rope_append(qn_encoder *enc, qn_tensor cache, qn_tensor x, qn_tensor w, float eps,
+                                  float weight_offset, qn_tensor pos, qn_tensor freq_factors, const qn_rope_params *p) {
+    return rope("qn_rms_norm_rope_append", "rms_norm_rope_append", enc, cache, x, w, eps, weight_offset, 1, true, pos,
+                freq_factors, p);
 }

@@ -206,8 +206,9 @@ __device__ __forceinline__ void qn_load4(float f[4], const char *p, long long nb
 typedef struct {
     qn_kt dst, x, w, bias;
     qn_kt b, sum; /* qn_add_rms_norm: x is a, sum = a + b stored first */
+    qn_kt bw;     /* qn_norm_add_rms_norm: b is RMS-normed with weight bw first */
     int kind;     /* QN_NORM_* */
-    int has_w, has_bias, has_b;
+    int has_w, has_bias, has_b, has_bw;
     float eps, w_off;
 } qn_norm_args;
 
@@ -217,6 +218,8 @@ typedef struct {
     int has_ff;
     int norm; /* qn_rms_norm_rope: RMS-normalize each row first */
     int has_w;
+    int dst_cache; /* qn_rms_norm_rope_append: dst is a KV cache [head_dim, capacity,
+                      heads]; head h of token t goes to row (pos[0] + t) % capacity */
     float eps, w_off;
 } qn_rope_args;
 

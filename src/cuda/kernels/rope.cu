@@ -7,7 +7,10 @@
  * grid is smaller; a thread takes whole pairs, so it reads both elements of
  * a pair before writing them and dst may be x. Bytes: x read once (twice
  * from cache with the norm: once for the sum of squares), dst written once.
- * The angle math (qn_rope_cs) is shared with the CPU. Kernels rope_<dst>_<x>. */
+ * With dst_cache, dst is a KV cache and a row lands in the cache row of its
+ * token (qn_rms_norm_rope_append). The angle math (qn_rope_cs) is shared
+ * with the CPU. Kernels rope_<dst>_<x>. */
+#include "attention_common.cuh"
 #include "ops_math.cuh"
 
 template <int DT, int XT>
@@ -18,7 +21,8 @@ __device__ void rope_rows(const qn_rope_args &a) {
     const int nsec = a.r.mode == QN_ROPE_K_NORMAL || a.r.mode == QN_ROPE_K_NEOX ? 1 : 4;
     QN_FOR_EACH_ROW(a.x) {
         const char *x = qn_kt_at(&a.x, 0, i1, i2, i3);
-        char *d = qn_kt_at(&a.dst, 0, i1, i2, i3);
+        char *d = a.dst_cache ? qn_kt_at(&a.dst, 0, (qn_attn_p0(&a.pos) + i2) % a.dst.ne[1], i1, 0)
+                              : qn_kt_at(&a.dst, 0, i1, i2, i3);
         float scale = 1.0f;
         if (a.norm) {
             float acc = 0.0f;
