@@ -17,14 +17,8 @@ static void norm_rows(void *ctx, int64_t begin, int64_t end) {
             const char *b = qn_kt_at(&a->b, 0, i1, i2, i3);
             char *s = qn_kt_at(&a->sum, 0, i1, i2, i3);
             float bscale = 1.0f;
-            if (a->has_bw) {
-                float bsq = 0.0f;
-                for (long long i = 0; i < n; i++) {
-                    float v = qn_load_f32(b + i * a->b.nb[0], a->b.dtype);
-                    bsq += v * v;
-                }
-                bscale = qn_norm_scale(QN_NORM_RMS, bsq, n, a->eps);
-            }
+            if (a->has_bw)
+                bscale = qn_norm_scale(QN_NORM_RMS, qn_cpu_row_sumsq(b, a->b.nb[0], a->b.dtype, 0.0f, n), n, a->eps);
             for (long long i = 0; i < n; i++) {
                 float o = qn_load_f32(b + i * a->b.nb[0], a->b.dtype);
                 if (a->has_bw) o = o * bscale * (qn_load_f32(qn_kt_at(&a->bw, i, 0, 0, 0), a->bw.dtype) + a->w_off);
@@ -39,10 +33,7 @@ static void norm_rows(void *ctx, int64_t begin, int64_t end) {
             for (long long i = 0; i < n; i++) mean += qn_load_f32(x + i * xnb, xt);
             mean /= (float)n;
         }
-        for (long long i = 0; i < n; i++) {
-            float v = qn_load_f32(x + i * xnb, xt) - mean;
-            sq += v * v;
-        }
+        sq = qn_cpu_row_sumsq(x, xnb, xt, mean, n);
         float scale = qn_norm_scale(a->kind, sq, n, a->eps);
         for (long long i = 0; i < n; i++) {
             float v = (qn_load_f32(x + i * xnb, xt) - mean) * scale;

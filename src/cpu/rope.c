@@ -15,14 +15,7 @@ static void rope_rows(void *ctx, int64_t begin, int64_t end) {
         char *d = a->dst_cache ? qn_kt_at(&a->dst, 0, (qn_attn_p0(&a->pos) + i2) % a->dst.ne[1], i1, 0)
                                : qn_kt_at(&a->dst, 0, i1, i2, i3);
         float scale = 1.0f;
-        if (a->norm) {
-            float sq = 0.0f;
-            for (long long i = 0; i < n; i++) {
-                float v = qn_load_f32(x + i * a->x.nb[0], a->x.dtype);
-                sq += v * v;
-            }
-            scale = qn_norm_scale(QN_NORM_RMS, sq, n, a->eps);
-        }
+        if (a->norm) scale = qn_norm_scale(QN_NORM_RMS, qn_cpu_row_sumsq(x, a->x.nb[0], a->x.dtype, 0.0f, n), n, a->eps);
         /* positions of this token: one, or one per section */
         int p[4] = {0, 0, 0, 0};
         int nsec = a->r.mode == QN_ROPE_K_NORMAL || a->r.mode == QN_ROPE_K_NEOX ? 1 : 4;

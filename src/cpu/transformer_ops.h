@@ -16,4 +16,14 @@ void qn_cpu_moe_route(qn_device *dev, const void *args);
 void qn_cpu_moe_combine(qn_device *dev, const void *args);
 void qn_cpu_sample(qn_device *dev, const void *args);
 
+/* Sum of (x[i] - mean)^2 over a row of n, in order (the CPU norms' sums). */
+static inline float qn_cpu_row_sumsq(const char *x, long long nb, int dt, float mean, long long n) {
+    float sq = 0.0f;
+    for (long long i = 0; i < n; i++) {
+        float v = qn_load_f32(x + i * nb, dt) - mean;
+        sq += v * v;
+    }
+    return sq;
+}
+
 #endif
