@@ -254,6 +254,19 @@ static hash128 variant_key(const qn_kernel_variant *v, const char *arch, int nv_
     return h;
 }
 
+static size_t count_of(const char *text, const char *word) {
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, word)) != NULL; p += strlen(word)) n++;
+    return n;
+}
+
+bool qn_registry_grid_waits(size_t index) {
+    const char *text = index < qn_kernel_variants_count ? embedded_text(qn_kernel_variants[index].source) : NULL;
+    if (!text) return false;
+    const size_t kernels = count_of(text, "__global__");
+    return kernels > 0 && count_of(text, "QN_GRID_WAIT();") == kernels;
+}
+
 static qn_status compile_variant(size_t index, const char *arch, image_slot *slot) {
     const qn_kernel_variant *v = &qn_kernel_variants[index];
     const qn_nvrtc_api *nv = qn_nvrtc_api_get();

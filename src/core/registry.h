@@ -29,6 +29,11 @@ extern const size_t qn_kernel_variants_count;
 
 /* Index of the registered variant, or QN_ERR_INVALID_ARGUMENT. */
 qn_status qn_registry_find(const char *source, const char *defines, size_t *index);
+/* Whether every kernel of the variant's source opens with QN_GRID_WAIT()
+ * (as many of those as of __global__ in its text), so it may be launched
+ * while the kernel before it is still finishing (programmatic dependent
+ * launch). A source that misses one anywhere is launched the plain way. */
+bool qn_registry_grid_waits(size_t index);
 
 /* A compiled image of variant `index` for `arch` ("sm_90a"): a cubin, or PTX
  * text (*is_ptx) when this NVRTC cannot target the architecture itself. The

@@ -20,6 +20,7 @@ typedef struct {
     uint64_t hash;
     CUfunction f;
     unsigned smem_opt_in; /* dynamic shared memory limit raised so far */
+    bool early;           /* launched with programmatic stream serialization */
 } kfunc;
 
 #define KFUNC_SLOTS 4096 /* open addressing; far above the registered functions */
@@ -390,6 +391,8 @@ static qn_status find_function(qn_device *dev, const char *source, const char *d
         snprintf(k->fn, sizeof k->fn, "%s", fn);
         k->hash = h;
         k->smem_opt_in = 48 * 1024;
+        /* griddepcontrol exists from sm_90 on */
+        k->early = dev->info.cc_major >= 9 && qn_registry_grid_waits(vi);
         *out = k;
         goto done;
     }
@@ -419,8 +422,15 @@ qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, co
         QN_TRY(profile_pair(enc, op, &p));
         QN_CU(api->cuEventRecordWithFlags(p->start, enc->stream, rec_flags), op);
     }
-    CUresult r = api->cuLaunchKernel(k->f, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem,
-                                     enc->stream, args, NULL);
+    /* A kernel that waits for its predecessor itself (QN_GRID_WAIT) may
+     * start while that one finishes: its launch latency hides behind the
+     * other's tail, about a microsecond a kernel in a decode step. */
+    qn_cu_launch_attr attr = {.id = QN_CU_LAUNCH_ATTR_PROGRAMMATIC_STREAM_SERIALIZATION};
+    attr.value.programmatic_stream_serialization_allowed = 1;
+    const qn_cu_launch_config cfg = {grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, enc->stream, &attr, 1};
+    CUresult r = k->early ? api->cuLaunchKernelEx(&cfg, k->f, args, NULL)
+                          : api->cuLaunchKernel(k->f, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem,
+                                                enc->stream, args, NULL);
     if (r != 0) {
         char what[200];
         snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u, block %ux%ux%u, smem %u)", fn,

@@ -86,6 +86,7 @@ static void load_cuda(void) {
     SYM(cuda_api, cuModuleGetFunction, "cuModuleGetFunction");
     SYM(cuda_api, cuFuncSetAttribute, "cuFuncSetAttribute");
     SYM(cuda_api, cuLaunchKernel, "cuLaunchKernel");
+    SYM(cuda_api, cuLaunchKernelEx, "cuLaunchKernelEx");
     SYM(cuda_api, cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags");
     SYM(cuda_api, cuGraphLaunch, "cuGraphLaunch");
     SYM(cuda_api, cuGraphExecDestroy, "cuGraphExecDestroy");

@@ -23,6 +23,26 @@ typedef struct CUevent_st *CUevent;
 typedef struct CUgraph_st *CUgraph;
 typedef struct CUgraphExec_st *CUgraphExec;
 
+/* cuLaunchKernelEx's configuration, as cuda.h lays it out (CUDA 12). Only
+ * the programmatic stream serialization attribute is used: the kernel may
+ * start while the one before it on the stream finishes, and waits for it
+ * with griddepcontrol.wait (QN_GRID_WAIT in the kernels). */
+typedef struct {
+    int id; /* CUlaunchAttributeID */
+    char pad[4];
+    union {
+        char bytes[64];
+        int programmatic_stream_serialization_allowed;
+    } value;
+} qn_cu_launch_attr;
+
+typedef struct {
+    unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, smem;
+    CUstream stream;
+    qn_cu_launch_attr *attrs;
+    unsigned num_attrs;
+} qn_cu_launch_config;
+
 enum {
     QN_CUDA_SUCCESS = 0,
     QN_CUDA_ERROR_OUT_OF_MEMORY = 2,
@@ -35,6 +55,7 @@ enum {
     QN_CU_STREAM_NON_BLOCKING = 1,
     QN_CU_EVENT_DISABLE_TIMING = 2,
     QN_CU_EVENT_RECORD_EXTERNAL = 1, /* an event recorded during capture becomes a graph node */
+    QN_CU_LAUNCH_ATTR_PROGRAMMATIC_STREAM_SERIALIZATION = 6,
     QN_CU_CAPTURE_MODE_RELAXED = 2,
     QN_CU_MEMHOSTALLOC_PORTABLE = 1,
 };
@@ -76,6 +97,7 @@ typedef struct {
     CUresult (*cuModuleUnload)(CUmodule);
     CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
     CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
+    CUresult (*cuLaunchKernelEx)(const qn_cu_launch_config *, CUfunction, void **, void **);
     CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
                                unsigned, unsigned, CUstream, void **, void **);
     CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph, unsigned long long);

@@ -31,9 +31,19 @@
 
 #define MAX_LAYERS 256
 
+/* q, k and v come from one stacked projection where their types agree
+ * (one matvec instead of three): proj[i] holds the rows of consecutive
+ * projections of one type, and writes rows row0[i] .. row0[i] + rows[i] of
+ * the qkv step buffer. */
+typedef struct {
+    qn_buffer *proj[3];        /* [E, rows[i]]             */
+    int64_t row0[3], rows[3];
+    int nproj;
+} qkv_weights;
+
 typedef struct {
     qn_buffer *attn_norm;      /* f32 [E]                  */
-    qn_buffer *wq, *wk, *wv;   /* [E, H*D], [E, Hkv*D] x 2 */
+    qkv_weights qkv;           /* q [E, H*D], k and v [E, Hkv*D] */
     qn_buffer *q_norm, *k_norm; /* f32 [D]                 */
     qn_buffer *wo;             /* [H*D, E]                 */
     qn_buffer *post_attn_norm; /* f32 [E]                  */
@@ -58,8 +68,7 @@ typedef struct {
     qn_buffer *k_cache[MAX_LAYERS], *v_cache[MAX_LAYERS]; /* f16 [D, capacity, Hkv] */
     qn_buffer *x;       /* f32 [E, T]     the residual stream               */
     qn_buffer *xn;      /* f32 [E, T]     the normed input of the next block */
-    qn_buffer *q;       /* f32 [D, H, T]                                    */
-    qn_buffer *k, *v;   /* f32 [D, Hkv, T]                                  */
+    qn_buffer *qkv;     /* f32 [(H + 2 Hkv) D, T]: a token's q, k, v heads   */
     qn_buffer *att;     /* f32 [D, H, T]  attention output                  */
     qn_buffer *proj;    /* f32 [E, T]     attention / feed-forward output   */
     qn_buffer *hidden;  /* f32 [F, T]     GeGLU units                       */
@@ -163,6 +172,32 @@ static qn_status blk(qn_model *m, int l, const char *what, int64_t ne0, int64_t 
     return tensor2(m, name, ne0, ne1, out);
 }
 
+/* q, k, v of layer l, consecutive ones of one type stacked. */
+static qn_status load_qkv(qn_model *m, int l, int64_t E, int64_t HD, int64_t KD, qkv_weights *w) {
+    static const char *const what[3] = {"attn_q", "attn_k", "attn_v"};
+    char names[3][96];
+    qn_dtype types[3];
+    const int64_t rows[3] = {HD, KD, KD};
+    for (int i = 0; i < 3; i++) {
+        snprintf(names[i], sizeof names[i], "blk.%d.%s.weight", l, what[i]);
+        QN_TRY(qn_model_tensor_type(m, names[i], &types[i]));
+    }
+    w->nproj = 0;
+    for (int i = 0, row0 = 0; i < 3;) {
+        int j = i + 1;
+        while (j < 3 && types[j] == types[i]) j++;
+        const char *stack[3];
+        int64_t total = 0;
+        for (int k = i; k < j; k++) stack[k - i] = names[k], total += rows[k];
+        QN_TRY(qn_model_tensor_stack(m, stack, j - i, E, rows + i, &w->proj[w->nproj]));
+        w->row0[w->nproj] = row0;
+        w->rows[w->nproj++] = total;
+        row0 += (int)total;
+        i = j;
+    }
+    return QN_OK;
+}
+
 static void gemma3_free(qn_model *m) {
     free(m->weights); /* the tensors are the model's (m->bufs) */
     m->weights = NULL;
@@ -181,9 +216,7 @@ static qn_status gemma3_load(qn_model *m) {
     for (int l = 0; l < w->n_layer; l++) {
         layer *L = &w->layers[l];
         QN_TRY(blk(m, l, "attn_norm", E, 1, &L->attn_norm));
-        QN_TRY(blk(m, l, "attn_q", E, HD, &L->wq));
-        QN_TRY(blk(m, l, "attn_k", E, KD, &L->wk));
-        QN_TRY(blk(m, l, "attn_v", E, KD, &L->wv));
+        QN_TRY(load_qkv(m, l, E, HD, KD, &L->qkv));
         QN_TRY(blk(m, l, "attn_q_norm", D, 1, &L->q_norm));
         QN_TRY(blk(m, l, "attn_k_norm", D, 1, &L->k_norm));
         QN_TRY(blk(m, l, "attn_output", HD, E, &L->wo));
@@ -216,7 +249,7 @@ static void gemma3_context_free(qn_context *c) {
         qn_buffer_free(st->k_cache[l]);
         qn_buffer_free(st->v_cache[l]);
     }
-    qn_buffer *bufs[] = {st->x, st->xn, st->q, st->k, st->v, st->att, st->proj, st->hidden, st->scratch};
+    qn_buffer *bufs[] = {st->x, st->xn, st->qkv, st->att, st->proj, st->hidden, st->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) qn_buffer_free(bufs[i]);
     free(st);
     c->state = NULL;
@@ -251,9 +284,7 @@ static qn_status gemma3_context_init(qn_context *c) {
     }
     QN_TRY(alloc2(dev, E, T, &st->x));
     QN_TRY(alloc2(dev, E, T, &st->xn));
-    QN_TRY(alloc2(dev, D * H, T, &st->q));
-    QN_TRY(alloc2(dev, D * Hkv, T, &st->k));
-    QN_TRY(alloc2(dev, D * Hkv, T, &st->v));
+    QN_TRY(alloc2(dev, D * (H + 2 * Hkv), T, &st->qkv));
     QN_TRY(alloc2(dev, D * H, T, &st->att));
     QN_TRY(alloc2(dev, E, T, &st->proj));
     QN_TRY(alloc2(dev, w->n_ff, T, &st->hidden));
@@ -263,6 +294,23 @@ static qn_status gemma3_context_init(qn_context *c) {
 /* A contiguous f32 view of the first n tokens of a step buffer. */
 static qn_tensor f32_view(qn_buffer *b, int64_t ne0, int64_t ne1, int64_t ne2) {
     return qn_tensor_make(b, 0, QN_F32, ne0, ne1, ne2, 1);
+}
+
+/* Views into the qkv buffer, whose token rows are `stride` floats apart:
+ * [ne0, n] (a projection's output rows) and [ne0, ne1, n] (heads), from
+ * element `first` of each token's row. */
+static qn_tensor qkv_rows(qn_buffer *b, int64_t first, int64_t stride, int64_t ne0, int64_t n) {
+    qn_tensor t = qn_tensor_make(b, (size_t)first * sizeof(float), QN_F32, ne0, n, 1, 1);
+    t.nb[1] = stride * (int64_t)sizeof(float);
+    t.nb[2] = t.nb[3] = t.nb[1] * n;
+    return t;
+}
+
+static qn_tensor qkv_heads(qn_buffer *b, int64_t first, int64_t stride, int64_t ne0, int64_t ne1, int64_t n) {
+    qn_tensor t = qn_tensor_make(b, (size_t)first * sizeof(float), QN_F32, ne0, ne1, n, 1);
+    t.nb[2] = stride * (int64_t)sizeof(float);
+    t.nb[3] = t.nb[2] * n;
+    return t;
 }
 
 /* ---- the forward pass */
@@ -276,16 +324,16 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
     qn_tensor pos = qn_tensor_make(c->positions, 0, QN_I32, n, 1, 1, 1); /* i32 [n]        */
     qn_tensor x = f32_view(st->x, E, n, 1);                              /* [E, n]         */
     qn_tensor xn = f32_view(st->xn, E, n, 1);                            /* [E, n]         */
-    qn_tensor q = f32_view(st->q, D, H, n);                              /* [D, H, n]      */
-    qn_tensor k = f32_view(st->k, D, Hkv, n);                            /* [D, Hkv, n]    */
-    qn_tensor v = f32_view(st->v, D, Hkv, n);                            /* [D, Hkv, n]    */
+    const int64_t QKV = D * (H + 2 * Hkv);                               /* a token's qkv row */
+    qn_tensor q = qkv_heads(st->qkv, 0, QKV, D, H, n);                   /* [D, H, n]      */
+    qn_tensor k = qkv_heads(st->qkv, D * H, QKV, D, Hkv, n);             /* [D, Hkv, n]    */
+    qn_tensor v = qkv_heads(st->qkv, D * (H + Hkv), QKV, D, Hkv, n);     /* [D, Hkv, n]    */
     qn_tensor att = f32_view(st->att, D, H, n);                          /* [D, H, n]      */
     qn_tensor proj = f32_view(st->proj, E, n, 1);                        /* [E, n]         */
     qn_tensor hidden = f32_view(st->hidden, F, n, 1);                    /* [F, n]         */
     qn_tensor scratch = qn_tensor_of(st->scratch);
-    /* The projections see q, k, v and att as matrices of one column a token. */
-    qn_tensor q2 = f32_view(st->q, D * H, n, 1), k2 = f32_view(st->k, D * Hkv, n, 1);
-    qn_tensor v2 = f32_view(st->v, D * Hkv, n, 1), att2 = f32_view(st->att, D * H, n, 1);
+    /* The output projection sees att as a matrix of one column a token. */
+    qn_tensor att2 = f32_view(st->att, D * H, n, 1);
 
     QN_TRY(qn_embed(enc, x, qn_tensor_of(w->tok_embd), ids, sqrtf((float)E)));
     QN_TRY(qn_rms_norm(enc, xn, x, qn_tensor_of(w->layers[0].attn_norm), w->eps, 0));
@@ -296,9 +344,10 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
         qn_tensor kc = qn_tensor_of(st->k_cache[l]), vc = qn_tensor_of(st->v_cache[l]);
 
         /* attention */
-        QN_TRY(qn_qmatmul(enc, q2, qn_tensor_of(L->wq), xn));
-        QN_TRY(qn_qmatmul(enc, k2, qn_tensor_of(L->wk), xn));
-        QN_TRY(qn_qmatmul(enc, v2, qn_tensor_of(L->wv), xn));
+        for (int i = 0; i < L->qkv.nproj; i++) { /* q, k, v: rows of qkv, one matvec per stack */
+            qn_tensor y = qkv_rows(st->qkv, L->qkv.row0[i], QKV, L->qkv.rows[i], n);
+            QN_TRY(qn_qmatmul(enc, y, qn_tensor_of(L->qkv.proj[i]), xn));
+        }
         QN_TRY(qn_rms_norm_rope(enc, q, q, qn_tensor_of(L->q_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));
         /* k normed and rotated straight into its cache rows */
         QN_TRY(qn_rms_norm_rope_append(enc, kc, k, qn_tensor_of(L->k_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));

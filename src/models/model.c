@@ -90,27 +90,84 @@ static void shape_text(int n_dims, const int64_t *ne, char *buf, size_t len) {
         k += (size_t)snprintf(buf + k, len - k, "%s%lld", d ? " x " : "", (long long)ne[d]);
 }
 
+/* The tensor `name`, checked to have n_dims dimensions of sizes ne. */
+static qn_status find_tensor(qn_model *m, const char *name, int n_dims, const int64_t *ne, qn_gguf_tensor *t,
+                             int64_t *index) {
+    int64_t i = qn_gguf_find_tensor(m->gguf, name);
+    if (i < 0) return qn_error(QN_ERR_FORMAT, "tensor %s is missing", name);
+    QN_TRY(qn_gguf_tensor_get(m->gguf, i, t));
+    bool ok = t->n_dims == n_dims;
+    for (int d = 0; d < n_dims && ok; d++) ok = t->ne[d] == ne[d];
+    if (!ok) {
+        char want[96], got[96];
+        shape_text(n_dims, ne, want, sizeof want);
+        shape_text(t->n_dims, t->ne, got, sizeof got);
+        return qn_error(QN_ERR_FORMAT, "tensor %s has shape [%s], expected [%s]", name, got, want);
+    }
+    *index = i;
+    return QN_OK;
+}
+
+/* A buffer the model owns (freed with it). */
+static qn_status own(qn_model *m, qn_buffer *b) {
+    qn_buffer **bufs = realloc(m->bufs, (m->n_bufs + 1) * sizeof *bufs);
+    if (!bufs) {
+        qn_buffer_free(b);
+        return qn_error(QN_ERR_OUT_OF_MEMORY, "qn_model_load: out of host memory");
+    }
+    m->bufs = bufs;
+    m->bufs[m->n_bufs++] = b;
+    return QN_OK;
+}
+
+/* Bytes of `name` counted as loaded, with the progress report. */
+static void loaded(qn_model *m, const char *name, uint64_t bytes) {
+    m->load_done += bytes;
+    m->info.weight_bytes += bytes;
+    if (m->progress) m->progress((size_t)m->load_done, (size_t)m->load_total, name, m->progress_user);
+}
+
 qn_status qn_model_tensor(qn_model *m, const char *name, int n_dims, const int64_t *ne, qn_buffer **out) {
+    qn_gguf_tensor t;
+    int64_t i = -1;
+    QN_TRY(find_tensor(m, name, n_dims, ne, &t, &i));
+    QN_TRY(qn_gguf_tensor_upload(m->gguf, i, m->dev, out));
+    QN_TRY(own(m, *out));
+    loaded(m, name, t.bytes);
+    return QN_OK;
+}
+
+qn_status qn_model_tensor_type(qn_model *m, const char *name, qn_dtype *type) {
     int64_t i = qn_gguf_find_tensor(m->gguf, name);
     if (i < 0) return qn_error(QN_ERR_FORMAT, "tensor %s is missing", name);
     qn_gguf_tensor t;
     QN_TRY(qn_gguf_tensor_get(m->gguf, i, &t));
-    bool ok = t.n_dims == n_dims;
-    for (int d = 0; d < n_dims && ok; d++) ok = t.ne[d] == ne[d];
-    if (!ok) {
-        char want[96], got[96];
-        shape_text(n_dims, ne, want, sizeof want);
-        shape_text(t.n_dims, t.ne, got, sizeof got);
-        return qn_error(QN_ERR_FORMAT, "tensor %s has shape [%s], expected [%s]", name, got, want);
+    *type = t.type;
+    return QN_OK;
+}
+
+qn_status qn_model_tensor_stack(qn_model *m, const char *const *names, int n, int64_t ne0, const int64_t *ne1,
+                                qn_buffer **out) {
+    qn_gguf_tensor t[8];
+    int64_t idx, rows = 0;
+    if (n < 1 || n > 8) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_model_tensor_stack: %d tensors (1 to 8)", n);
+    for (int k = 0; k < n; k++) {
+        QN_TRY(find_tensor(m, names[k], 2, (int64_t[]){ne0, ne1[k]}, &t[k], &idx));
+        if (t[k].type != t[0].type)
+            return qn_error(QN_ERR_UNSUPPORTED, "tensor %s is %s but %s is %s (a stack needs one type)", names[k],
+                            qn_dtype_name(t[k].type), names[0], qn_dtype_name(t[0].type));
+        rows += ne1[k];
     }
-    qn_buffer **bufs = realloc(m->bufs, (m->n_bufs + 1) * sizeof *bufs);
-    if (!bufs) return qn_error(QN_ERR_OUT_OF_MEMORY, "qn_model_load: out of host memory");
-    m->bufs = bufs;
-    QN_TRY(qn_gguf_tensor_upload(m->gguf, i, m->dev, out));
-    m->bufs[m->n_bufs++] = *out;
-    m->load_done += t.bytes;
-    m->info.weight_bytes += t.bytes;
-    if (m->progress) m->progress((size_t)m->load_done, (size_t)m->load_total, name, m->progress_user);
+    qn_buffer *b;
+    QN_TRY(qn_buffer_alloc(m->dev, t[0].type, 2, (int64_t[]){ne0, rows}, &b));
+    QN_TRY(own(m, b));
+    size_t at = 0;
+    for (int k = 0; k < n; k++) {
+        QN_TRY(qn_buffer_write(b, at, t[k].data, (size_t)t[k].bytes));
+        at += (size_t)t[k].bytes;
+        loaded(m, names[k], t[k].bytes);
+    }
+    *out = b;
     return QN_OK;
 }
 

@@ -78,5 +78,14 @@ const char *qn_arch_key(const qn_model *m, const char *suffix, char *buf, size_t
  * n_dims dimensions of the given sizes. Missing: QN_ERR_FORMAT "tensor NAME
  * is missing"; wrong shape: QN_ERR_FORMAT naming both shapes. */
 qn_status qn_model_tensor(qn_model *m, const char *name, int n_dims, const int64_t *ne, qn_buffer **out);
+/* The type of tensor `name` (missing: QN_ERR_FORMAT). */
+qn_status qn_model_tensor_type(qn_model *m, const char *name, qn_dtype *type);
+/* n 2-D tensors [ne0, ne1[i]] of one type stacked into one buffer [ne0, sum
+ * of ne1] (rows of the first, then of the second, ...), so one matvec
+ * computes all their outputs (fused projections). Each is checked as
+ * qn_model_tensor checks; a type differing from the first's is
+ * QN_ERR_UNSUPPORTED naming both. */
+qn_status qn_model_tensor_stack(qn_model *m, const char *const *names, int n, int64_t ne0, const int64_t *ne1,
+                                qn_buffer **out);
 
 #endif

@@ -31,8 +31,8 @@ __device__ void act_rows(const qn_act_args &a) {
 }
 
 #define ACT(dn, xn, DT, XT)                                                                                \
-    extern "C" __global__ void unary_##dn##_##xn(qn_act_args a) { act_rows<DT, XT, false>(a); }          \
-    extern "C" __global__ void glu_##dn##_##xn(qn_act_args a) { act_rows<DT, XT, true>(a); }
+    extern "C" __global__ void unary_##dn##_##xn(qn_act_args a) { QN_GRID_WAIT(); act_rows<DT, XT, false>(a); }          \
+    extern "C" __global__ void glu_##dn##_##xn(qn_act_args a) { QN_GRID_WAIT(); act_rows<DT, XT, true>(a); }
 #define ACT_X(dn, DT)           \
     ACT(dn, f32, DT, QN_KT_F32) \
     ACT(dn, f16, DT, QN_KT_F16) \

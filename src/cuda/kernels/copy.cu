@@ -12,7 +12,7 @@
 #include "tensor.h"
 
 #ifndef QN_DST
-extern "C" __global__ void fill(qn_kt dst, float value) {
+extern "C" __global__ void fill(qn_kt dst, float value) { QN_GRID_WAIT();
     QN_FOR_EACH_ROW(dst) {
         qn_row_fill(qn_kt_at(&dst, 0, i1, i2, i3), dst.nb[0], dst.dtype, value, threadIdx.x, dst.ne[0], blockDim.x);
     }
@@ -20,7 +20,7 @@ extern "C" __global__ void fill(qn_kt dst, float value) {
 
 /* dst = src for any one dtype: `units` elements (blocks, for block types) of
  * `unit_bytes` each per row, copied byte by byte. */
-extern "C" __global__ void copy_bytes(qn_kt dst, qn_kt src, long long units, int unit_bytes) {
+extern "C" __global__ void copy_bytes(qn_kt dst, qn_kt src, long long units, int unit_bytes) { QN_GRID_WAIT();
     QN_FOR_EACH_ROW(dst) {
         qn_row_bytes(qn_kt_at(&dst, 0, i1, i2, i3), dst.nb[0], qn_kt_at(&src, 0, i1, i2, i3), src.nb[0], unit_bytes,
                      threadIdx.x, units * unit_bytes, blockDim.x);
@@ -52,8 +52,8 @@ __device__ void set_rows_t(const qn_kt &dst, const qn_kt &src, const qn_kt &idx)
 }
 
 #define CONVERT(dn, sn, DT, ST)                                                                        \
-    extern "C" __global__ void copy_##dn##_##sn(qn_kt dst, qn_kt src) { convert_rows<DT, ST>(dst, src); } \
-    extern "C" __global__ void set_rows_##dn##_##sn(qn_kt dst, qn_kt src, qn_kt idx) {                  \
+    extern "C" __global__ void copy_##dn##_##sn(qn_kt dst, qn_kt src) { QN_GRID_WAIT(); convert_rows<DT, ST>(dst, src); } \
+    extern "C" __global__ void set_rows_##dn##_##sn(qn_kt dst, qn_kt src, qn_kt idx) { QN_GRID_WAIT();                  \
         set_rows_t<DT, ST>(dst, src, idx);                                                           \
     }
 #define CONVERT_FROM(dn, DT)                                                                          \

@@ -24,14 +24,14 @@ __device__ void binary_rows(const qn_kt &dst, const qn_kt &a, const qn_kt &b, in
 }
 
 #define BINARY(dn, an, bn, DT, AT, BT)                                                                  \
-    extern "C" __global__ void binary_##dn##_##an##_##bn(qn_kt dst, qn_kt a, qn_kt b, int op) {       \
+    extern "C" __global__ void binary_##dn##_##an##_##bn(qn_kt dst, qn_kt a, qn_kt b, int op) { QN_GRID_WAIT();       \
         binary_rows<DT, AT, BT>(dst, a, b, op, 0.0f);                                                \
     }
 #define BINARY_B(dn, an, DT, AT)                                                                      \
     BINARY(dn, an, f32, DT, AT, QN_KT_F32)                                                            \
     BINARY(dn, an, f16, DT, AT, QN_KT_F16)                                                            \
     BINARY(dn, an, bf16, DT, AT, QN_KT_BF16)                                                          \
-    extern "C" __global__ void scale_##dn##_##an(qn_kt dst, qn_kt a, float s) {                       \
+    extern "C" __global__ void scale_##dn##_##an(qn_kt dst, qn_kt a, float s) { QN_GRID_WAIT();                       \
         binary_rows<DT, AT, -1>(dst, a, a, QN_BIN_MUL, s);                                            \
     }
 #define BINARY_A(dn, DT)                                                                              \

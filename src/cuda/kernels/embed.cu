@@ -48,13 +48,13 @@ __device__ void embed_blocks(const qn_embed_args &a) {
 }
 
 #define EMBED_FLOAT(dn, tn, DT, TT) \
-    extern "C" __global__ void embed_##dn##_##tn(qn_embed_args a) { embed_float<DT, TT>(a); }
+    extern "C" __global__ void embed_##dn##_##tn(qn_embed_args a) { QN_GRID_WAIT(); embed_float<DT, TT>(a); }
 #define EMBED_BLOCKS_F32(B, tn, id) \
-    extern "C" __global__ void embed_f32_##tn(qn_embed_args a) { embed_blocks<QN_KT_F32, B>(a); }
+    extern "C" __global__ void embed_f32_##tn(qn_embed_args a) { QN_GRID_WAIT(); embed_blocks<QN_KT_F32, B>(a); }
 #define EMBED_BLOCKS_F16(B, tn, id) \
-    extern "C" __global__ void embed_f16_##tn(qn_embed_args a) { embed_blocks<QN_KT_F16, B>(a); }
+    extern "C" __global__ void embed_f16_##tn(qn_embed_args a) { QN_GRID_WAIT(); embed_blocks<QN_KT_F16, B>(a); }
 #define EMBED_BLOCKS_BF16(B, tn, id) \
-    extern "C" __global__ void embed_bf16_##tn(qn_embed_args a) { embed_blocks<QN_KT_BF16, B>(a); }
+    extern "C" __global__ void embed_bf16_##tn(qn_embed_args a) { QN_GRID_WAIT(); embed_blocks<QN_KT_BF16, B>(a); }
 #define EMBED_FLOATS(dn, DT)              \
     EMBED_FLOAT(dn, f32, DT, QN_KT_F32)   \
     EMBED_FLOAT(dn, f16, DT, QN_KT_F16)   \

@@ -35,6 +35,6 @@ __device__ void kv_append(const qn_kt &cache, const qn_kt &src, const qn_kt &pos
         }
 }
 
-extern "C" __global__ void kv_append_f16(qn_kt cache, qn_kt src, qn_kt pos) { kv_append<QN_KT_F16>(cache, src, pos); }
-extern "C" __global__ void kv_append_bf16(qn_kt cache, qn_kt src, qn_kt pos) { kv_append<QN_KT_BF16>(cache, src, pos); }
-extern "C" __global__ void kv_append_q8_0(qn_kt cache, qn_kt src, qn_kt pos) { kv_append<QN_KT_Q8_0>(cache, src, pos); }
+extern "C" __global__ void kv_append_f16(qn_kt cache, qn_kt src, qn_kt pos) { QN_GRID_WAIT(); kv_append<QN_KT_F16>(cache, src, pos); }
+extern "C" __global__ void kv_append_bf16(qn_kt cache, qn_kt src, qn_kt pos) { QN_GRID_WAIT(); kv_append<QN_KT_BF16>(cache, src, pos); }
+extern "C" __global__ void kv_append_q8_0(qn_kt cache, qn_kt src, qn_kt pos) { QN_GRID_WAIT(); kv_append<QN_KT_Q8_0>(cache, src, pos); }

@@ -15,7 +15,7 @@
 
 #define ROUTE_WARPS 4
 
-extern "C" __global__ void moe_route(qn_moe_route_args a) {
+extern "C" __global__ void moe_route(qn_moe_route_args a) { QN_GRID_WAIT();
     __shared__ float p_all[ROUTE_WARPS][QN_MOE_MAX_EXPERTS], sel_all[ROUTE_WARPS][QN_MOE_MAX_EXPERTS];
     __shared__ float w_all[ROUTE_WARPS][QN_MOE_MAX_TOP_K];
     __shared__ int id_all[ROUTE_WARPS][QN_MOE_MAX_TOP_K];
@@ -103,7 +103,7 @@ __device__ void combine_rows(const qn_moe_combine_args &a) {
 }
 
 #define COMBINE(dn, en, DT, ET) \
-    extern "C" __global__ void moe_combine_##dn##_##en(qn_moe_combine_args a) { combine_rows<DT, ET>(a); }
+    extern "C" __global__ void moe_combine_##dn##_##en(qn_moe_combine_args a) { QN_GRID_WAIT(); combine_rows<DT, ET>(a); }
 #define COMBINE_E(dn, DT)           \
     COMBINE(dn, f32, DT, QN_KT_F32) \
     COMBINE(dn, f16, DT, QN_KT_F16) \

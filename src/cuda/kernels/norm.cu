@@ -90,7 +90,7 @@ __device__ void norm_rows(const qn_norm_args &a) {
 }
 
 #define NORM(dn, xn, DT, XT) \
-    extern "C" __global__ void norm_##dn##_##xn(qn_norm_args a) { norm_rows<DT, XT>(a); }
+    extern "C" __global__ void norm_##dn##_##xn(qn_norm_args a) { QN_GRID_WAIT(); norm_rows<DT, XT>(a); }
 #define NORM_X(dn, DT)                  \
     NORM(dn, f32, DT, QN_KT_F32)        \
     NORM(dn, f16, DT, QN_KT_F16)        \

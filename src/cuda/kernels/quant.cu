@@ -36,9 +36,9 @@ __device__ void dequant_rows(const qn_kt &dst, const qn_kt &src) {
  * without QN_BLOCK holds qdq and the MLX kernels. */
 #ifdef QN_BLOCK
 #define DEQUANT(B, name)                                                                                \
-    extern "C" __global__ void dequant_##name##_f32(qn_kt dst, qn_kt src) { dequant_rows<B, QN_KT_F32>(dst, src); } \
-    extern "C" __global__ void dequant_##name##_f16(qn_kt dst, qn_kt src) { dequant_rows<B, QN_KT_F16>(dst, src); } \
-    extern "C" __global__ void dequant_##name##_bf16(qn_kt dst, qn_kt src) { dequant_rows<B, QN_KT_BF16>(dst, src); }
+    extern "C" __global__ void dequant_##name##_f32(qn_kt dst, qn_kt src) { QN_GRID_WAIT(); dequant_rows<B, QN_KT_F32>(dst, src); } \
+    extern "C" __global__ void dequant_##name##_f16(qn_kt dst, qn_kt src) { QN_GRID_WAIT(); dequant_rows<B, QN_KT_F16>(dst, src); } \
+    extern "C" __global__ void dequant_##name##_bf16(qn_kt dst, qn_kt src) { QN_GRID_WAIT(); dequant_rows<B, QN_KT_BF16>(dst, src); }
 #define DEQUANT_EXPAND(name) DEQUANT(QN_CAT(qn_, name), name)
 DEQUANT_EXPAND(QN_BLOCK)
 #else
@@ -46,7 +46,7 @@ DEQUANT_EXPAND(QN_BLOCK)
 /* q4_0: d = max / -8 (max: the value of largest magnitude), level
  * trunc(x / d + 8.5) capped at 15 and kept as a nibble; back: (level - 8) * d
  * with d rounded to f16. */
-extern "C" __global__ void qdq_q4_0(float *dst, const float *src, long long nblocks) {
+extern "C" __global__ void qdq_q4_0(float *dst, const float *src, long long nblocks) { QN_GRID_WAIT();
     for (long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x; b < nblocks; b += (long long)gridDim.x * blockDim.x) {
         const float *x = src + 32 * b;
         float v[32], amax = 0.0f, max = 0.0f;
@@ -72,7 +72,7 @@ extern "C" __global__ void qdq_q4_0(float *dst, const float *src, long long nblo
 
 /* q8_0: d = amax / 127, level round(x / d) (half away from zero) as int8;
  * back: level * d with d rounded to f16. */
-extern "C" __global__ void qdq_q8_0(float *dst, const float *src, long long nblocks) {
+extern "C" __global__ void qdq_q8_0(float *dst, const float *src, long long nblocks) { QN_GRID_WAIT();
     for (long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x; b < nblocks; b += (long long)gridDim.x * blockDim.x) {
         const float *x = src + 32 * b;
         float v[32], amax = 0.0f;
@@ -116,13 +116,13 @@ __device__ void mlx_rows(const qn_kt &dst, const qn_kt &q, const qn_kt &scales, 
     }
 }
 
-extern "C" __global__ void mlx_dequant_f32(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) {
+extern "C" __global__ void mlx_dequant_f32(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) { QN_GRID_WAIT();
     mlx_rows<QN_KT_F32>(dst, q, s, b, bits, group);
 }
-extern "C" __global__ void mlx_dequant_f16(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) {
+extern "C" __global__ void mlx_dequant_f16(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) { QN_GRID_WAIT();
     mlx_rows<QN_KT_F16>(dst, q, s, b, bits, group);
 }
-extern "C" __global__ void mlx_dequant_bf16(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) {
+extern "C" __global__ void mlx_dequant_bf16(qn_kt dst, qn_kt q, qn_kt s, qn_kt b, int bits, int group) { QN_GRID_WAIT();
     mlx_rows<QN_KT_BF16>(dst, q, s, b, bits, group);
 }
 #endif

@@ -62,7 +62,7 @@ __device__ void rope_rows(const qn_rope_args &a) {
 }
 
 #define ROPE(dn, xn, DT, XT) \
-    extern "C" __global__ void rope_##dn##_##xn(qn_rope_args a) { rope_rows<DT, XT>(a); }
+    extern "C" __global__ void rope_##dn##_##xn(qn_rope_args a) { QN_GRID_WAIT(); rope_rows<DT, XT>(a); }
 #define ROPE_X(dn, DT)           \
     ROPE(dn, f32, DT, QN_KT_F32) \
     ROPE(dn, f16, DT, QN_KT_F16) \

@@ -50,7 +50,7 @@ __device__ void softmax_rows(const qn_softmax_args &a) {
 }
 
 #define SOFTMAX(dn, xn, DT, XT) \
-    extern "C" __global__ void softmax_##dn##_##xn(qn_softmax_args a) { softmax_rows<DT, XT>(a); }
+    extern "C" __global__ void softmax_##dn##_##xn(qn_softmax_args a) { QN_GRID_WAIT(); softmax_rows<DT, XT>(a); }
 #define SOFTMAX_X(dn, DT)           \
     SOFTMAX(dn, f32, DT, QN_KT_F32) \
     SOFTMAX(dn, f16, DT, QN_KT_F16) \

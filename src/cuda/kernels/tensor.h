@@ -82,6 +82,17 @@ QN_HD void qn_kt_row(const qn_kt *t, long long r, long long *i1, long long *i2, 
     for (long long i3 = blockIdx.z; i3 < (t).ne[3]; i3 += gridDim.z)           \
         for (long long i2 = blockIdx.y; i2 < (t).ne[2]; i2 += gridDim.y)       \
             for (long long i1 = blockIdx.x; i1 < (t).ne[1]; i1 += gridDim.x)
+
+/* The first statement of every kernel: wait until the kernels before it on
+ * the stream have finished and their writes are visible. The launcher lets
+ * a kernel whose source opens each kernel with this start while its
+ * predecessor is still finishing (programmatic dependent launch, sm_90 on),
+ * which hides most of a launch's latency; nothing may be read before it. */
+#if __CUDA_ARCH__ >= 900
+#define QN_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#else
+#define QN_GRID_WAIT() ((void)0)
+#endif
 #endif
 
 /* Row bodies, shared by the CPU and the CUDA kernels: they handle elements
