@@ -391,8 +391,10 @@ static qn_status find_function(qn_device *dev, const char *source, const char *d
         snprintf(k->fn, sizeof k->fn, "%s", fn);
         k->hash = h;
         k->smem_opt_in = 48 * 1024;
-        /* griddepcontrol exists from sm_90 on */
-        k->early = dev->info.cc_major >= 9 && qn_registry_grid_waits(vi);
+        /* griddepcontrol exists from sm_90 on; QUANTA_PDL=0 turns the early
+         * launches off (to compare, or to rule them out) */
+        const char *pdl = getenv("QUANTA_PDL");
+        k->early = dev->info.cc_major >= 9 && qn_registry_grid_waits(vi) && !(pdl && strcmp(pdl, "0") == 0);
         *out = k;
         goto done;
     }

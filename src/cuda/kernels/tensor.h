@@ -83,13 +83,15 @@ QN_HD void qn_kt_row(const qn_kt *t, long long r, long long *i1, long long *i2, 
         for (long long i2 = blockIdx.y; i2 < (t).ne[2]; i2 += gridDim.y)       \
             for (long long i1 = blockIdx.x; i1 < (t).ne[1]; i1 += gridDim.x)
 
-/* The first statement of every kernel: wait until the kernels before it on
- * the stream have finished and their writes are visible. The launcher lets
- * a kernel whose source opens each kernel with this start while its
- * predecessor is still finishing (programmatic dependent launch, sm_90 on),
- * which hides most of a launch's latency; nothing may be read before it. */
+/* The first statement of every kernel: wait until the kernel before it on
+ * the stream has finished and its writes are visible, then let the next
+ * one launch. The launcher starts a kernel whose source opens each kernel
+ * with this while its predecessor still runs (programmatic dependent
+ * launch, sm_90 on), so a chain of small kernels does not pay a launch
+ * latency each; nothing may be read before it. The next kernel's blocks
+ * wait in their own QN_GRID_WAIT until this grid has finished. */
 #if __CUDA_ARCH__ >= 900
-#define QN_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define QN_GRID_WAIT() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
 #else
 #define QN_GRID_WAIT() ((void)0)
 #endif
