@@ -55,15 +55,21 @@ __device__ void norm_rows(const qn_norm_args &a) {
             }
         }
         const float scale = qn_norm_scale(a.kind, qn_block_sum(acc, red), n, a.eps);
+        const char *w = qn_kt_at(&a.w, 0, 0, 0, 0), *bias = qn_kt_at(&a.bias, 0, 0, 0, 0);
         for (long long i = threadIdx.x; i < n; i += 4 * step) {
-            float v[4];
+            /* every load of the trip before any store: dst may alias w or
+             * bias as far as the compiler knows, so a load after a store
+             * would wait for it, one memory latency per element */
+            float v[4], wv[4] = {1.0f, 1.0f, 1.0f, 1.0f}, bv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             qn_load4(v, x, xnb, xt, i, step, n);
+            if (a.has_w) qn_load4(wv, w, a.w.nb[0], a.w.dtype, i, step, n);
+            if (a.has_bias) qn_load4(bv, bias, a.bias.nb[0], a.bias.dtype, i, step, n);
             for (int k = 0; k < 4; k++) {
                 long long j = i + k * step;
                 if (j >= n) continue;
                 float o = (v[k] - mean) * scale;
-                if (a.has_w) o *= qn_load_f32(qn_kt_at(&a.w, j, 0, 0, 0), a.w.dtype) + a.w_off;
-                if (a.has_bias) o += qn_load_f32(qn_kt_at(&a.bias, j, 0, 0, 0), a.bias.dtype);
+                if (a.has_w) o *= wv[k] + a.w_off;
+                if (a.has_bias) o += bv[k];
                 qn_store_f32(d + j * a.dst.nb[0], DT, o);
             }
         }
