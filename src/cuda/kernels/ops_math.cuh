@@ -261,10 +261,11 @@ typedef struct {
     int top_k;
     float temperature, top_p, min_p, penalty;
     unsigned long long seed;
-    /* CUDA only: ids a block takes, the first row of this launch, and the
-     * scratch the blocks of a row merge through (scratch_row bytes a row) */
+    /* CUDA only: ids a block takes, the first row of this launch, the
+     * scratch the blocks of a row merge through (scratch_row bytes a row)
+     * and the rows' tickets (u32 counters, zero between launches) */
     long long slice, row0, scratch_row;
-    unsigned long long scratch;
+    unsigned long long scratch, tickets;
 } qn_sample_args;
 
 #define QN_MOE_K_SOFTMAX 0

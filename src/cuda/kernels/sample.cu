@@ -9,8 +9,9 @@
  * blockIdx.y), rows from a.row0 on. Thread t of a block takes a run of
  * consecutive ids of its slice. A block writes what it found into the
  * row's part of the encoder's scratch; the last block of the row to finish
- * (an atomic ticket, which it leaves at zero for the next launch) merges.
- * Nothing goes to the host, so a graph replays it.
+ * (an atomic ticket among the scratch's counters, which it leaves at zero
+ * for the next launch) merges. Nothing goes to the host, so a graph
+ * replays it.
  *
  * sample, every case:
  *   1. the repetition penalty on the recent ids inside the slice, written
@@ -19,11 +20,13 @@
  *      logprob, its sum of exp(l - slice max);
  *   3. top_k: the slice's top_k candidates by radix select (digits of 11,
  *      11 and 10 bits over order-preserving keys, 2048-bin histogram in
- *      shared memory), written in id order;
+ *      shared memory) over the slice staged in shared memory (64 KB of
+ *      dynamic shared memory, up to QN_SAMPLE_STAGE candidates; a larger
+ *      slice is reread from global memory), written in id order;
  *   the last block: the row's max and softmax sum from the slices'; greedy
- *   is done. top_k: the same select over the slices' candidates, a rank
- *   sort of the top_k, and warp 0 applies top_p, min_p and temperature and
- *   draws. Without top_k the row's max and sum go to scratch for
+ *   is done. top_k: the slices' candidates staged in shared memory, the
+ *   same select over them, a rank sort of the top_k, and warp 0 applies
+ *   top_p, min_p and temperature and draws. Without top_k the row's max and sum go to scratch for
  *   sample_draw.
  * sample_draw (temperature without top_k, after sample): each block sums
  *   its slice's weights exp((l - max) / temperature) over the min_p
@@ -31,7 +34,8 @@
  *   then the id inside it.
  * Bytes: the logits read once from memory (a block rereads its slice from
  * cache); sample_draw reads them once more (from L2 at vocabularies that
- * fit). Scratch per row: 16 bytes, 16 a slice, 8 a top_k candidate. */
+ * fit). Scratch per row: a ticket among the counters, then 16 bytes, 16 a
+ * slice, 8 a top_k candidate. */
 #include "ops_math.cuh"
 
 #define T QN_SAMPLE_THREADS
@@ -39,12 +43,17 @@
 
 typedef unsigned long long u64;
 
+/* Candidates staged in shared memory: the slice (QN_SAMPLE_SLICE of 4096
+ * or 8192 ids) or the slices' top_k candidates (QN_SAMPLE_MERGE). */
+#define QN_SAMPLE_STAGE QN_SAMPLE_MERGE
+
 /* The row's part of the scratch; all fields written before a ticket are
- * read after it with __ldcg (L2), never a stale L1 line. */
+ * read after it with __ldcg (L2), never a stale L1 line. The row's ticket
+ * (blocks done so far) is counter blockIdx.y of the scratch. */
 typedef struct {
-    unsigned ticket; /* blocks of the row done so far; back at 0 after the last */
-    float max, sum;  /* for sample_draw: the row's max and sum of exp(l - max) */
-    int arg;         /* the row's largest logit's id */
+    float max, sum; /* for sample_draw: the row's max and sum of exp(l - max) */
+    int arg;        /* the row's largest logit's id */
+    int pad;
 } row_head;
 
 typedef struct {
@@ -130,8 +139,7 @@ template <typename F> __device__ int warp_find(int n, float target, bool ge, F f
 
 typedef struct {
     unsigned hist[BINS];
-    u64 found[T];  /* the top_k candidates (top_k <= T), in id order */
-    u64 sorted[T]; /* the same, largest first */
+    u64 found[T]; /* the top_k candidates (top_k <= T), in id order */
     union {
         u64 u[33];
         float f[33];
@@ -233,8 +241,36 @@ __device__ void radix_gather(long long n, long long per, unsigned need, radix_cu
     }
 }
 
+/* True in every thread of the row's last block to get here, which then
+ * sees what the row's other blocks wrote before their call. One thread
+ * fences and takes the ticket after the barrier (as a grid sync does). */
+__device__ bool last_block(unsigned *ticket, unsigned *flag) {
+    const unsigned S = gridDim.x;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        *flag = S == 1 || atomicInc(ticket, S - 1) == S - 1;
+        __threadfence();
+    }
+    __syncthreads();
+    return *flag != 0;
+}
+
+/* Where the row's data begins in the scratch. */
+__device__ char *row_scratch(const qn_sample_args &a) { return (char *)a.scratch + blockIdx.y * a.scratch_row; }
+
+/* The top_k candidates by radix select and in-order gather over items
+ * (the slice or the slices' candidates): into sm->found, or through out. */
+template <typename F, typename O>
+__device__ void select_top(long long n, unsigned need, F item, O out, sample_smem *sm) {
+    const long long per = (n + T - 1) / T;
+    const radix_cut c = radix_select(n, per, need, item, sm);
+    radix_gather(n, per, need, c, item, out, sm);
+}
+
 extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
     __shared__ sample_smem sm;
+    extern __shared__ u64 stage[]; /* top_k: QN_SAMPLE_STAGE candidates */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int S = (int)gridDim.x, b = (int)blockIdx.x;
     const long long V = a.logits.ne[0], nb = a.logits.nb[0], row = a.row0 + blockIdx.y;
@@ -242,11 +278,12 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
     const float NEG_INF = __int_as_float(0xff800000);
     char *L = qn_kt_at(&a.logits, 0, row, 0, 0);
 #define LOGIT(i) (*(float *)(L + (long long)(i) * nb))
-    char *scr = (char *)a.scratch + blockIdx.y * a.scratch_row;
+    char *scr = row_scratch(a);
     row_head *head = (row_head *)scr;
     slice_part *part = (slice_part *)(scr + sizeof(row_head));
     u64 *cand = (u64 *)(scr + sizeof(row_head) + S * sizeof(slice_part));
     const bool greedy = a.temperature <= 0.0f, topk = !greedy && a.top_k > 0, need_sum = a.has_logprob;
+    const bool staged = topk && n <= QN_SAMPLE_STAGE;
     const auto umax = [](u64 x, u64 y) { return x > y ? x : y; };
     const auto fsum = [](float x, float y) { return x + y; };
 
@@ -264,18 +301,22 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
         __syncthreads();
     }
 
-    /* 2. the slice's largest candidate and sum of exp(l - its max); four
-     * loads in flight per thread */
+    /* 2. the slice's largest candidate (and, staged, every candidate of
+     * the thread's run), four loads in flight per thread */
     u64 best = 0ull;
     for (long long r = 0; r < per; r += 4) {
         float v[4];
         for (int q = 0; q < 4; q++) v[q] = r + q < per && i0 + r + q < n ? LOGIT(lo + i0 + r + q) : 0.0f;
-        for (int q = 0; q < 4; q++)
-            if (r + q < per && i0 + r + q < n) best = umax(best, cand_of(v[q], lo + i0 + r + q));
+        for (int q = 0; q < 4; q++) {
+            if (r + q >= per || i0 + r + q >= n) continue;
+            const u64 c = cand_of(v[q], lo + i0 + r + q);
+            best = umax(best, c);
+            if (staged) stage[i0 + r + q] = c;
+        }
     }
     const u64 slice_best = block_reduce(best, 0ull, umax, sm.red.u);
     float slice_sum = 0.0f;
-    if (need_sum) {
+    if (need_sum) { /* and the sum of exp(l - the slice's max) */
         const float m = best ? cand_value(best) : NEG_INF, sm_max = cand_value(slice_best);
         float s = 0.0f;
         if (m != NEG_INF)
@@ -287,23 +328,22 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
         part[b].sum = slice_sum;
     }
 
-    /* 3. the slice's top_k candidates: into scratch, or straight to shared
-     * memory when the slice is the whole row */
-    const unsigned kc = topk ? (unsigned)min((long long)a.top_k, n) : 0u;
-    const auto slice_item = [&](long long i) { return cand_of(LOGIT(lo + i), lo + i); };
+    /* 3. the slice's top_k candidates: into scratch, or straight to
+     * sm.found when the slice is the whole row */
     if (topk) {
-        const radix_cut c = radix_select(n, per, kc, slice_item, &sm);
-        if (S == 1) radix_gather(n, per, kc, c, slice_item, [&](unsigned pos, u64 x) { sm.found[pos] = x; }, &sm);
-        else radix_gather(n, per, kc, c, slice_item, [&](unsigned pos, u64 x) { cand[b * a.top_k + pos] = x; }, &sm);
+        const unsigned kc = (unsigned)min((long long)a.top_k, n);
+        const auto to_found = [&](unsigned pos, u64 x) { sm.found[pos] = x; };
+        const auto to_scratch = [&](unsigned pos, u64 x) { cand[b * a.top_k + pos] = x; };
+        const auto from_stage = [&](long long i) { return stage[i]; };
+        const auto from_logits = [&](long long i) { return cand_of(LOGIT(lo + i), lo + i); };
+        __syncthreads(); /* the stage is written */
+        if (staged && S == 1) select_top(n, kc, from_stage, to_found, &sm);
+        else if (staged) select_top(n, kc, from_stage, to_scratch, &sm);
+        else if (S == 1) select_top(n, kc, from_logits, to_found, &sm);
+        else select_top(n, kc, from_logits, to_scratch, &sm);
     }
 
-    /* the ticket: the last block of the row goes on */
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) sm.last = S == 1 || atomicInc(&head->ticket, (unsigned)(S - 1)) == (unsigned)(S - 1);
-    __syncthreads();
-    if (!sm.last) return;
-    __threadfence();
+    if (!last_block((unsigned *)a.tickets + blockIdx.y, &sm.last)) return;
 
     /* the row's max, arg-max and softmax sum */
     best = 0ull;
@@ -327,26 +367,31 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
     if (topk) {
         const unsigned mk = (unsigned)min((long long)a.top_k, V);
         if (S > 1) {
-            /* the slices' candidates: slice p's kc_p at p * top_k, in id order */
-            const long long items = (long long)S * a.top_k, iper = (items + T - 1) / T;
-            const auto merged = [&](long long j) {
+            /* the slices' candidates, staged: slice p's at p * top_k, in id
+             * order, 0 past its count */
+            const long long items = (long long)S * a.top_k;
+#pragma unroll 4
+            for (long long j = tid; j < items; j += T) {
                 const long long p = j / a.top_k, r = j - p * a.top_k;
-                return r < min((long long)a.top_k, V - p * a.slice) ? __ldcg(&cand[j]) : 0ull;
-            };
-            const radix_cut c = radix_select(items, iper, mk, merged, &sm);
-            radix_gather(items, iper, mk, c, merged, [&](unsigned pos, u64 x) { sm.found[pos] = x; }, &sm);
+                stage[j] = r < min((long long)a.top_k, V - p * a.slice) ? __ldcg(&cand[j]) : 0ull;
+            }
+            __syncthreads();
+            select_top(items, mk, [&](long long i) { return stage[i]; },
+                       [&](unsigned pos, u64 x) { sm.found[pos] = x; }, &sm);
         }
         __syncthreads();
-        /* rank sort: candidates are distinct, so ranks are too */
+        /* rank sort into the stage (free now): the candidates are distinct,
+         * so the ranks are too */
+        u64 *sorted = stage;
         if (tid < (int)mk) {
             const u64 x = sm.found[tid];
             unsigned rank = 0;
             for (unsigned j = 0; j < mk; j++) rank += sm.found[j] > x;
-            sm.sorted[rank] = x;
+            sorted[rank] = x;
         }
         __syncthreads();
         if (warp == 0) {
-#define CV(j) cand_value(sm.sorted[j])
+#define CV(j) cand_value(sorted[j])
             const float top = CV(0), inv_t = 1.0f / a.temperature;
             const float log_min_p = a.min_p > 0.0f ? logf(a.min_p) : NEG_INF;
             const int ctr = *(const int *)qn_kt_at(&a.counter, row, 0, 0, 0);
@@ -367,7 +412,7 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
             for (int j = lane; j < keep; j += 32) W += expf((CV(j) - top) * inv_t);
             W = qn_warp_sum(W);
             const int j = warp_find(keep, u * W, false, [&](int q) { return expf((CV(q) - top) * inv_t); });
-            if (lane == 0) sm.token = cand_id(sm.sorted[j < keep ? j : keep - 1]);
+            if (lane == 0) sm.token = cand_id(sorted[j < keep ? j : keep - 1]);
 #undef CV
         }
         __syncthreads();
@@ -392,7 +437,7 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample_draw(qn_sample_args a)
     const int tid = threadIdx.x, S = (int)gridDim.x;
     const long long V = a.logits.ne[0], nb = a.logits.nb[0], row = a.row0 + blockIdx.y;
     char *L = qn_kt_at(&a.logits, 0, row, 0, 0);
-    char *scr = (char *)a.scratch + blockIdx.y * a.scratch_row;
+    char *scr = row_scratch(a);
     row_head *head = (row_head *)scr;
     slice_part *part = (slice_part *)(scr + sizeof(row_head));
     const float M = __ldcg(&head->max), inv_t = 1.0f / a.temperature;
@@ -413,12 +458,7 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample_draw(qn_sample_args a)
     s = block_reduce(s, 0.0f, fsum, red.f);
     if (tid == 0) part[blockIdx.x].share = s;
 
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) last = S == 1 || atomicInc(&head->ticket, (unsigned)(S - 1)) == (unsigned)(S - 1);
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!last_block((unsigned *)a.tickets + blockIdx.y, &last)) return;
 
     /* the first slice whose share takes the running sum past the target
      * (the last non-empty one, should rounding leave the target unmet) */
