@@ -88,8 +88,11 @@ qn_status qn_sample(qn_encoder *enc, qn_tensor token, qn_tensor logprob, qn_tens
     QN_TRY(qn_cuda_encoder_scratch(enc, &scratch));
     a.tickets = scratch;
     a.scratch = scratch + 4 * QN_CUDA_SCRATCH_COUNTERS;
-    /* top_k stages the slice or the slices' candidates in shared memory */
-    const unsigned smem = topk ? QN_SAMPLE_MERGE * 8 : 0;
+    /* top_k stages the slice's keys, then the slices' candidates, in
+     * shared memory */
+    const int64_t keys = a.slice < QN_SAMPLE_STAGE_KEYS ? a.slice : QN_SAMPLE_STAGE_KEYS;
+    const int64_t cands = slices > 1 ? slices * p->top_k : 0;
+    const unsigned smem = topk ? (unsigned)(4 * keys > 8 * cands ? 4 * keys : 8 * cands) : 0;
     void *args[] = {&a};
     for (a.row0 = 0; a.row0 < rows; a.row0 += chunk) {
         qn_dim3 grid = {(unsigned)slices, (unsigned)(rows - a.row0 < chunk ? rows - a.row0 : chunk), 1};

@@ -140,6 +140,12 @@ QN_HD void qn_rope_cs(const qn_rope_k *r, int i, const int *p, float ff, float *
 /* Most top-k candidates (slices x top_k) the merging block takes: slices
  * double in size until their candidates fit. */
 #define QN_SAMPLE_MERGE 8192
+/* Keys of a slice the top-k kernel stages in shared memory for its radix
+ * passes (128 KB: the slices of a top_k up to 1024 over a 262144
+ * vocabulary fit; larger ones are reread from memory); the merging block
+ * stages the slices' candidates (up to QN_SAMPLE_MERGE, 64 KB) in the same
+ * dynamic shared memory. */
+#define QN_SAMPLE_STAGE_KEYS 32768
 
 /* A float as an unsigned key with the same order; -0 takes the key of +0,
  * as the two compare equal (ties between them go to the lower id). */

@@ -20,9 +20,9 @@
  *      logprob, its sum of exp(l - slice max);
  *   3. top_k: the slice's top_k candidates by radix select (digits of 11,
  *      11 and 10 bits over order-preserving keys, 2048-bin histogram in
- *      shared memory) over the slice staged in shared memory (64 KB of
- *      dynamic shared memory, up to QN_SAMPLE_STAGE candidates; a larger
- *      slice is reread from global memory), written in id order;
+ *      shared memory) over the slice's keys staged in dynamic shared
+ *      memory (up to QN_SAMPLE_STAGE_KEYS; a larger slice is reread from
+ *      global memory), written in id order;
  *   the last block: the row's max and softmax sum from the slices'; greedy
  *   is done. top_k: the slices' candidates staged in shared memory, the
  *   same select over them, a rank sort of the top_k, and warp 0 applies
@@ -40,12 +40,11 @@
 
 #define T QN_SAMPLE_THREADS
 #define BINS 2048
+/* Candidates the merging block may keep for its sort (a digit sooner) */
+#define CAP 128
 
 typedef unsigned long long u64;
 
-/* Candidates staged in shared memory: the slice (QN_SAMPLE_SLICE of 4096
- * or 8192 ids) or the slices' top_k candidates (QN_SAMPLE_MERGE). */
-#define QN_SAMPLE_STAGE QN_SAMPLE_MERGE
 
 /* The row's part of the scratch; all fields written before a ticket are
  * read after it with __ldcg (L2), never a stale L1 line. The row's ticket
@@ -146,25 +145,28 @@ typedef struct {
         int i[33];
         unsigned w[33];
     } red;
-    unsigned bin, above, last;
+    unsigned bin, above, last, nfound;
     int token;
     float before;
 } sample_smem;
 
 /* Where the `need` largest of the candidates item(i), i in [0, n), begin
  * (thread t holds the run [t * per, (t + 1) * per)): a prefix of the key
- * under mask such that `above` candidates have a larger masked key and
- * at least need - above an equal one. The mask covers the whole key unless
- * a digit's bin met the need exactly. Needs need <= the number of
- * candidates; every thread calls it. */
+ * under mask such that `above` candidates have a larger masked key, and
+ * `take` of those with an equal one are wanted. Digits narrow the cut until
+ * the candidates at or above it number at most cap (>= need; then all are
+ * taken), else, after the last digit (the whole key), take = need - above:
+ * the equal keys' lowest ids. Needs need <= the number of candidates;
+ * every thread calls it. */
 typedef struct {
-    unsigned prefix, mask, above;
+    unsigned prefix, mask, above, take;
 } radix_cut;
 
 template <typename F>
-__device__ radix_cut radix_select(long long n, long long per, unsigned need, F item, sample_smem *sm) {
+__device__ radix_cut radix_select(long long n, long long per, unsigned need, unsigned cap, F item,
+                                  sample_smem *sm) {
     const int tid = threadIdx.x, lane = tid & 31;
-    radix_cut c = {0u, 0u, 0u};
+    radix_cut c = {0u, 0u, 0u, 0u};
     for (int pass = 0; pass < 3; pass++) {
         const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nbins = pass == 2 ? 1024 : 2048;
         for (int b = tid; b < BINS; b += T) sm->hist[b] = 0;
@@ -203,17 +205,17 @@ __device__ radix_cut radix_select(long long n, long long per, unsigned need, F i
         c.prefix |= bin << shift;
         c.mask |= (unsigned)(nbins - 1) << shift;
         __syncthreads(); /* hist, bin and above are reused */
-        if (c.above + in_bin == need) break;
+        c.take = c.above + in_bin <= cap ? in_bin : need - c.above;
+        if (c.above + in_bin <= cap) break;
     }
     return c;
 }
 
-/* Hands out(pos, x) the `need` largest candidates found by radix_select,
- * in item order: all above the cut and the first need - above at it (the
- * lowest ids, as items run in id order). */
+/* Hands out(pos, x) the candidates radix_select cut, in item order: all
+ * above the cut and the first c.take at it (the lowest ids, as items run in
+ * id order). */
 template <typename F, typename O>
-__device__ void radix_gather(long long n, long long per, unsigned need, radix_cut c, F item, O out,
-                             sample_smem *sm) {
+__device__ void radix_gather(long long n, long long per, radix_cut c, F item, O out, sample_smem *sm) {
     u64 count = 0; /* above the cut << 32 | at it */
     for (long long r = 0; r < per; r++) {
         const long long i = threadIdx.x * per + r;
@@ -225,7 +227,7 @@ __device__ void radix_gather(long long n, long long per, unsigned need, radix_cu
     u64 total;
     const u64 ex = block_scan(count, sm->red.u, &total);
     unsigned gt = (unsigned)(ex >> 32), eq = (unsigned)ex;
-    const unsigned take = need - c.above;
+    const unsigned take = c.take;
     for (long long r = 0; r < per; r++) {
         const long long i = threadIdx.x * per + r;
         const u64 x = i < n ? item(i) : 0ull;
@@ -259,18 +261,21 @@ __device__ bool last_block(unsigned *ticket, unsigned *flag) {
 /* Where the row's data begins in the scratch. */
 __device__ char *row_scratch(const qn_sample_args &a) { return (char *)a.scratch + blockIdx.y * a.scratch_row; }
 
-/* The top_k candidates by radix select and in-order gather over items
- * (the slice or the slices' candidates): into sm->found, or through out. */
+/* The `need` largest of items (the slice or the slices' candidates), or up
+ * to cap candidates holding them, by radix select and in-order gather:
+ * through out; returns how many. */
 template <typename F, typename O>
-__device__ void select_top(long long n, unsigned need, F item, O out, sample_smem *sm) {
+__device__ unsigned select_top(long long n, unsigned need, unsigned cap, F item, O out, sample_smem *sm) {
     const long long per = (n + T - 1) / T;
-    const radix_cut c = radix_select(n, per, need, item, sm);
-    radix_gather(n, per, need, c, item, out, sm);
+    const radix_cut c = radix_select(n, per, need, cap, item, sm);
+    radix_gather(n, per, c, item, out, sm);
+    return c.above + c.take;
 }
 
 extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
     __shared__ sample_smem sm;
-    extern __shared__ u64 stage[]; /* top_k: QN_SAMPLE_STAGE candidates */
+    extern __shared__ u64 stage[]; /* top_k: the slice's keys, then the merge's candidates */
+    unsigned *keys = (unsigned *)stage;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int S = (int)gridDim.x, b = (int)blockIdx.x;
     const long long V = a.logits.ne[0], nb = a.logits.nb[0], row = a.row0 + blockIdx.y;
@@ -283,7 +288,8 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
     slice_part *part = (slice_part *)(scr + sizeof(row_head));
     u64 *cand = (u64 *)(scr + sizeof(row_head) + S * sizeof(slice_part));
     const bool greedy = a.temperature <= 0.0f, topk = !greedy && a.top_k > 0, need_sum = a.has_logprob;
-    const bool staged = topk && n <= QN_SAMPLE_STAGE;
+    const bool need_stats = !topk || need_sum; /* top_k draws from its candidates alone */
+    const bool staged = topk && n <= QN_SAMPLE_STAGE_KEYS;
     const auto umax = [](u64 x, u64 y) { return x > y ? x : y; };
     const auto fsum = [](float x, float y) { return x + y; };
 
@@ -311,21 +317,23 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
             if (r + q >= per || i0 + r + q >= n) continue;
             const u64 c = cand_of(v[q], lo + i0 + r + q);
             best = umax(best, c);
-            if (staged) stage[i0 + r + q] = c;
+            if (staged) keys[i0 + r + q] = (unsigned)(c >> 32);
         }
     }
-    const u64 slice_best = block_reduce(best, 0ull, umax, sm.red.u);
-    float slice_sum = 0.0f;
-    if (need_sum) { /* and the sum of exp(l - the slice's max) */
-        const float m = best ? cand_value(best) : NEG_INF, sm_max = cand_value(slice_best);
-        float s = 0.0f;
-        if (m != NEG_INF)
-            for (long long i = i0; i < min(i0 + per, n); i++) s += expf(LOGIT(lo + i) - m);
-        slice_sum = block_reduce(m == NEG_INF ? 0.0f : s * expf(m - sm_max), 0.0f, fsum, sm.red.f);
-    }
-    if (tid == 0) {
-        part[b].best = slice_best;
-        part[b].sum = slice_sum;
+    if (need_stats) {
+        const u64 slice_best = block_reduce(best, 0ull, umax, sm.red.u);
+        float slice_sum = 0.0f;
+        if (need_sum) { /* and the sum of exp(l - the slice's max) */
+            const float m = best ? cand_value(best) : NEG_INF, sm_max = cand_value(slice_best);
+            float s = 0.0f;
+            if (m != NEG_INF)
+                for (long long i = i0; i < min(i0 + per, n); i++) s += expf(LOGIT(lo + i) - m);
+            slice_sum = block_reduce(m == NEG_INF ? 0.0f : s * expf(m - sm_max), 0.0f, fsum, sm.red.f);
+        }
+        if (tid == 0) {
+            part[b].best = slice_best;
+            part[b].sum = slice_sum;
+        }
     }
 
     /* 3. the slice's top_k candidates: into scratch, or straight to
@@ -334,21 +342,28 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
         const unsigned kc = (unsigned)min((long long)a.top_k, n);
         const auto to_found = [&](unsigned pos, u64 x) { sm.found[pos] = x; };
         const auto to_scratch = [&](unsigned pos, u64 x) { cand[b * a.top_k + pos] = x; };
-        const auto from_stage = [&](long long i) { return stage[i]; };
+        const auto from_stage = [&](long long i) {
+            return (u64)keys[i] << 32 | (0xffffffffu - (unsigned)(lo + i));
+        };
         const auto from_logits = [&](long long i) { return cand_of(LOGIT(lo + i), lo + i); };
         __syncthreads(); /* the stage is written */
-        if (staged && S == 1) select_top(n, kc, from_stage, to_found, &sm);
-        else if (staged) select_top(n, kc, from_stage, to_scratch, &sm);
-        else if (S == 1) select_top(n, kc, from_logits, to_found, &sm);
-        else select_top(n, kc, from_logits, to_scratch, &sm);
+        /* exactly kc (cap kc): the slots of the slice in scratch */
+        unsigned got;
+        if (staged && S == 1) got = select_top(n, kc, kc, from_stage, to_found, &sm);
+        else if (staged) got = select_top(n, kc, kc, from_stage, to_scratch, &sm);
+        else if (S == 1) got = select_top(n, kc, kc, from_logits, to_found, &sm);
+        else got = select_top(n, kc, kc, from_logits, to_scratch, &sm);
+        if (tid == 0) sm.nfound = got;
     }
 
     if (!last_block((unsigned *)a.tickets + blockIdx.y, &sm.last)) return;
 
     /* the row's max, arg-max and softmax sum */
     best = 0ull;
-    for (int p = tid; p < S; p += T) best = umax(best, __ldcg(&part[p].best));
-    best = block_reduce(best, 0ull, umax, sm.red.u);
+    if (need_stats) {
+        for (int p = tid; p < S; p += T) best = umax(best, __ldcg(&part[p].best));
+        best = block_reduce(best, 0ull, umax, sm.red.u);
+    }
     const float M = cand_value(best);
     float S1 = 0.0f;
     if (need_sum) {
@@ -376,17 +391,22 @@ extern "C" __global__ void __launch_bounds__(T, 1) sample(qn_sample_args a) {
                 stage[j] = r < min((long long)a.top_k, V - p * a.slice) ? __ldcg(&cand[j]) : 0ull;
             }
             __syncthreads();
-            select_top(items, mk, [&](long long i) { return stage[i]; },
-                       [&](unsigned pos, u64 x) { sm.found[pos] = x; }, &sm);
+            /* up to CAP candidates holding the top mk may stop a digit
+             * early: the sort below orders them */
+            const auto from_stage = [&](long long i) { return stage[i]; };
+            const auto to_found = [&](unsigned pos, u64 x) { sm.found[pos] = x; };
+            const unsigned got = select_top(items, mk, max(mk, (unsigned)CAP), from_stage, to_found, &sm);
+            if (tid == 0) sm.nfound = got;
         }
         __syncthreads();
         /* rank sort into the stage (free now): the candidates are distinct,
-         * so the ranks are too */
+         * so the ranks are too; the draw takes the first mk */
         u64 *sorted = stage;
-        if (tid < (int)mk) {
+        const unsigned nf = sm.nfound;
+        if (tid < (int)nf) {
             const u64 x = sm.found[tid];
             unsigned rank = 0;
-            for (unsigned j = 0; j < mk; j++) rank += sm.found[j] > x;
+            for (unsigned j = 0; j < nf; j++) rank += sm.found[j] > x;
             sorted[rank] = x;
         }
         __syncthreads();
