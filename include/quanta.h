@@ -711,7 +711,9 @@ qn_status qn_moe_combine(qn_encoder *enc, qn_tensor dst, qn_tensor experts, qn_t
  * token's log-softmax of the penalized logits, before temperature and
  * truncation. recent: optional i32 [window, rows], entries outside [0,
  * vocab) ignored. Limits: top_k 0 (off) or 1..1024; top_p < 1 needs top_k
- * on. */
+ * on. On a GPU a row is split over many blocks that merge through the
+ * encoder's scratch memory: a graph capturing the op uses that encoder's
+ * scratch, so replay it on that encoder and destroy it before the encoder. */
 typedef struct {
     float temperature;    /* <= 0: greedy                      */
     int top_k;            /* 0: off                            */

@@ -89,6 +89,7 @@ struct qn_encoder {
     qn_cpu_cmd_list pending; /* encoded, not yet committed */
     /* CUDA */
     void *stream;              /* CUstream */
+    uint64_t scratch;          /* CUdeviceptr: qn_cuda_encoder_scratch's, 0 until used */
     qn_cuda_event_pair *evs;   /* profile events, one pair an op */
     size_t nev, evcap;
 };

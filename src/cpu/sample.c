@@ -1,9 +1,9 @@
 /* CPU reference of sampling: the same steps as sample.cu, in the same
  * orders where the order picks the token (candidates by decreasing logit,
- * ties to the lower id; the full-vocabulary draw in the GPU block's thread
- * order), so both backends choose the same token from the same uniform
- * number except where float rounding of the running sums differs at a
- * boundary. Rows split across threads. */
+ * ties to the lower id; the full-vocabulary draw slice by slice, as the
+ * GPU's blocks take the vocabulary), so both backends choose the same token
+ * from the same uniform number except where float rounding of the running
+ * sums differs at a boundary. Rows split across threads. */
 #include "cpu/transformer_ops.h"
 
 #include <math.h>
@@ -34,6 +34,18 @@ static void heap_sift(cand *h, int m, int i) {
         h[w] = t;
         i = w;
     }
+}
+
+/* The weight of ids [lo, hi) of a row: exp((l - max) / temperature) over
+ * those min_p keeps. */
+static float slice_share(const char *L, long long nb, long long lo, long long hi, float M, float log_min_p,
+                         float inv_t) {
+    float s = 0.0f;
+    for (long long i = lo; i < hi; i++) {
+        float z = *(const float *)(L + i * nb) - M;
+        if (z >= log_min_p) s += expf(z * inv_t);
+    }
+    return s;
 }
 
 static void sample_rows(void *ctx, int64_t begin, int64_t end) {
@@ -104,32 +116,28 @@ static void sample_rows(void *ctx, int64_t begin, int64_t end) {
                     }
                 }
             } else {
-                /* thread t of the GPU block owns ids t, t + T, ...: sum
-                 * each thread's weights, find the thread whose share holds
-                 * the target, then the id within it */
-                enum { T = QN_SAMPLE_THREADS };
-                float share[T], W = 0.0f;
-                for (int t = 0; t < T; t++) {
-                    share[t] = 0.0f;
-                    for (long long i = t; i < V; i += T)
-                        if (LOGIT(i) - M >= log_min_p) share[t] += expf((LOGIT(i) - M) * inv_t);
-                    W += share[t];
-                }
-                /* the first share that takes the running sum past the
-                 * target (the last non-empty one, should rounding leave the
-                 * target unmet) */
+                /* the vocabulary in slices of QN_SAMPLE_SLICE ids, as the
+                 * GPU's blocks take it: the total weight, then the first
+                 * slice whose share takes the running sum past the target
+                 * (the last non-empty one, should rounding leave the target
+                 * unmet), then the id within it */
+                const long long SL = QN_SAMPLE_SLICE;
+                float W = 0.0f;
+                for (long long lo = 0; lo < V; lo += SL)
+                    W += slice_share(L, nb, lo, V < lo + SL ? V : lo + SL, M, log_min_p, inv_t);
                 float target = u * W, cum = 0.0f, before_owner = 0.0f;
-                int owner = 0;
-                for (int t = 0; t < T; t++) {
-                    if (share[t] > 0.0f) {
-                        owner = t;
+                long long owner = 0;
+                for (long long lo = 0; lo < V; lo += SL) {
+                    float share = slice_share(L, nb, lo, V < lo + SL ? V : lo + SL, M, log_min_p, inv_t);
+                    if (share > 0.0f) {
+                        owner = lo;
                         before_owner = cum;
-                        if (cum + share[t] > target) break;
+                        if (cum + share > target) break;
                     }
-                    cum += share[t];
+                    cum += share;
                 }
                 cum = before_owner;
-                for (long long i = owner; i < V; i += T) {
+                for (long long i = owner; i < V && i < owner + SL; i++) {
                     if (LOGIT(i) - M < log_min_p) continue;
                     tok = (int)i;
                     cum += expf((LOGIT(i) - M) * inv_t);

@@ -274,12 +274,32 @@ void qn_cuda_encoder_fini(qn_encoder *enc) {
         enc->stream = NULL;
     }
     if (enc->flags_addr != (uint64_t)(uintptr_t)&enc->cpu_flags) api->cuMemFree(enc->flags_addr);
+    if (enc->scratch) api->cuMemFree(enc->scratch);
+    enc->scratch = 0;
     enc->flags_addr = (uint64_t)(uintptr_t)&enc->cpu_flags;
     for (size_t i = 0; i < enc->evcap; i++) {
         if (enc->evs[i].start) api->cuEventDestroy(enc->evs[i].start);
         if (enc->evs[i].end) api->cuEventDestroy(enc->evs[i].end);
     }
     free(enc->evs);
+}
+
+qn_status qn_cuda_encoder_scratch(qn_encoder *enc, uint64_t *addr) {
+    if (!enc->scratch) {
+        void *zero = calloc(1, QN_CUDA_SCRATCH_BYTES);
+        if (!zero) return qn_error(QN_ERR_OUT_OF_MEMORY, "encoder scratch: out of host memory");
+        uint64_t p = 0;
+        qn_status s = qn_cuda_alloc(enc->dev, QN_CUDA_SCRATCH_BYTES, &p);
+        if (s == QN_OK) s = qn_cuda_write(enc->dev, p, zero, QN_CUDA_SCRATCH_BYTES);
+        free(zero);
+        if (s != QN_OK) {
+            if (p) qn_cuda_free(enc->dev, p);
+            return s;
+        }
+        enc->scratch = p;
+    }
+    *addr = enc->scratch;
+    return QN_OK;
 }
 
 qn_status qn_cuda_encoder_wait(qn_encoder *enc) {

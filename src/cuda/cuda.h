@@ -27,6 +27,16 @@ qn_status qn_cuda_encoder_wait(qn_encoder *enc);
 /* Fill enc->times from the profile events recorded since the last clear. */
 qn_status qn_cuda_encoder_profile(qn_encoder *enc);
 void qn_cuda_encoder_profile_clear(qn_encoder *enc);
+/* Device memory for the ops whose blocks merge their partial results
+ * through it (sampling): QN_CUDA_SCRATCH_BYTES, made and zeroed on the
+ * encoder's first request. It begins with QN_CUDA_SCRATCH_COUNTERS u32
+ * counters (the last-block tickets), which every op leaves at zero for the
+ * next op or graph replay and never uses for anything else; the rest is
+ * free for each op's data. Ops on one stream run one after another, so they
+ * share it. A graph captured on the encoder keeps using this memory. */
+#define QN_CUDA_SCRATCH_BYTES (1u << 20)
+#define QN_CUDA_SCRATCH_COUNTERS 4096u
+qn_status qn_cuda_encoder_scratch(qn_encoder *enc, uint64_t *addr);
 /* Make `waiter`'s later work wait for all work encoded so far on `signaler`. */
 qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler);
 

@@ -8,8 +8,13 @@
 
 static qn_status launch(qn_encoder *enc, const char *name, qn_norm_args *a) {
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, name, qn_cpu_norm, a, sizeof *a);
+    /* Threads enough to take the row in one trip of 4 elements each (up to
+     * 1024): each trip of a pass waits a memory latency, so one row of a
+     * decode token costs latencies, not bandwidth. */
+    long long threads = ((a->x.ne[0] + 3) / 4 + 31) / 32 * 32;
+    qn_dim3 block = {(unsigned)(threads < 1024 ? threads : 1024), 1, 1};
     return qn_op_launch_typed(enc, name, "norm.cu", "norm", (qn_dtype)a->dst.dtype, (qn_dtype)a->x.dtype,
-                              qn_rows_grid(&a->x), qn_rows_block(a->x.ne[0]), a);
+                              qn_rows_grid(&a->x), block, a);
 }
 
 static qn_status check_common(const char *op, qn_encoder *enc, const qn_tensor *dst, const qn_tensor *x, float eps) {

@@ -63,9 +63,43 @@ qn_status qn_sample(qn_encoder *enc, qn_tensor token, qn_tensor logprob, qn_tens
                         p->top_p,
                         p->min_p,
                         p->repeat_penalty,
-                        (unsigned long long)p->seed};
+                        (unsigned long long)p->seed,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0};
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, "sample", qn_cpu_sample, &a, sizeof a);
+
+    /* Slices of the vocabulary, one block each; for top_k they grow until
+     * the merging block's candidates (slices x top_k) fit its stage. Rows
+     * go in launches of as many as the encoder's scratch holds, a ticket
+     * each. */
+    _Static_assert(QN_SAMPLE_MAX_TOP_K <= QN_SAMPLE_THREADS, "the merging block ranks one candidate a thread");
+    const bool topk = !greedy && p->top_k > 0;
+    a.slice = QN_SAMPLE_SLICE;
+    while (topk && (V + a.slice - 1) / a.slice * p->top_k > QN_SAMPLE_MERGE) a.slice *= 2;
+    const int64_t slices = (V + a.slice - 1) / a.slice;
+    const int64_t data = QN_CUDA_SCRATCH_BYTES - 4 * QN_CUDA_SCRATCH_COUNTERS;
+    a.scratch_row = (16 + 16 * slices + (topk ? 8 * slices * p->top_k : 0) + 15) / 16 * 16;
+    int64_t chunk = data / a.scratch_row;
+    if (chunk > QN_CUDA_SCRATCH_COUNTERS) chunk = QN_CUDA_SCRATCH_COUNTERS;
+    uint64_t scratch;
+    QN_TRY(qn_cuda_encoder_scratch(enc, &scratch));
+    a.tickets = scratch;
+    a.scratch = scratch + 4 * QN_CUDA_SCRATCH_COUNTERS;
+    /* top_k stages the slice's keys, then the slices' candidates, in
+     * shared memory */
+    const int64_t keys = a.slice < QN_SAMPLE_STAGE_KEYS ? a.slice : QN_SAMPLE_STAGE_KEYS;
+    const int64_t cands = slices > 1 ? slices * p->top_k : 0;
+    const unsigned smem = topk ? (unsigned)(4 * keys > 8 * cands ? 4 * keys : 8 * cands) : 0;
     void *args[] = {&a};
-    qn_dim3 grid = {(unsigned)(rows < 65535 ? rows : 65535), 1, 1}, block = {QN_SAMPLE_THREADS, 1, 1};
-    return qn_cuda_launch(enc, "sample", "sample.cu", "", "sample", grid, block, 0, args);
+    for (a.row0 = 0; a.row0 < rows; a.row0 += chunk) {
+        qn_dim3 grid = {(unsigned)slices, (unsigned)(rows - a.row0 < chunk ? rows - a.row0 : chunk), 1};
+        qn_dim3 block = {QN_SAMPLE_THREADS, 1, 1};
+        QN_TRY(qn_cuda_launch(enc, "sample", "sample.cu", "", "sample", grid, block, smem, args));
+        if (!greedy && !topk)
+            QN_TRY(qn_cuda_launch(enc, "sample", "sample.cu", "", "sample_draw", grid, block, 0, args));
+    }
+    return QN_OK;
 }

@@ -129,16 +129,29 @@ QN_HD void qn_rope_cs(const qn_rope_k *r, int i, const int *p, float ff, float *
 
 /* ---- sampling */
 
-/* The sampling kernel's block size; the full-vocabulary draw walks the
- * vocabulary in its order (thread t takes ids t, t + 1024, ...), which the
- * CPU reproduces so both pick the same token from the same number. */
+/* The sampling kernels' block size. */
 #define QN_SAMPLE_THREADS 1024
-/* Candidates kept on chip for top-k (at least QN_SAMPLE_MAX_TOP_K). */
-#define QN_SAMPLE_CAP 2048
+/* Ids a sampling block takes: the vocabulary is cut into slices of this
+ * many (more for a large top_k, see QN_SAMPLE_MERGE), one block each. The
+ * full-vocabulary draw walks the slices in order, then the ids of the one
+ * holding the draw; the CPU walks the same way, so both backends pick the
+ * same token from the same number. */
+#define QN_SAMPLE_SLICE 4096
+/* Most top-k candidates (slices x top_k) the merging block takes: slices
+ * double in size until their candidates fit. */
+#define QN_SAMPLE_MERGE 8192
+/* Keys of a slice the top-k kernel stages in shared memory for its radix
+ * passes (128 KB: the slices of a top_k up to 1024 over a 262144
+ * vocabulary fit; larger ones are reread from memory); the merging block
+ * stages the slices' candidates (up to QN_SAMPLE_MERGE, 64 KB) in the same
+ * dynamic shared memory. */
+#define QN_SAMPLE_STAGE_KEYS 32768
 
-/* A float as an unsigned key with the same order (for -0 < +0 aside). */
+/* A float as an unsigned key with the same order; -0 takes the key of +0,
+ * as the two compare equal (ties between them go to the lower id). */
 QN_HD qn_u32 qn_float_key(float f) {
     qn_u32 u = qn_f32_bits(f);
+    if (u == 0x80000000u) u = 0;
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
@@ -257,6 +270,11 @@ typedef struct {
     int top_k;
     float temperature, top_p, min_p, penalty;
     unsigned long long seed;
+    /* CUDA only: ids a block takes, the first row of this launch, the
+     * scratch the blocks of a row merge through (scratch_row bytes a row)
+     * and the rows' tickets (u32 counters, zero between launches) */
+    long long slice, row0, scratch_row;
+    unsigned long long scratch, tickets;
 } qn_sample_args;
 
 #define QN_MOE_K_SOFTMAX 0
