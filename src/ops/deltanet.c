@@ -149,15 +149,13 @@ qn_status qn_gated_delta_net(qn_encoder *enc, qn_tensor out, qn_tensor state_out
     for (int m = dk == 128 ? 4 : 2; m > 1 && mt == 1; m /= 2)
         if (hv * nseq * (dv / (16 * m)) >= 64) mt = m;
     snprintf(fn, sizeof fn, "gdn_state_%d", mt);
-    qn_dim3 chunks = {(unsigned)a.n_chunks, (unsigned)hv, (unsigned)nseq};
-    /* Three launches, named apart so a profile shows each. */
-    QN_TRY(qn_cuda_launch(enc, "gated_delta_net_prep", SRC, defines, "gdn_prep", chunks,
+    /* Two launches, named apart so a profile shows each. */
+    QN_TRY(qn_cuda_launch(enc, "gated_delta_net_prep", SRC, defines, "gdn_prep",
+                          (qn_dim3){(unsigned)a.n_chunks, (unsigned)hv, (unsigned)nseq},
                           (qn_dim3){QN_GDN_PREP_THREADS, 1, 1}, QN_GDN_PREP_SMEM(dk, dv), args));
-    QN_TRY(qn_cuda_launch(enc, "gated_delta_net_state", SRC, defines, fn,
+    return qn_cuda_launch(enc, "gated_delta_net_state", SRC, defines, fn,
                           (qn_dim3){(unsigned)(dv / (16 * mt)), (unsigned)hv, (unsigned)nseq},
-                          (qn_dim3){(unsigned)dk, 1, 1}, QN_GDN_STATE_SMEM(dk, mt), args));
-    return qn_cuda_launch(enc, "gated_delta_net_out", SRC, defines, "gdn_out", chunks, (qn_dim3){(unsigned)(2 * dv), 1, 1},
-                          QN_GDN_OUT_SMEM(dk), args);
+                          (qn_dim3){(unsigned)dk, 1, 1}, QN_GDN_STATE_SMEM(dk, mt), args);
 }
 
 qn_status qn_gdn_conv1d(qn_encoder *enc, qn_tensor out, qn_tensor state_out, qn_tensor x, qn_tensor weight,

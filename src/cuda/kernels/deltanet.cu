@@ -33,48 +33,51 @@
  * the chunk are U - W S^T; the decays enter only as exp of differences that
  * are <= 0, so nothing overflows). Tokens past T are zero (k, v, beta, g),
  * which leaves S' and every other row intact. Only S' = S A + B is
- * sequential, and it is one product per chunk.
- *   gdn_prep      grid (chunks, Hv, B), 8 warps: everything above but S, into
- *                 the workspace (deltanet_args.cuh). Reads q, k, v, g, beta
- *                 once; writes 4 (d_k^2 + d_v d_k + 64 (d_k + d_v)) bytes.
- *                 T by blocks: the four 16 x 16 diagonal blocks by forward
- *                 substitution, then the two levels of
+ * sequential, and it is one product per chunk. Two kernels:
+ *   gdn_prep      grid (chunks, Hv, B), 16 warps: everything above but S, into
+ *                 the workspace (deltanet_args.cuh), with W and U folded
+ *                 away: Z = T^T KT gives W^T KT = Z^T X and U^T KT = Y^T Z
+ *                 (X = diag(beta exp(G)) K, Y = diag(beta) V), and P T gives
+ *                 P W = (P T) X, P U = (P T) Y. T by blocks: the four 16 x 16
+ *                 diagonal blocks by forward substitution, then two levels of
  *                 [[A, 0], [C, B]]^-1 = [[A^-1, 0], [-B^-1 C A^-1, B^-1]].
+ *                 Reads q, k, v, g, beta once; writes
+ *                 4 (d_k^2 + d_v d_k + 64 (d_k + d_v)) bytes.
  *   gdn_state_<mt> grid (d_v / (16 mt), Hv, B), d_k / 32 warps: the only
- *                 sequential kernel. A block carries 16 mt rows of S through
- *                 all chunks (rows of S evolve independently); warp w owns
- *                 the columns 32 w .. 32 w + 31 of them, in mma accumulators.
- *                 Per chunk the warps trade their columns through shared
- *                 memory (the next product needs whole rows), then
- *                 S = S A + B on the tensor cores. A and B stream through a
- *                 per-warp ring of cp.async copies (each lane reads back only
- *                 what it copied, so the ring needs no barrier), several
- *                 chunks ahead. Per chunk a block reads 4 d_k^2 bytes of A
- *                 and its 64 mt d_k bytes of B, and writes the same of M
- *                 (S at the chunk's start, for gdn_out).
- *   gdn_out       grid (chunks, Hv, B), d_v / 16 warps: O = Qe S^T + PU; warp
- *                 w owns the value columns 16 w .. 16 w + 15. Reads Qe, PU, M
- *                 once (4 (64 d_k + 64 d_v + d_k d_v) bytes), writes out.
+ *                 sequential kernel, and the outputs. A block carries 16 mt
+ *                 rows of S through all chunks (rows of S evolve
+ *                 independently); warp w owns the state columns 32 w ..
+ *                 32 w + 31 of them, in mma accumulators. Per chunk the warps
+ *                 trade their columns through shared memory (the products
+ *                 need whole rows), then S' = S A + B, and, for the tokens
+ *                 16 w .. 16 w + 15 of the chunk, O^T = S Qe^T + PU^T, both on
+ *                 the tensor cores from the same a fragments. A, B, Qe and
+ *                 PU stream through a per-warp ring of cp.async copies (each
+ *                 lane reads back only what it copied, so the ring needs no
+ *                 barrier), most of a chunk ahead. Per chunk a block reads
+ *                 4 (d_k^2 + 64 d_k) bytes of A and Qe, and 64 mt (d_k + 64)
+ *                 bytes of B and PU.
  * Products run on tensor cores in TF32 (10-bit mantissa, f32 range: values
- * and states need no scaling) with f32 accumulation.
+ * and states need no scaling) with f32 accumulation. Operands stored for
+ * another kernel are rounded to TF32 when stored.
  *
  * Fragment layouts (mma.m16n8k8, lane = 4 gr + tg). The workspace stores
  * every operand as the fragments its reader loads, a float4 per lane: a
  * "unit" is 32 lanes x 4 floats. The k index of a product may be permuted
- * as long as both operands agree; the state's products use k slot tg for
- * column 2 tg of an 8-wide k tile and slot tg + 4 for column 2 tg + 1,
- * which makes an accumulator tile (rows gr, gr + 8; columns 2 tg, 2 tg + 1)
- * an operand tile without moving data between lanes:
- *   B, M    [d_v / 16][d_k / 8] units: the accumulator tile (rows of S,
- *           columns of S): S[r][2 tg], S[r][2 tg + 1], S[r + 8][2 tg],
- *           S[r + 8][2 tg + 1], r = gr
+ * as long as both operands agree; the state kernel's products use k slot
+ * tg for column 2 tg of an 8-wide k tile and slot tg + 4 for column
+ * 2 tg + 1, which makes an accumulator tile of S (rows gr, gr + 8; columns
+ * 2 tg, 2 tg + 1) an a operand without moving data between lanes:
+ *   B       [d_v / 16][d_k / 8] units, accumulator tiles (rows of S, columns
+ *           of S): B[r][2 tg], B[r][2 tg + 1], B[r + 8][2 tg],
+ *           B[r + 8][2 tg + 1], r = gr
  *   A       [d_k / 8 (n tile u)][d_k / 16 (k pair p)] units: the b operands
  *           of k tiles 2p and 2p + 1: A[16p + 2tg][8u + gr],
  *           A[16p + 2tg + 1][8u + gr], A[16p + 8 + 2tg][8u + gr],
  *           A[16p + 9 + 2tg][8u + gr]
- *   QE      [4 (token tile)][d_k / 8] units: the a operand,
- *           Qe[gr][2tg], Qe[gr + 8][2tg], Qe[gr][2tg + 1], Qe[gr + 8][2tg + 1]
- *   PU      [4][d_v / 8] units: the accumulator tile.
+ *   QE      [8 (token tile u)][d_k / 16] units: the same for Qe^T,
+ *           Qe[8u + gr][16p + 2tg], ...
+ *   PU      [d_v / 16][8 (token tile)] units, accumulator tiles of PU^T.
  *
  * Helpers (no QN_GDN_DK):
  *   gdn_conv1d      grid (T / 64, C / 128, B): a thread per channel runs 64
@@ -194,23 +197,24 @@ __device__ __forceinline__ void cp_wait() {
 
 /* ---- loads of a chunk's rows */
 
-/* Rows t0 .. t0 + 63 of x ([D, heads, T, B]) at head `head`, sequence b,
- * into s[64][ld] as f32; rows past T are zero. With `normalise`, each row is
- * divided by sqrt(sum x^2 + eps) and multiplied by `mul`. Warp w takes rows
- * w, w + 8, ..., lanes along the row (coalesced when x's elements are
- * contiguous); all its loads are issued before the first is used. */
+/* Rows 0 .. 63 of a chunk (row t at base + t * nb_row, element i of it at
+ * + i * nb_el) into s[64][ld] as f32, rows t >= n_valid zero. With
+ * `normalise`, each row is divided by sqrt(sum x^2 + eps) and multiplied by
+ * `mul`. Warp w takes rows w, w + 16, ..., lanes along the row (coalesced
+ * when the elements are contiguous); all its loads are issued before the
+ * first is used. */
 template <int D, int XT>
-__device__ __noinline__ void load_rows_as(float *s, int ld, const qn_kt &x, long long head, long long b,
-                                          long long t0, long long n_tok, bool normalise, float mul) {
-    constexpr int R = CH / 8, E = D / 32;
+__device__ __noinline__ void load_rows_as(float *s, int ld, const char *base, long long nb_el, long long nb_row,
+                                          int n_valid, bool normalise, float mul) {
+    constexpr int NW = QN_GDN_PREP_THREADS / 32, R = CH / NW, E = D / 32;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     unsigned bits[R][E];
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        const long long t = t0 + warp + 8 * r;
-        const char *p = qn_kt_at(&x, lane, head, t < n_tok ? t : t0, b);
+        const int t = warp + NW * r;
+        const char *p = base + (t < n_valid ? t : 0) * nb_row + lane * nb_el;
 #pragma unroll
-        for (int i = 0; i < E; i++) bits[r][i] = t < n_tok ? qn_load_bits(p + 32 * i * x.nb[0], XT) : 0u;
+        for (int i = 0; i < E; i++) bits[r][i] = t < n_valid ? qn_load_bits(p + 32 * i * nb_el, XT) : 0u;
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -222,16 +226,20 @@ __device__ __noinline__ void load_rows_as(float *s, int ld, const qn_kt &x, long
         }
         const float f = normalise ? mul / sqrtf(warp_sum(ss) + QN_GDN_L2_EPS) : 1.0f;
 #pragma unroll
-        for (int i = 0; i < E; i++) s[(warp + 8 * r) * ld + lane + 32 * i] = vals[i] * f;
+        for (int i = 0; i < E; i++) s[(warp + NW * r) * ld + lane + 32 * i] = vals[i] * f;
     }
 }
 
+/* The chunk's rows of x ([D, heads, T, B]) at `head`, sequence b, from token t0. */
 template <int D>
 __device__ void load_rows(float *s, int ld, const qn_kt &x, long long head, long long b, long long t0,
-                          long long n_tok, bool normalise, float mul) {
-    if (x.dtype == QN_KT_BF16) load_rows_as<D, QN_KT_BF16>(s, ld, x, head, b, t0, n_tok, normalise, mul);
-    else if (x.dtype == QN_KT_F16) load_rows_as<D, QN_KT_F16>(s, ld, x, head, b, t0, n_tok, normalise, mul);
-    else load_rows_as<D, QN_KT_F32>(s, ld, x, head, b, t0, n_tok, normalise, mul);
+                          bool normalise, float mul) {
+    const char *base = qn_kt_at(&x, 0, head, t0, b);
+    const long long left = x.ne[2] - t0;
+    const int n_valid = left < CH ? (int)left : CH;
+    if (x.dtype == QN_KT_BF16) load_rows_as<D, QN_KT_BF16>(s, ld, base, x.nb[0], x.nb[2], n_valid, normalise, mul);
+    else if (x.dtype == QN_KT_F16) load_rows_as<D, QN_KT_F16>(s, ld, base, x.nb[0], x.nb[2], n_valid, normalise, mul);
+    else load_rows_as<D, QN_KT_F32>(s, ld, base, x.nb[0], x.nb[2], n_valid, normalise, mul);
 }
 
 /* ---- decode: one token */
@@ -322,17 +330,29 @@ extern "C" __global__ void __launch_bounds__(128) gdn_decode(qn_gdn_args a) {
 
 /* ---- chunked form, kernel 1: the chunk's A, B, Qe and PU */
 
-/* Shared memory: K [64][DK + 4], Q then W [64][DK + 4], V then U
- * [64][DV + 8], TP [64][68] (T strictly below the diagonal, P transposed
- * above it: T's diagonal is 1, P's is kept in pd), and the per-token
- * vectors G, beta, exp(G), beta exp(G), exp(G_63 - G), pd. Row pads keep the
- * fragment reads mostly free of bank conflicts and rows 16-byte aligned. */
-constexpr int PREP_LDK = DK + 4, PREP_LDV = DV + 8, PREP_LDT = CH + 4;
+/* Shared memory: K [64][DK + 4], Q then Z [64][DK + 4], V [64][DV + 8], TP
+ * [64][68] (T strictly below the diagonal, P transposed above it: T's
+ * diagonal is 1, P's is kept in pd), and the per-token vectors G, beta,
+ * exp(G), beta exp(G), exp(G_63 - G), pd. Row pads keep the fragment reads
+ * mostly free of bank conflicts and rows 16-byte aligned. */
+constexpr int PREP_LDK = DK + 4, PREP_LDV = DV + 8, PREP_LDT = CH + 4, PREP_NW = QN_GDN_PREP_THREADS / 32;
 static_assert(4 * (CH * (2 * PREP_LDK + PREP_LDV + PREP_LDT) + 6 * CH) == QN_GDN_PREP_SMEM(DK, DV), "prep smem");
 static_assert(QN_GDN_PREP_SMEM(DK, DV) <= 227 * 1024, "prep shared memory exceeds a block's limit");
 
+/* The b operands held in accumulator tiles acc[j], acc[j + 1] (n tiles 2p
+ * and 2p + 1 of row tile mt, whose rows are the reader's n index) as the
+ * units (2 mt, p) and (2 mt + 1, p) of base [..][n_p], tf32-rounded: the A
+ * and QE layouts. */
+__device__ __forceinline__ void store_b_pair(float *base, int n_p, int mt, int p, const float *c0, const float *c1) {
+    auto r = [](float x) { return __uint_as_float(tf32(x)); };
+    *(float4 *)unit(base, 2 * mt * n_p + p) = make_float4(r(c0[0]), r(c0[1]), r(c1[0]), r(c1[1]));
+    *(float4 *)unit(base, (2 * mt + 1) * n_p + p) = make_float4(r(c0[2]), r(c0[3]), r(c1[2]), r(c1[3]));
+}
+
+/* Each phase below splits its output into 16 x 32 blocks (a row tile, 4 n
+ * tiles), spread over the 16 warps. */
 extern "C" __global__ void __launch_bounds__(QN_GDN_PREP_THREADS) gdn_prep(qn_gdn_args a) {
-    constexpr int LDK = PREP_LDK, LDV = PREP_LDV, LDT = PREP_LDT;
+    constexpr int LDK = PREP_LDK, LDV = PREP_LDV, LDT = PREP_LDT, NW = PREP_NW, KP = DK / 16;
     float *Ks = sm, *Qs = Ks + CH * LDK, *Vs = Qs + CH * LDK, *TP = Vs + CH * LDV;
     float *gG = TP + CH * LDT, *gB = gG + CH, *eG = gB + CH, *bG = eG + CH, *kD = bG + CH, *pD = kD + CH;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -340,15 +360,19 @@ extern "C" __global__ void __launch_bounds__(QN_GDN_PREP_THREADS) gdn_prep(qn_gd
     const long long kh = h / (hv / a.q.ne[1]), t0 = (long long)blockIdx.x * CH;
     const long long nch = hv * a.v.ne[3] * a.n_chunks, ch = (b * hv + h) * a.n_chunks + blockIdx.x;
     float *ws = (float *)a.ws;
+    float *wsA = ws + qn_gdn_ws_offset(QN_GDN_WS_A, nch, DK, DV) + ch * DK * DK;
+    float *wsB = ws + qn_gdn_ws_offset(QN_GDN_WS_B, nch, DK, DV) + ch * DV * DK;
+    float *wsQ = ws + qn_gdn_ws_offset(QN_GDN_WS_QE, nch, DK, DV) + ch * CH * DK;
+    float *wsP = ws + qn_gdn_ws_offset(QN_GDN_WS_PU, nch, DK, DV) + ch * CH * DV;
 
-    load_rows<DK>(Ks, LDK, a.k, kh, b, t0, n_tok, true, 1.0f);
-    load_rows<DK>(Qs, LDK, a.q, kh, b, t0, n_tok, true, a.scale);
-    load_rows<DV>(Vs, LDV, a.v, h, b, t0, n_tok, false, 1.0f);
     if (tid < CH) {
         const bool in = t0 + tid < n_tok;
         gG[tid] = in ? qn_load_f32(qn_kt_at(&a.g, h, t0 + tid, b, 0), a.g.dtype) : 0.0f;
         gB[tid] = in ? qn_load_f32(qn_kt_at(&a.beta, h, t0 + tid, b, 0), a.beta.dtype) : 0.0f;
     }
+    load_rows<DK>(Ks, LDK, a.k, kh, b, t0, true, 1.0f);
+    load_rows<DK>(Qs, LDK, a.q, kh, b, t0, true, a.scale);
+    load_rows<DV>(Vs, LDV, a.v, h, b, t0, false, 1.0f);
     __syncthreads();
     if (warp == 0) { /* inclusive prefix sum of g: two halves of 32, then joined */
         float lo = gG[lane], hi = gG[lane + 32];
@@ -363,12 +387,12 @@ extern "C" __global__ void __launch_bounds__(QN_GDN_PREP_THREADS) gdn_prep(qn_gd
         const float last = __shfl_sync(FULL_MASK, hi, 31);
         gG[lane] = lo;
         gG[lane + 32] = hi;
-        eG[lane] = expf(lo);
-        eG[lane + 32] = expf(hi);
-        bG[lane] = gB[lane] * expf(lo);
-        bG[lane + 32] = gB[lane + 32] * expf(hi);
-        kD[lane] = expf(last - lo);
-        kD[lane + 32] = expf(last - hi);
+        eG[lane] = __expf(lo);
+        eG[lane + 32] = __expf(hi);
+        bG[lane] = gB[lane] * __expf(lo);
+        bG[lane + 32] = gB[lane + 32] * __expf(hi);
+        kD[lane] = __expf(last - lo);
+        kD[lane + 32] = __expf(last - hi);
     }
     __syncthreads();
 
@@ -380,19 +404,20 @@ extern "C" __global__ void __launch_bounds__(QN_GDN_PREP_THREADS) gdn_prep(qn_gd
         else if (j == i) pD[i] = x;
     };
 
-    { /* L (warps 0-3) and P (warps 4-7): rows 16 (w % 4), all 64 columns */
-        const int m0 = 16 * (warp & 3);
-        const float *X = warp < 4 ? Ks : Qs;
-        float acc[1][8][4] = {};
-        mma_tiles(acc, m0, 0, DK, [&](int m, int k) { return X[m * LDK + k]; },
+    /* L (blocks 0-7) and P (8-15): K K^T and Q K^T, masked and decayed */
+    for (int it = warp; it < 16; it += NW) {
+        const int m0 = 16 * ((it & 7) >> 1), n0 = 32 * (it & 1);
+        const float *X = it < 8 ? Ks : Qs;
+        float acc[1][4][4] = {};
+        mma_tiles(acc, m0, n0, DK, [&](int m, int k) { return X[m * LDK + k]; },
                   [&](int k, int n) { return Ks[n * LDK + k]; });
-        if (warp < 4)
-            for_acc(acc, m0, 0, [&](int i, int j, float x) {
-                if (i > j) TP[i * LDT + j] = gB[i] * expf(gG[i] - gG[j]) * x;
+        if (it < 8)
+            for_acc(acc, m0, n0, [&](int i, int j, float x) {
+                if (i > j) TP[i * LDT + j] = gB[i] * __expf(gG[i] - gG[j]) * x;
             });
         else
-            for_acc(acc, m0, 0, [&](int i, int j, float x) {
-                if (j <= i) put_P(i, j, expf(gG[i] - gG[j]) * x);
+            for_acc(acc, m0, n0, [&](int i, int j, float x) {
+                if (j <= i) put_P(i, j, __expf(gG[i] - gG[j]) * x);
             });
     }
     __syncthreads();
@@ -451,151 +476,163 @@ extern "C" __global__ void __launch_bounds__(QN_GDN_PREP_THREADS) gdn_prep(qn_gd
     }
     __syncthreads();
 
-    { /* P T over P (lower triangular too): rows 16 (w % 4), columns 32 (w / 4) */
-        const int m0 = 16 * (warp & 3), n0 = 32 * (warp >> 2);
+    { /* P T over P (lower triangular too): warp w < 8 the block (w / 2, w % 2) */
+        const int m0 = 16 * (warp >> 1), n0 = 32 * (warp & 1);
         float acc[1][4][4] = {};
-        mma_tiles(acc, m0, n0, CH, P, T);
+        if (warp < 8) mma_tiles(acc, m0, n0, CH, P, T);
         __syncthreads();
-        for_acc(acc, m0, n0, [&](int i, int j, float x) { put_P(i, j, x); });
+        if (warp < 8) for_acc(acc, m0, n0, [&](int i, int j, float x) { put_P(i, j, x); });
     }
     __syncthreads();
 
-    { /* Qe = diag(exp(G)) Q - (P T) diag(beta exp(G)) K and PU = (P T) diag(beta) V:
-       * rows 16 (w % 4), half w / 4 of the columns, 64 at a time */
-        const int mt = warp & 3, m0 = 16 * mt;
-        float *wsQ = ws + qn_gdn_ws_offset(QN_GDN_WS_QE, nch, DK, DV) + ch * CH * DK;
-        float *wsP = ws + qn_gdn_ws_offset(QN_GDN_WS_PU, nch, DK, DV) + ch * CH * DV;
-        for (int n0 = (warp >> 2) * (DK / 2); n0 < (warp >> 2) * (DK / 2) + DK / 2; n0 += 64) {
-            float acc[1][8][4];
-            for_acc(acc, m0, n0, [&](int i, int j, float &x) { x = eG[i] * Qs[i * LDK + j]; });
-            mma_tiles(acc, m0, n0, CH, [&](int m, int k) { return -P(m, k); },
+    /* Qe = diag(exp(G)) Q - (P T) X (rows: tokens) and PU^T = Y^T (P T)^T
+     * (rows: value columns), X = diag(beta exp(G)) K, Y = diag(beta) V */
+    for (int it = warp; it < 4 * (DK / 32) + (DV / 16) * 2; it += NW) {
+        float acc[1][4][4];
+        if (it < 4 * (DK / 32)) {
+            const int mt = it / (DK / 32), n0 = 32 * (it % (DK / 32));
+            for_acc(acc, 16 * mt, n0, [&](int i, int j, float &x) { x = eG[i] * Qs[i * LDK + j]; });
+            mma_tiles(acc, 16 * mt, n0, CH, [&](int m, int k) { return -P(m, k); },
                       [&](int k, int n) { return bG[k] * Ks[k * LDK + n]; });
+            store_b_pair(wsQ, KP, mt, n0 / 16, acc[0][0], acc[0][1]);
+            store_b_pair(wsQ, KP, mt, n0 / 16 + 1, acc[0][2], acc[0][3]);
+        } else {
+            const int mt = (it - 4 * (DK / 32)) / 2, n0 = 32 * (it % 2);
+            for_acc(acc, 0, 0, [&](int, int, float &x) { x = 0.0f; });
+            mma_tiles(acc, 16 * mt, n0, CH, [&](int m, int k) { return gB[k] * Vs[k * LDV + m]; },
+                      [&](int k, int n) { return P(n, k); });
 #pragma unroll
-            for (int j = 0; j < 8; j++)
-                *(float4 *)unit(wsQ, mt * (DK / 8) + n0 / 8 + j) =
-                    make_float4(acc[0][j][0], acc[0][j][2], acc[0][j][1], acc[0][j][3]);
+            for (int j = 0; j < 4; j++)
+                *(float4 *)unit(wsP, mt * 8 + n0 / 8 + j) = make_float4(acc[0][j][0], acc[0][j][1], acc[0][j][2], acc[0][j][3]);
         }
-        for (int n0 = (warp >> 2) * (DV / 2); n0 < (warp >> 2) * (DV / 2) + DV / 2; n0 += 64) {
-            float acc[1][8][4] = {};
-            mma_tiles(acc, m0, n0, CH, P, [&](int k, int n) { return gB[k] * Vs[k * LDV + n]; });
+    }
+    __syncthreads();
+
+    /* Z = T^T KT over Q, KT = diag(exp(G_63 - G)) K (then KT^T W = Z^T X and U^T KT = Y^T Z) */
+    for (int it = warp; it < 4 * (DK / 32); it += NW) {
+        const int m0 = 16 * (it / (DK / 32)), n0 = 32 * (it % (DK / 32));
+        float acc[1][4][4] = {};
+        mma_tiles(acc, m0, n0, CH, [&](int m, int k) { return T(k, m); },
+                  [&](int k, int n) { return kD[k] * Ks[k * LDK + n]; });
+        for_acc(acc, m0, n0, [&](int i, int j, float x) { Qs[i * LDK + j] = x; });
+    }
+    __syncthreads();
+
+    /* A^T = exp(G_63) I - Z^T X (row tiles of d') and B = Y^T Z (row tiles of
+     * value columns), n over d */
+    for (int it = warp; it < (DK / 16 + DV / 16) * (DK / 32); it += NW) {
+        const int r = it / (DK / 32), n0 = 32 * (it % (DK / 32));
+        float acc[1][4][4];
+        if (r < DK / 16) {
+            for_acc(acc, 16 * r, n0, [&](int i, int j, float &x) { x = i == j ? eG[CH - 1] : 0.0f; });
+            mma_tiles(acc, 16 * r, n0, CH, [&](int m, int k) { return -Qs[k * LDK + m]; },
+                      [&](int k, int n) { return bG[k] * Ks[k * LDK + n]; });
+            store_b_pair(wsA, KP, r, n0 / 16, acc[0][0], acc[0][1]);
+            store_b_pair(wsA, KP, r, n0 / 16 + 1, acc[0][2], acc[0][3]);
+        } else {
+            const int m0 = 16 * (r - DK / 16);
+            for_acc(acc, 0, 0, [&](int, int, float &x) { x = 0.0f; });
+            mma_tiles(acc, m0, n0, CH, [&](int m, int k) { return gB[k] * Vs[k * LDV + m]; },
+                      [&](int k, int n) { return Qs[k * LDK + n]; });
 #pragma unroll
-            for (int j = 0; j < 8; j++) *(float4 *)unit(wsP, mt * (DV / 8) + n0 / 8 + j) =
+            for (int j = 0; j < 4; j++)
+                *(float4 *)unit(wsB, (r - DK / 16) * (DK / 8) + n0 / 8 + j) =
                     make_float4(acc[0][j][0], acc[0][j][1], acc[0][j][2], acc[0][j][3]);
         }
     }
-    __syncthreads();
-
-    { /* W = T diag(beta exp(G)) K over Q, U = T diag(beta) V over V: warp w
-       * owns the columns w / 8 .. (w + 1) / 8 of each (so U may overwrite V) */
-        constexpr int NW = DK / 64, NU = DV / 64;
-        float w[4][NW][4] = {}, u[4][NU][4] = {};
-        mma_tiles(w, 0, warp * (DK / 8), CH, T, [&](int k, int n) { return bG[k] * Ks[k * LDK + n]; });
-        for_acc(w, 0, warp * (DK / 8), [&](int i, int j, float x) { Qs[i * LDK + j] = x; });
-        mma_tiles(u, 0, warp * (DV / 8), CH, T, [&](int k, int n) { return gB[k] * Vs[k * LDV + n]; });
-        __syncwarp();
-        for_acc(u, 0, warp * (DV / 8), [&](int i, int j, float x) { Vs[i * LDV + j] = x; });
-    }
-    __syncthreads();
-
-    /* A^T = exp(G_63) I - KT^T W (tile rows r < DK / 16) and B = U^T KT (the
-     * next DV / 16), 64 columns at a time; warp w takes rows w, w + 8, ... */
-    float *wsA = ws + qn_gdn_ws_offset(QN_GDN_WS_A, nch, DK, DV) + ch * DK * DK;
-    float *wsB = ws + qn_gdn_ws_offset(QN_GDN_WS_B, nch, DK, DV) + ch * DV * DK;
-    for (int r = warp; r < DK / 16 + DV / 16; r += 8)
-        for (int n0 = 0; n0 < DK; n0 += 64) {
-            float acc[1][8][4];
-            if (r < DK / 16) {
-                const int m0 = 16 * r;
-                for_acc(acc, m0, n0, [&](int i, int j, float &x) { x = i == j ? eG[CH - 1] : 0.0f; });
-                mma_tiles(acc, m0, n0, CH, [&](int m, int k) { return -kD[k] * Ks[k * LDK + m]; },
-                          [&](int k, int n) { return Qs[k * LDK + n]; });
-                /* the tile (r, n tile t) holds the b operands of n tiles 2r, 2r + 1 for k tile t */
-#pragma unroll
-                for (int j = 0; j < 8; j += 2) {
-                    const int p = (n0 / 8 + j) / 2;
-                    *(float4 *)unit(wsA, (2 * r) * (DK / 16) + p) =
-                        make_float4(acc[0][j][0], acc[0][j][1], acc[0][j + 1][0], acc[0][j + 1][1]);
-                    *(float4 *)unit(wsA, (2 * r + 1) * (DK / 16) + p) =
-                        make_float4(acc[0][j][2], acc[0][j][3], acc[0][j + 1][2], acc[0][j + 1][3]);
-                }
-            } else {
-                const int m0 = 16 * (r - DK / 16);
-                for_acc(acc, m0, n0, [&](int, int, float &x) { x = 0.0f; });
-                mma_tiles(acc, m0, n0, CH, [&](int m, int k) { return Vs[k * LDV + m]; },
-                          [&](int k, int n) { return kD[k] * Ks[k * LDK + n]; });
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-                    *(float4 *)unit(wsB, (r - DK / 16) * (DK / 8) + n0 / 8 + j) =
-                        make_float4(acc[0][j][0], acc[0][j][1], acc[0][j][2], acc[0][j][3]);
-            }
-        }
 }
 
-/* ---- chunked form, kernel 2: the state through the chunks */
+/* ---- chunked form, kernel 2: the state through the chunks, and the outputs */
 
 /* Shared memory: per warp a ring of QN_GDN_STATE_RING(DK) groups of 4 units
- * (2 KiB: one unit for each of the warp's 4 n tiles), then the block's rows
- * of S as a operands, [MT][DK / 8] units, twice (even and odd chunks: one
- * barrier a chunk suffices). A warp's stream of groups is, per chunk, the
- * MT groups of B (tile row m of the block) and then the DK / 16 groups of A
- * (k pair p). */
+ * (2 KiB), then the block's rows of S as a operands, [MT][DK / 8] units,
+ * twice (even and odd chunks: one barrier a chunk suffices). Per chunk a
+ * warp's stream of groups is: the MT groups of B (row tile m; the warp's 4
+ * n tiles), the NPU groups of PU^T (row tiles 2j, 2j + 1; the warp's token
+ * tiles 2 warp, 2 warp + 1), then for each q < DK / 32 the A groups of k
+ * pairs 2q and 2q + 1 (the warp's 4 n tiles) and the QE group of k pairs 2q,
+ * 2q + 1 (the warp's 2 token tiles). */
 template <int MT>
 __device__ void gdn_state(const qn_gdn_args &a) {
-    constexpr int KT = DK / 8, KP = DK / 16, GPC = MT + KP, RG = QN_GDN_STATE_RING(DK);
+    constexpr int KT = DK / 8, KP = DK / 16, NPU = MT > 1 ? MT / 2 : 1, GPC = MT + NPU + KP + KP / 2;
+    constexpr int RG = QN_GDN_STATE_RING(DK);
     static_assert(DK / 32 * RG * 2048 + 2 * MT * KT * 512 == QN_GDN_STATE_SMEM(DK, MT), "state smem");
     static_assert(QN_GDN_STATE_SMEM(DK, MT) <= 227 * 1024, "state shared memory exceeds a block's limit");
+    static_assert((RG & (RG - 1)) == 0, "the ring's size is a power of two");
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tile0 = blockIdx.x * MT;
-    const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], nc = a.n_chunks;
-    const long long nch = hv * a.v.ne[3] * nc, ch0 = (b * hv + h) * nc, n_groups = nc * GPC;
+    const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], n_tok = a.q.ne[2];
+    const int nc = a.n_chunks;
+    const long long nch = hv * a.v.ne[3] * nc, ch0 = (b * hv + h) * nc;
     const float *ws = (const float *)a.ws;
-    const float *wsA = ws + qn_gdn_ws_offset(QN_GDN_WS_A, nch, DK, DV);
-    const float *wsB = ws + qn_gdn_ws_offset(QN_GDN_WS_B, nch, DK, DV);
-    float *wsM = (float *)ws + qn_gdn_ws_offset(QN_GDN_WS_M, nch, DK, DV);
+    const float *wsA = ws + qn_gdn_ws_offset(QN_GDN_WS_A, nch, DK, DV) + ch0 * DK * DK;
+    const float *wsB = ws + qn_gdn_ws_offset(QN_GDN_WS_B, nch, DK, DV) + ch0 * DV * DK;
+    const float *wsQ = ws + qn_gdn_ws_offset(QN_GDN_WS_QE, nch, DK, DV) + ch0 * CH * DK;
+    const float *wsP = ws + qn_gdn_ws_offset(QN_GDN_WS_PU, nch, DK, DV) + ch0 * CH * DV;
     float *ring = sm + warp * RG * 512, *ex = sm + DK / 32 * RG * 512;
 
-    /* Group gi of the stream into its ring slot (an empty commit past the
-     * end keeps the group count uniform). */
-    auto issue = [&](long long gi) {
-        if (gi < n_groups) {
-            const long long c = gi / GPC;
-            const int r = (int)(gi % GPC);
-            const float *src = r < MT ? unit(wsB + (ch0 + c) * DV * DK, (long long)(tile0 + r) * KT + 4 * warp)
-                                      : unit(wsA + (ch0 + c) * DK * DK, 4LL * warp * KP + r - MT);
-            const int stride = r < MT ? 128 : KP * 128;
-            float *dst = ring + (int)(gi % RG) * 512 + 4 * lane;
-#pragma unroll
-            for (int n = 0; n < 4; n++) cp16(dst + 128 * n, src + n * stride);
+    /* The next group to issue, (chunk ic, group ir of the chunk), into ring
+     * slot is. A commit is made even past the end, which keeps the count of
+     * groups in flight uniform. */
+    int ic = 0, ir = 0, is = 0;
+    auto issue = [&]() {
+        if (ic < nc) {
+            const float *src[4];
+            int n_units = 4;
+            if (ir < MT) {
+                for (int n = 0; n < 4; n++) src[n] = unit(wsB + ic * (long long)(DV * DK), (tile0 + ir) * KT + 4 * warp + n);
+            } else if (ir < MT + NPU) {
+                const int j = ir - MT;
+                n_units = MT > 1 ? 4 : 2;
+                for (int n = 0; n < 4; n++)
+                    src[n] = unit(wsP + ic * (long long)(DV * CH), (tile0 + 2 * j + (n >> 1)) * 8 + 2 * warp + (n & 1));
+            } else {
+                const int r = ir - MT - NPU, q = r / 3, k = r - 3 * q;
+                for (int n = 0; n < 4; n++)
+                    src[n] = k < 2 ? unit(wsA + ic * (long long)(DK * DK), (4 * warp + n) * KP + 2 * q + k)
+                                   : unit(wsQ + ic * (long long)(CH * DK), (2 * warp + (n & 1)) * KP + 2 * q + (n >> 1));
+            }
+            float *dst = ring + is * 512 + 4 * lane;
+            for (int n = 0; n < n_units; n++) cp16(dst + 128 * n, src[n]);
         }
         cp_commit();
+        is = (is + 1) & (RG - 1);
+        if (++ir == GPC) {
+            ir = 0;
+            ic++;
+        }
     };
-    /* The next group (this lane's 4 float4s, 128 floats apart). The copy
-     * issued first refills the previous group's slot: its values are in
-     * registers by now, read by loads that complete long before a copy's
+    /* The next group to use (this lane's 4 float4s, 128 floats apart). The
+     * copy issued first refills the previous group's slot, whose values are
+     * in registers by now, read by loads that complete long before a copy's
      * data comes back from global memory. */
-    long long gi = 0;
+    int us = 0;
     auto next = [&]() {
-        issue(gi + RG - 1);
+        issue();
         cp_wait<RG - 1>();
-        return (const float *)(ring + (int)(gi++ % RG) * 512 + 4 * lane);
+        const float *g = ring + us * 512 + 4 * lane;
+        us = (us + 1) & (RG - 1);
+        return g;
     };
-    for (int i = 0; i < RG - 1; i++) issue(i);
+    for (int i = 0; i < RG - 1; i++) issue();
 
     /* S in the accumulator tiles: rows 16 (tile0 + m) + .., columns 32 warp + 8 n + .. */
     float acc[MT][4][4];
     for_acc(acc, 16 * tile0, 32 * warp, [&](int r, int d, float &x) {
         x = *(const float *)qn_kt_at(&a.state_in, d, r, h, b);
     });
-    for (long long c = 0; c < nc; c++) {
-        float *exc = ex + (int)(c & 1) * MT * KT * 128, *Mc = wsM + (ch0 + c) * DV * DK;
+    for (int c = 0; c < nc; c++) {
+        float *exc = ex + (c & 1) * MT * KT * 128;
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
             for (int n = 0; n < 4; n++) {
                 const float *x = acc[m][n];
-                *(float4 *)unit(Mc, (long long)(tile0 + m) * KT + 4 * warp + n) = make_float4(x[0], x[1], x[2], x[3]);
-                *(float4 *)unit(exc, m * KT + 4 * warp + n) = make_float4(x[0], x[2], x[1], x[3]);
+                *(uint4 *)unit(exc, m * KT + 4 * warp + n) = make_uint4(tf32(x[0]), tf32(x[2]), tf32(x[1]), tf32(x[3]));
             }
         __syncthreads(); /* S's rows whole in exc */
+
+        /* S' = S A + B; O^T = S Qe^T + PU^T (value rows; the warp's 16 tokens) */
+        float o[MT][2][4];
 #pragma unroll
         for (int m = 0; m < MT; m++) {
             const float *g = next();
@@ -608,23 +645,64 @@ __device__ void gdn_state(const qn_gdn_args &a) {
                 acc[m][n][3] = v.w;
             }
         }
-#pragma unroll 2
-        for (int p = 0; p < KP; p++) {
+#pragma unroll
+        for (int j = 0; j < NPU; j++) {
             const float *g = next();
-            float4 bq[4];
 #pragma unroll
-            for (int n = 0; n < 4; n++) bq[n] = *(const float4 *)(g + 128 * n);
+            for (int n = 0; n < (MT > 1 ? 4 : 2); n++) {
+                const float4 v = *(const float4 *)(g + 128 * n);
+                float *x = o[2 * j + (n >> 1)][n & 1];
+                x[0] = v.x;
+                x[1] = v.y;
+                x[2] = v.z;
+                x[3] = v.w;
+            }
+        }
+#pragma unroll 1
+        for (int q = 0; q < KP / 2; q++) {
+            uint4 bA[2][4], bQ[4];
 #pragma unroll
-            for (int m = 0; m < MT; m++) {
-                const float4 a0 = *(const float4 *)unit(exc, m * KT + 2 * p),
-                             a1 = *(const float4 *)unit(exc, m * KT + 2 * p + 1);
+            for (int k = 0; k < 2; k++) {
+                const float *g = next();
+#pragma unroll
+                for (int n = 0; n < 4; n++) bA[k][n] = *(const uint4 *)(g + 128 * n);
+            }
+            {
+                const float *g = next();
+#pragma unroll
+                for (int n = 0; n < 4; n++) bQ[n] = *(const uint4 *)(g + 128 * n);
+            }
+#pragma unroll
+            for (int kt = 0; kt < 4; kt++) {
+                unsigned af[MT][4];
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    const uint4 v = *(const uint4 *)unit(exc, m * KT + 4 * q + kt);
+                    af[m][0] = v.x;
+                    af[m][1] = v.y;
+                    af[m][2] = v.z;
+                    af[m][3] = v.w;
+                }
 #pragma unroll
                 for (int n = 0; n < 4; n++) {
-                    mma_frag(acc[m][n], a0, bq[n].x, bq[n].y);
-                    mma_frag(acc[m][n], a1, bq[n].z, bq[n].w);
+                    const uint4 v = bA[kt >> 1][n];
+                    const unsigned bf[2] = {kt & 1 ? v.z : v.x, kt & 1 ? v.w : v.y};
+#pragma unroll
+                    for (int m = 0; m < MT; m++) mma_tf32(acc[m][n], af[m], bf);
+                }
+#pragma unroll
+                for (int t = 0; t < 2; t++) {
+                    const uint4 v = bQ[t + 2 * (kt >> 1)];
+                    const unsigned bf[2] = {kt & 1 ? v.z : v.x, kt & 1 ? v.w : v.y};
+#pragma unroll
+                    for (int m = 0; m < MT; m++) mma_tf32(o[m][t], af[m], bf);
                 }
             }
         }
+        const long long tc = (long long)c * CH + 16 * warp;
+        for_acc(o, 16 * tile0, 0, [&](int r, int t, float x) {
+            if (tc + t < n_tok) qn_store_f32(qn_kt_at(&a.out, r, h, tc + t, b), a.out.dtype, x);
+        });
     }
     for_acc(acc, 16 * tile0, 32 * warp,
             [&](int r, int d, float x) { *(float *)qn_kt_at(&a.state_out, d, r, h, b) = x; });
@@ -635,56 +713,6 @@ extern "C" __global__ void __launch_bounds__(DK) gdn_state_2(qn_gdn_args a) { gd
 #if DK == 128
 extern "C" __global__ void __launch_bounds__(DK) gdn_state_4(qn_gdn_args a) { gdn_state<4>(a); }
 #endif
-
-/* ---- chunked form, kernel 3: the outputs */
-
-/* Shared memory: the chunk's Qe units [4][DK / 8], copied once for all warps. */
-static_assert(4 * CH * DK == QN_GDN_OUT_SMEM(DK), "out smem");
-
-extern "C" __global__ void __launch_bounds__(2 * DV) gdn_out(qn_gdn_args a) {
-    constexpr int KT = DK / 8;
-    const int warp = threadIdx.x >> 5;
-    const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], n_tok = a.q.ne[2], t0 = blockIdx.x * (long long)CH;
-    const long long nch = hv * a.v.ne[3] * a.n_chunks, ch = (b * hv + h) * a.n_chunks + blockIdx.x;
-    const float *ws = (const float *)a.ws;
-    const float *wsQ = ws + qn_gdn_ws_offset(QN_GDN_WS_QE, nch, DK, DV) + ch * CH * DK;
-    const float *wsP = ws + qn_gdn_ws_offset(QN_GDN_WS_PU, nch, DK, DV) + ch * CH * DV;
-    const float *wsM = ws + qn_gdn_ws_offset(QN_GDN_WS_M, nch, DK, DV) + ch * DV * DK;
-
-    for (int i = threadIdx.x; i < CH * DK / 4; i += blockDim.x) cp16(sm + 4 * i, wsQ + 4 * i);
-    cp_commit();
-    /* value columns 16 warp .. : the PU tiles (token tile m, n tiles 2 warp, 2 warp + 1) */
-    float acc[4][2][4];
-#pragma unroll
-    for (int m = 0; m < 4; m++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const float4 v = *(const float4 *)unit(wsP, m * (DV / 8) + 2 * warp + j);
-            acc[m][j][0] = v.x;
-            acc[m][j][1] = v.y;
-            acc[m][j][2] = v.z;
-            acc[m][j][3] = v.w;
-        }
-    cp_wait<0>();
-    __syncthreads();
-    /* M's unit (warp, t) is the b operand of k tile t for both n tiles */
-    for (int k0 = 0; k0 < KT; k0 += 16) {
-        float4 mf[16];
-#pragma unroll
-        for (int i = 0; i < 16; i++) mf[i] = *(const float4 *)unit(wsM, (long long)warp * KT + k0 + i);
-#pragma unroll
-        for (int i = 0; i < 16; i++)
-#pragma unroll
-            for (int m = 0; m < 4; m++) {
-                const float4 q = *(const float4 *)unit(sm, m * KT + k0 + i);
-                mma_frag(acc[m][0], q, mf[i].x, mf[i].y);
-                mma_frag(acc[m][1], q, mf[i].z, mf[i].w);
-            }
-    }
-    for_acc(acc, 0, 16 * warp, [&](int i, int n, float x) {
-        if (t0 + i < n_tok) qn_store_f32(qn_kt_at(&a.out, n, h, t0 + i, b), a.out.dtype, x);
-    });
-}
 
 #else /* the helpers */
 

@@ -21,49 +21,45 @@ typedef struct {
     int n_chunks;          /* ceil(T / QN_GDN_CHUNK) */
 } qn_gdn_args;
 
-/* The chunked form's workspace: five f32 regions, each holding one entry per
+/* The chunked form's workspace: four f32 regions, each holding one entry per
  * chunk of every (sequence, value head), chunk index
  * ch = (b * n_v_heads + h) * n_chunks + c. With S the state [d_v][d_k] at
  * the chunk's start, the chunk maps S to S A + B and its outputs are
- * O = Qe S^T + PU (deltanet.cu derives A, B, Qe and PU):
- *   A   [ch][d_k * d_k]   the state transition        (written by gdn_prep)
- *   B   [ch][d_v * d_k]   the state increment         (gdn_prep)
- *   QE  [ch][64 * d_k]    the outputs' state weights  (gdn_prep)
- *   PU  [ch][64 * d_v]    the outputs' chunk part     (gdn_prep)
- *   M   [ch][d_v * d_k]   S at the chunk's start      (gdn_state)
+ * O = Qe S^T + PU (deltanet.cu derives A, B, Qe and PU); all four are
+ * written by gdn_prep and read by gdn_state:
+ *   A   [ch][d_k * d_k]   the state transition
+ *   B   [ch][d_v * d_k]   the state increment
+ *   QE  [ch][64 * d_k]    the outputs' state weights
+ *   PU  [ch][64 * d_v]    the outputs' chunk part
  * Each is stored in the order the tensor-core fragments of its reader take
  * it (deltanet.cu gives the layouts), so every read is a 16-byte load per
- * lane. Region r starts at qn_gdn_ws_offset(r, ...) floats; r = 5 gives the
+ * lane. Region r starts at qn_gdn_ws_offset(r, ...) floats; r = 4 gives the
  * total. Every region starts on a multiple of 512 floats (2 KiB). */
 #define QN_GDN_WS_A 0
 #define QN_GDN_WS_B 1
 #define QN_GDN_WS_QE 2
 #define QN_GDN_WS_PU 3
-#define QN_GDN_WS_M 4
-#define QN_GDN_WS_END 5
+#define QN_GDN_WS_END 4
 QN_HD long long qn_gdn_ws_offset(int region, long long n_chunk_heads, long long dk, long long dv) {
     long long per_chunk = 0; /* floats of one chunk in the regions before `region` */
     if (region > QN_GDN_WS_A) per_chunk += dk * dk;
     if (region > QN_GDN_WS_B) per_chunk += dv * dk;
     if (region > QN_GDN_WS_QE) per_chunk += QN_GDN_CHUNK * dk;
     if (region > QN_GDN_WS_PU) per_chunk += QN_GDN_CHUNK * dv;
-    if (region > QN_GDN_WS_M) per_chunk += dv * dk;
     return n_chunk_heads * per_chunk;
 }
 
 /* Launch shapes of the chunked kernels (deltanet.cu checks its shared-memory
  * layouts against these at compile time):
- *   gdn_prep         256 threads;
+ *   gdn_prep         512 threads;
  *   gdn_state_<mt>   d_k threads (d_k / 32 warps), 16 mt value rows of the
  *                    state a block, mt in 1, 2, 4 (4 only for d_k = 128);
  *                    each warp streams its operands through a ring of
- *                    QN_GDN_STATE_RING(d_k) groups of 2 KiB;
- *   gdn_out          2 d_v threads (d_v / 16 warps). */
-#define QN_GDN_PREP_THREADS 256
+ *                    QN_GDN_STATE_RING(d_k) groups of 2 KiB. */
+#define QN_GDN_PREP_THREADS 512
 #define QN_GDN_PREP_SMEM(dk, dv) (4 * (QN_GDN_CHUNK * (2 * ((dk) + 4) + (dv) + 8 + QN_GDN_CHUNK + 4) + 6 * QN_GDN_CHUNK))
 #define QN_GDN_STATE_RING(dk) ((dk) <= 128 ? 16 : 8)
 #define QN_GDN_STATE_SMEM(dk, mt) ((dk) / 32 * QN_GDN_STATE_RING(dk) * 2048 + (mt) * (dk) * 128)
-#define QN_GDN_OUT_SMEM(dk) (4 * QN_GDN_CHUNK * (dk))
 
 /* qn_gdn_conv1d */
 typedef struct {
