@@ -135,27 +135,21 @@ qn_status qn_gated_delta_net(qn_encoder *enc, qn_tensor out, qn_tensor state_out
     if (enc->dev->backend == QN_BACKEND_CPU)
         return qn_cpu_enqueue(enc, "gated_delta_net", qn_cpu_gated_delta_net, &a, sizeof a);
 
-    char defines[48], fn[32];
+    char defines[48];
     snprintf(defines, sizeof defines, "-DQN_GDN_DK=%d -DQN_GDN_DV=%d", (int)dk, (int)dv);
     void *args[] = {&a};
+    qn_dim3 cols = {(unsigned)(dv / 16), (unsigned)hv, (unsigned)nseq};
     if (n_tok == 1)
-        return qn_cuda_launch(enc, "gated_delta_net_decode", SRC, defines, "gdn_decode",
-                              (qn_dim3){(unsigned)(dv / 16), (unsigned)hv, (unsigned)nseq}, (qn_dim3){128, 1, 1}, 0,
+        return qn_cuda_launch(enc, "gated_delta_net_decode", SRC, defines, "gdn_decode", cols, (qn_dim3){128, 1, 1}, 0,
                               args);
-    /* The state kernel's blocks each carry 16 mt rows of a head's state: the
-     * most rows (the fewest re-reads of each chunk's A) that still gives 64
-     * blocks, else one tile of 16 rows. */
-    int mt = 1;
-    for (int m = dk == 128 ? 4 : 2; m > 1 && mt == 1; m /= 2)
-        if (hv * nseq * (dv / (16 * m)) >= 64) mt = m;
-    snprintf(fn, sizeof fn, "gdn_state_%d", mt);
-    /* Two launches, named apart so a profile shows each. */
-    QN_TRY(qn_cuda_launch(enc, "gated_delta_net_prep", SRC, defines, "gdn_prep",
-                          (qn_dim3){(unsigned)a.n_chunks, (unsigned)hv, (unsigned)nseq},
-                          (qn_dim3){QN_GDN_PREP_THREADS, 1, 1}, QN_GDN_PREP_SMEM(dk, dv), args));
-    return qn_cuda_launch(enc, "gated_delta_net_state", SRC, defines, fn,
-                          (qn_dim3){(unsigned)(dv / (16 * mt)), (unsigned)hv, (unsigned)nseq},
-                          (qn_dim3){(unsigned)dk, 1, 1}, QN_GDN_STATE_SMEM(dk, mt), args);
+    qn_dim3 chunks = {(unsigned)a.n_chunks, (unsigned)hv, (unsigned)nseq};
+    /* Three launches, named apart so a profile shows each. */
+    QN_TRY(qn_cuda_launch(enc, "gated_delta_net_prep", SRC, defines, "gdn_prep", chunks, (qn_dim3){256, 1, 1},
+                          QN_GDN_PREP_SMEM(dk, dv), args));
+    QN_TRY(qn_cuda_launch(enc, "gated_delta_net_state", SRC, defines, "gdn_state", cols, (qn_dim3){128, 1, 1},
+                          QN_GDN_STATE_SMEM(dk), args));
+    return qn_cuda_launch(enc, "gated_delta_net_out", SRC, defines, "gdn_out", chunks, (qn_dim3){256, 1, 1},
+                          QN_GDN_OUT_SMEM(dk), args);
 }
 
 qn_status qn_gdn_conv1d(qn_encoder *enc, qn_tensor out, qn_tensor state_out, qn_tensor x, qn_tensor weight,

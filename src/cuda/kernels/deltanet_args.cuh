@@ -21,45 +21,43 @@ typedef struct {
     int n_chunks;          /* ceil(T / QN_GDN_CHUNK) */
 } qn_gdn_args;
 
-/* The chunked form's workspace: four f32 regions, each holding one entry per
+/* The chunked form's workspace: five f32 regions, each holding one entry per
  * chunk of every (sequence, value head), chunk index
- * ch = (b * n_v_heads + h) * n_chunks + c. With S the state [d_v][d_k] at
- * the chunk's start, the chunk maps S to S A + B and its outputs are
- * O = Qe S^T + PU (deltanet.cu derives A, B, Qe and PU); all four are
- * written by gdn_prep and read by gdn_state:
- *   A   [ch][d_k * d_k]   the state transition
- *   B   [ch][d_v * d_k]   the state increment
- *   QE  [ch][64 * d_k]    the outputs' state weights
- *   PU  [ch][64 * d_v]    the outputs' chunk part
- * Each is stored in the order the tensor-core fragments of its reader take
- * it (deltanet.cu gives the layouts), so every read is a 16-byte load per
- * lane. Region r starts at qn_gdn_ws_offset(r, ...) floats; r = 4 gives the
- * total. Every region starts on a multiple of 512 floats (2 KiB). */
-#define QN_GDN_WS_A 0
-#define QN_GDN_WS_B 1
-#define QN_GDN_WS_QE 2
-#define QN_GDN_WS_PU 3
-#define QN_GDN_WS_END 4
+ * ch = (b * n_v_heads + h) * n_chunks + c:
+ *   W   [ch][64][d_k]   T diag(beta exp(G)) K        (written by gdn_prep)
+ *   KT  [ch][64][d_k]   exp(G_63 - G_j) k_j           (gdn_prep)
+ *   U   [ch][64][d_v]   T diag(beta) V, overwritten by the chunk's
+ *                       corrected values (gdn_prep, then gdn_state)
+ *   G   [ch][64]        cumulative log decay within the chunk (gdn_prep)
+ *   M   [ch][d_k][d_v]  the state (transposed) at the chunk's start (gdn_state)
+ * with T = (I + A)^-1, A the strictly lower beta_i exp(G_i - G_j) k_i.k_j.
+ * Region r starts at qn_gdn_ws_offset(r, ...) floats; r = 5 gives the total.
+ * Every region starts on a multiple of 64 floats (256 bytes). */
+#define QN_GDN_WS_W 0
+#define QN_GDN_WS_KT 1
+#define QN_GDN_WS_U 2
+#define QN_GDN_WS_G 3
+#define QN_GDN_WS_M 4
+#define QN_GDN_WS_END 5
 QN_HD long long qn_gdn_ws_offset(int region, long long n_chunk_heads, long long dk, long long dv) {
     long long per_chunk = 0; /* floats of one chunk in the regions before `region` */
-    if (region > QN_GDN_WS_A) per_chunk += dk * dk;
-    if (region > QN_GDN_WS_B) per_chunk += dv * dk;
-    if (region > QN_GDN_WS_QE) per_chunk += QN_GDN_CHUNK * dk;
-    if (region > QN_GDN_WS_PU) per_chunk += QN_GDN_CHUNK * dv;
+    if (region > QN_GDN_WS_W) per_chunk += QN_GDN_CHUNK * dk;
+    if (region > QN_GDN_WS_KT) per_chunk += QN_GDN_CHUNK * dk;
+    if (region > QN_GDN_WS_U) per_chunk += QN_GDN_CHUNK * dv;
+    if (region > QN_GDN_WS_G) per_chunk += QN_GDN_CHUNK;
+    if (region > QN_GDN_WS_M) per_chunk += dk * dv;
     return n_chunk_heads * per_chunk;
 }
 
-/* Launch shapes of the chunked kernels (deltanet.cu checks its shared-memory
- * layouts against these at compile time):
- *   gdn_prep         512 threads;
- *   gdn_state_<mt>   d_k threads (d_k / 32 warps), 16 mt value rows of the
- *                    state a block, mt in 1, 2, 4 (4 only for d_k = 128);
- *                    each warp streams its operands through a ring of
- *                    QN_GDN_STATE_RING(d_k) groups of 2 KiB. */
-#define QN_GDN_PREP_THREADS 512
-#define QN_GDN_PREP_SMEM(dk, dv) (4 * (QN_GDN_CHUNK * (2 * ((dk) + 4) + (dv) + 8 + QN_GDN_CHUNK + 4) + 6 * QN_GDN_CHUNK))
-#define QN_GDN_STATE_RING(dk) ((dk) <= 128 ? 16 : 8)
-#define QN_GDN_STATE_SMEM(dk, mt) ((dk) / 32 * QN_GDN_STATE_RING(dk) * 2048 + (mt) * (dk) * 128)
+/* Shared-memory bytes of the chunked kernels (the layouts are described in
+ * deltanet.cu, which checks them against these at compile time): gdn_prep
+ * and gdn_out with 256 threads, gdn_state with 128 and
+ * QN_GDN_STATE_STAGES(d_k) buffers of a chunk's inputs. */
+#define QN_GDN_STATE_STAGES(dk) ((dk) <= 128 ? 2 : 1)
+#define QN_GDN_PREP_SMEM(dk, dv) (4 * QN_GDN_CHUNK * ((dk) + 4 + (dv) + 8 + QN_GDN_CHUNK + 4 + 3))
+#define QN_GDN_STATE_SMEM(dk) \
+    (4 * (QN_GDN_STATE_STAGES(dk) * QN_GDN_CHUNK * (2 * (dk) + 29) + 24 * (dk) + 24 * QN_GDN_CHUNK))
+#define QN_GDN_OUT_SMEM(dk) (4 * QN_GDN_CHUNK * (2 * ((dk) + 4) + QN_GDN_CHUNK + 4 + 1))
 
 /* qn_gdn_conv1d */
 typedef struct {
