@@ -58,8 +58,6 @@ static qn_status check_state(const char *op, qn_encoder *enc, const char *name, 
     return QN_OK;
 }
 
-static const char *kernel_dtype(qn_dtype t) { return t == QN_F32 ? "f32" : t == QN_F16 ? "f16" : "bf16"; }
-
 size_t qn_gated_delta_net_workspace(qn_device *dev, int64_t d_k, int64_t d_v, int64_t n_v_heads, int64_t n_tokens,
                                     int64_t n_seqs) {
     if (!dev || dev->backend != QN_BACKEND_CUDA || n_tokens <= 1 || d_k < 1 || d_v < 1 || n_v_heads < 1 || n_seqs < 1)
@@ -137,24 +135,20 @@ qn_status qn_gated_delta_net(qn_encoder *enc, qn_tensor out, qn_tensor state_out
     if (enc->dev->backend == QN_BACKEND_CPU)
         return qn_cpu_enqueue(enc, "gated_delta_net", qn_cpu_gated_delta_net, &a, sizeof a);
 
-    char defines[48], fn[32];
+    char defines[48];
     snprintf(defines, sizeof defines, "-DQN_GDN_DK=%d -DQN_GDN_DV=%d", (int)dk, (int)dv);
-    const char *dt = kernel_dtype(q.dtype);
     void *args[] = {&a};
     qn_dim3 cols = {(unsigned)(dv / 16), (unsigned)hv, (unsigned)nseq};
-    if (n_tok == 1) {
-        snprintf(fn, sizeof fn, "gdn_decode_%s", dt);
-        return qn_cuda_launch(enc, "gated_delta_net_decode", SRC, defines, fn, cols, (qn_dim3){128, 1, 1}, 0, args);
-    }
+    if (n_tok == 1)
+        return qn_cuda_launch(enc, "gated_delta_net_decode", SRC, defines, "gdn_decode", cols, (qn_dim3){128, 1, 1}, 0,
+                              args);
     qn_dim3 chunks = {(unsigned)a.n_chunks, (unsigned)hv, (unsigned)nseq};
-    snprintf(fn, sizeof fn, "gdn_prep_%s", dt);
     /* Three launches, named apart so a profile shows each. */
-    QN_TRY(qn_cuda_launch(enc, "gated_delta_net_prep", SRC, defines, fn, chunks, (qn_dim3){256, 1, 1},
+    QN_TRY(qn_cuda_launch(enc, "gated_delta_net_prep", SRC, defines, "gdn_prep", chunks, (qn_dim3){256, 1, 1},
                           QN_GDN_PREP_SMEM(dk, dv), args));
     QN_TRY(qn_cuda_launch(enc, "gated_delta_net_state", SRC, defines, "gdn_state", cols, (qn_dim3){128, 1, 1},
                           QN_GDN_STATE_SMEM(dk), args));
-    snprintf(fn, sizeof fn, "gdn_out_%s", dt);
-    return qn_cuda_launch(enc, "gated_delta_net_out", SRC, defines, fn, chunks, (qn_dim3){256, 1, 1},
+    return qn_cuda_launch(enc, "gated_delta_net_out", SRC, defines, "gdn_out", chunks, (qn_dim3){256, 1, 1},
                           QN_GDN_OUT_SMEM(dk), args);
 }
 

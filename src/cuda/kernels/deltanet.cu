@@ -9,11 +9,12 @@
  * Tensors are as quanta.h describes them (q, k [d_k, Hk, T, B]; v, out
  * [d_v, Hv, T, B]; g, beta [Hv, T, B]; state [d_k, d_v, Hv, B] f32).
  *
- * Decode (T = 1), gdn_decode_<dt>: grid (d_v / 16, Hv, B), 4 warps; a warp
- * owns 4 rows of S (a row is d_k contiguous floats, a float4 or two per
- * lane) and needs nothing from the other warps, because the rows of S
- * evolve independently once q and k are normalised (each warp normalises
- * them itself). Bytes: the state read and written once (2 * 4 d_k d_v Hv B)
+ * Decode (T = 1), gdn_decode: grid (d_v / 16, Hv, B), 4 warps; a warp owns
+ * 4 rows of S (a row is d_k contiguous floats, a float4 or two per lane)
+ * and needs nothing from the other warps, because the rows of S evolve
+ * independently once q and k are normalised (each warp normalises them
+ * itself). Every load is issued before the first store (a store may alias
+ * a later load as far as the compiler knows). Bytes: the state read and written once (2 * 4 d_k d_v Hv B)
  * plus q, k, v; 32 heads of 128 x 128 move 4 MiB.
  *
  * Chunked form (T > 1), three kernels over 64-token chunks. In a chunk with
@@ -27,7 +28,7 @@
  * which is the recurrence unrolled over the chunk (the decays enter only as
  * exp of differences that are <= 0, so nothing overflows). Tokens past T
  * are zero (k, v, beta and g), which leaves M' and every other row intact.
- *   gdn_prep_<dt>  grid (chunks, Hv, B), 8 warps: normalises k, builds A
+ *   gdn_prep       grid (chunks, Hv, B), 8 warps: normalises k, builds A
  *                  (TF32 mma), inverts I + A by forward substitution (a
  *                  thread per column), then W and U (mma) into the
  *                  workspace with exp(G_63 - G_j) k_j and G. Reads k, v, g,
@@ -42,7 +43,7 @@
  *                  Per chunk a block reads W and KT whole (2 * 4 * 64 d_k
  *                  bytes, from L2 after the head's first block) and its 16
  *                  columns of U; that read, not the mma, sets the pace.
- *   gdn_out_<dt>   grid (chunks, Hv, B), 8 warps: O from q, k, G, M and D.
+ *   gdn_out        grid (chunks, Hv, B), 8 warps: O from q, k, G, M and D.
  *                  Reads q, k once and per chunk M (4 d_k d_v bytes) and D;
  *                  writes out once.
  * Products run on tensor cores in TF32 (10-bit mantissa, f32 range: values
@@ -146,6 +147,33 @@ __device__ __forceinline__ void frag_bt(unsigned b[2], const float *x, int ld, i
 __device__ __forceinline__ int acc_row(int m0, int e) { return m0 + lane_gr() + 8 * (e >> 1); }
 __device__ __forceinline__ int acc_col(int n0, int e) { return n0 + 2 * lane_tg() + (e & 1); }
 
+/* dst[i][j] = f(i, j, (X Y^T)[i][j]) for the 64 x 64 product of a chunk's
+ * rows X and Y (DK columns, row stride ld) on the tensor cores: warp w of 8
+ * takes rows 16 (w % 4), columns 32 (w / 4). Builds A (X = Y = K) and P
+ * (X = Q, Y = K). */
+template <class F>
+__device__ __forceinline__ void chunk_gram(const float *X, const float *Y, int ld, float *dst, int ldd, F f) {
+    const int warp = threadIdx.x >> 5, m0 = 16 * (warp & 3), nb = 32 * (warp >> 2);
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < DK; k0 += 8) {
+        unsigned af[4];
+        frag_a(af, X, ld, m0, k0);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            unsigned bf[2];
+            frag_bt(bf, Y, ld, k0, nb + 8 * j);
+            mma_tf32(acc[j], af, bf);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = acc_row(m0, e), jj = acc_col(nb + 8 * j, e);
+            dst[i * ldd + jj] = f(i, jj, acc[j][e]);
+        }
+}
+
 /* ---- cp.async: 16 bytes global -> shared, waited for by group. */
 
 __device__ __forceinline__ void cp16(float *dst, const float *src) {
@@ -161,50 +189,71 @@ __device__ __forceinline__ void cp_wait() {
 
 /* ---- loads of a chunk's rows */
 
-/* Rows t0 .. t0 + 63 of x ([D, heads, T, B]) at head `head`, sequence b,
- * into s[64][ld] as f32; rows past T are zero. With `normalise`, each row is
- * divided by sqrt(sum x^2 + eps) and multiplied by `mul`. A warp per row,
- * lanes along the row (coalesced when x's elements are contiguous). */
+/* Rows 0 .. 63 of a chunk (row t at base + t * nb_row, element i of it at
+ * + i * nb_el) into s[64][ld] as f32, rows t >= n_valid zero. With
+ * `normalise`, each row is divided by sqrt(sum x^2 + eps) and multiplied by
+ * `mul`. Warp w of 8 takes rows w, w + 8, ..., lanes along the row
+ * (coalesced when the elements are contiguous); all its loads are issued
+ * before the first is used (a row at a time would wait out one memory
+ * latency per row). */
 template <int D, int XT>
-__device__ void load_rows(float *s, int ld, const qn_kt &x, long long head, long long b, long long t0, long long n_tok,
-                          bool normalise, float mul) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
-    for (int r = warp; r < CH; r += n_warps) {
-        float vals[D / 32];
-        float ss = 0.0f;
-        if (t0 + r < n_tok) {
-            const char *p = qn_kt_at(&x, 0, head, t0 + r, b);
+__device__ __noinline__ void load_rows_as(float *s, int ld, const char *base, long long nb_el, long long nb_row,
+                                          int n_valid, bool normalise, float mul) {
+    constexpr int NW = 8, R = CH / NW, E = D / 32;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    unsigned bits[R][E];
 #pragma unroll
-            for (int i = 0; i < D / 32; i++) vals[i] = qn_load_f32(p + (lane + 32 * i) * x.nb[0], XT);
+    for (int r = 0; r < R; r++) {
+        const int t = warp + NW * r;
+        const char *p = base + (t < n_valid ? t : 0) * nb_row + lane * nb_el;
 #pragma unroll
-            for (int i = 0; i < D / 32; i++) ss += vals[i] * vals[i];
-        } else {
-#pragma unroll
-            for (int i = 0; i < D / 32; i++) vals[i] = 0.0f;
-        }
-        float f = 1.0f;
-        if (normalise) f = mul / sqrtf(warp_sum(ss) + QN_GDN_L2_EPS);
-#pragma unroll
-        for (int i = 0; i < D / 32; i++) s[r * ld + lane + 32 * i] = vals[i] * f;
+        for (int i = 0; i < E; i++) bits[r][i] = t < n_valid ? qn_load_bits(p + 32 * i * nb_el, XT) : 0u;
     }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float vals[E], ss = 0.0f;
+#pragma unroll
+        for (int i = 0; i < E; i++) {
+            vals[i] = qn_bits_to_f32(bits[r][i], XT);
+            ss += vals[i] * vals[i];
+        }
+        const float f = normalise ? mul / sqrtf(warp_sum(ss) + QN_GDN_L2_EPS) : 1.0f;
+#pragma unroll
+        for (int i = 0; i < E; i++) s[(warp + NW * r) * ld + lane + 32 * i] = vals[i] * f;
+    }
+}
+
+/* The chunk's rows of x ([D, heads, T, B]) at `head`, sequence b, from
+ * token t0, in x's dtype (one copy of the loads per dtype; the rest of the
+ * kernels is shared). */
+template <int D>
+__device__ void load_rows(float *s, int ld, const qn_kt &x, long long head, long long b, long long t0,
+                          bool normalise, float mul) {
+    const char *base = qn_kt_at(&x, 0, head, t0, b);
+    const long long left = x.ne[2] - t0;
+    const int n_valid = left < CH ? (int)left : CH;
+    if (x.dtype == QN_KT_BF16) load_rows_as<D, QN_KT_BF16>(s, ld, base, x.nb[0], x.nb[2], n_valid, normalise, mul);
+    else if (x.dtype == QN_KT_F16) load_rows_as<D, QN_KT_F16>(s, ld, base, x.nb[0], x.nb[2], n_valid, normalise, mul);
+    else load_rows_as<D, QN_KT_F32>(s, ld, base, x.nb[0], x.nb[2], n_valid, normalise, mul);
 }
 
 /* ---- decode: one token */
 
-template <int XT>
-__device__ void gdn_decode(const qn_gdn_args &a) {
+extern "C" __global__ void __launch_bounds__(128) gdn_decode(qn_gdn_args a) {
     constexpr int ROWS = 4, PER = DK / 128; /* rows per warp; float4s per lane per row */
     const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], kh = h / (hv / a.q.ne[1]);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long long n0 = blockIdx.x * 16LL + warp * ROWS;
 
-    float qv[4 * PER], kv[4 * PER];
+    unsigned qb[4 * PER], kb[4 * PER], vb[ROWS];
 #pragma unroll
     for (int i = 0; i < 4 * PER; i++) {
-        long long d = 128 * (i / 4) + 4 * lane + (i % 4);
-        qv[i] = qn_load_f32(qn_kt_at(&a.q, d, kh, 0, b), XT);
-        kv[i] = qn_load_f32(qn_kt_at(&a.k, d, kh, 0, b), XT);
+        const long long d = 128 * (i / 4) + 4 * lane + (i % 4);
+        qb[i] = qn_load_bits(qn_kt_at(&a.q, d, kh, 0, b), a.q.dtype);
+        kb[i] = qn_load_bits(qn_kt_at(&a.k, d, kh, 0, b), a.k.dtype);
     }
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) vb[r] = qn_load_bits(qn_kt_at(&a.v, n0 + r, h, 0, b), a.v.dtype);
     float4 s[ROWS][PER];
 #pragma unroll
     for (int r = 0; r < ROWS; r++)
@@ -214,26 +263,18 @@ __device__ void gdn_decode(const qn_gdn_args &a) {
     const float decay = expf(qn_load_f32(qn_kt_at(&a.g, h, 0, b, 0), a.g.dtype));
     const float beta = qn_load_f32(qn_kt_at(&a.beta, h, 0, b, 0), a.beta.dtype);
 
-    float qq = 0.0f, kk = 0.0f, qk = 0.0f;
+    float qv[4 * PER], kv[4 * PER], qq = 0.0f, kk = 0.0f, qk = 0.0f;
 #pragma unroll
     for (int i = 0; i < 4 * PER; i++) {
+        qv[i] = qn_bits_to_f32(qb[i], a.q.dtype);
+        kv[i] = qn_bits_to_f32(kb[i], a.k.dtype);
         qq += qv[i] * qv[i];
         kk += kv[i] * kv[i];
         qk += qv[i] * kv[i];
     }
-    qq = warp_sum(qq);
-    kk = warp_sum(kk);
-    qk = warp_sum(qk);
-    const float qs = a.scale / sqrtf(qq + QN_GDN_L2_EPS), ks = 1.0f / sqrtf(kk + QN_GDN_L2_EPS);
-#pragma unroll
-    for (int i = 0; i < 4 * PER; i++) {
-        qv[i] *= qs;
-        kv[i] *= ks;
-    }
-    const float kq = qk * qs * ks;
-
     /* S k and S q of the old state for every row; with them the new row is
-     * decay S + u k^T, u = beta (v - decay S k), and o = decay S q + u k.q. */
+     * decay S + u k^T, u = beta (v - decay S k), and o = decay S q + u k.q
+     * (q and k scaled by their norms afterwards). */
     float sk[ROWS], sq[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
@@ -247,27 +288,39 @@ __device__ void gdn_decode(const qn_gdn_args &a) {
         }
     }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
+    for (int o = 16; o > 0; o >>= 1) {
+        qq += __shfl_xor_sync(FULL_MASK, qq, o);
+        kk += __shfl_xor_sync(FULL_MASK, kk, o);
+        qk += __shfl_xor_sync(FULL_MASK, qk, o);
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
             sk[r] += __shfl_xor_sync(FULL_MASK, sk[r], o);
             sq[r] += __shfl_xor_sync(FULL_MASK, sq[r], o);
         }
+    }
+    const float qs = a.scale / sqrtf(qq + QN_GDN_L2_EPS), ks = 1.0f / sqrtf(kk + QN_GDN_L2_EPS);
+    const float kq = qk * qs * ks;
+    float o_mine = 0.0f;
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
-        const float vn = qn_load_f32(qn_kt_at(&a.v, n0 + r, h, 0, b), XT);
-        const float u = beta * (vn - decay * sk[r]);
+        const float u = beta * (qn_bits_to_f32(vb[r], a.v.dtype) - decay * ks * sk[r]);
+        const float uk = u * ks;
 #pragma unroll
         for (int p = 0; p < PER; p++) {
             float4 x = s[r][p];
-            x.x = decay * x.x + u * kv[4 * p + 0];
-            x.y = decay * x.y + u * kv[4 * p + 1];
-            x.z = decay * x.z + u * kv[4 * p + 2];
-            x.w = decay * x.w + u * kv[4 * p + 3];
-            *(float4 *)qn_kt_at(&a.state_out, 128 * p + 4 * lane, n0 + r, h, b) = x;
+            x.x = decay * x.x + uk * kv[4 * p + 0];
+            x.y = decay * x.y + uk * kv[4 * p + 1];
+            x.z = decay * x.z + uk * kv[4 * p + 2];
+            x.w = decay * x.w + uk * kv[4 * p + 3];
+            s[r][p] = x;
         }
-        if (lane == r) qn_store_f32(qn_kt_at(&a.out, n0 + r, h, 0, b), a.out.dtype, decay * sq[r] + u * kq);
+        if (lane == r) o_mine = decay * qs * sq[r] + u * kq;
     }
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+#pragma unroll
+        for (int p = 0; p < PER; p++) *(float4 *)qn_kt_at(&a.state_out, 128 * p + 4 * lane, n0 + r, h, b) = s[r][p];
+    if (lane < ROWS) qn_store_f32(qn_kt_at(&a.out, n0 + lane, h, 0, b), a.out.dtype, o_mine);
 }
 
 /* ---- chunked form, kernel 1: the chunk-local quantities */
@@ -278,9 +331,6 @@ __device__ void gdn_decode(const qn_gdn_args &a) {
 constexpr int PREP_LDK = DK + 4, PREP_LDV = DV + 8, PREP_LDA = CH + 4;
 static_assert(4 * CH * (PREP_LDK + PREP_LDV + PREP_LDA + 3) == QN_GDN_PREP_SMEM(DK, DV), "prep shared memory");
 
-/* Everything after the loads, for chunk `ch` of nch in the workspace ws.
- * Not inlined: the dtype variants share one copy of this code (the
- * unrolled triangular solve is most of the module's compile time). */
 /* dst [CH rows, N] = T diag(scale) X for the chunk: T in As (CH x CH, row
  * stride lda), X in xs (CH x N, row stride ldx), on the tensor cores. Warp w
  * takes rows 16 (w % 4) (m0) and half w / 4 of the columns. Used for W
@@ -308,17 +358,17 @@ __device__ __forceinline__ void chunk_project(const float *As, int lda, const fl
             *(float2 *)(dst + acc_row(m0, e) * N + acc_col(nb + 8 * j, e)) = make_float2(acc[j][e], acc[j][e + 1]);
 }
 
-__device__ __noinline__ void prep_chunk(float *ws, long long nch, long long ch);
+/* Everything after the loads, for chunk `ch` of nch in the workspace ws. */
+__device__ void prep_chunk(float *ws, long long nch, long long ch);
 
-template <int XT>
-__device__ void gdn_prep(const qn_gdn_args &a) {
+extern "C" __global__ void __launch_bounds__(256, 2) gdn_prep(qn_gdn_args a) {
     float *Ks = sm, *Vs = Ks + CH * PREP_LDK, *gs = Vs + CH * PREP_LDV + CH * PREP_LDA, *bs = gs + CH;
     const int c = blockIdx.x, tid = threadIdx.x;
     const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], n_tok = a.q.ne[2];
     const long long kh = h / (hv / a.q.ne[1]), t0 = (long long)c * CH;
 
-    load_rows<DK, XT>(Ks, PREP_LDK, a.k, kh, b, t0, n_tok, true, 1.0f);
-    load_rows<DV, XT>(Vs, PREP_LDV, a.v, h, b, t0, n_tok, false, 1.0f);
+    load_rows<DK>(Ks, PREP_LDK, a.k, kh, b, t0, true, 1.0f);
+    load_rows<DV>(Vs, PREP_LDV, a.v, h, b, t0, false, 1.0f);
     if (tid < CH) {
         const bool in = t0 + tid < n_tok;
         gs[tid] = in ? qn_load_f32(qn_kt_at(&a.g, h, t0 + tid, b, 0), a.g.dtype) : 0.0f;
@@ -327,7 +377,7 @@ __device__ void gdn_prep(const qn_gdn_args &a) {
     prep_chunk((float *)a.ws, hv * a.v.ne[3] * a.n_chunks, (b * hv + h) * a.n_chunks + c);
 }
 
-__device__ __noinline__ void prep_chunk(float *ws, long long nch, long long ch) {
+__device__ void prep_chunk(float *ws, long long nch, long long ch) {
     constexpr int LDK = PREP_LDK, LDV = PREP_LDV, LDA = PREP_LDA;
     float *Ks = sm, *Vs = Ks + CH * LDK, *As = Vs + CH * LDV, *gs = As + CH * LDA, *bs = gs + CH, *bgs = bs + CH;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -350,27 +400,8 @@ __device__ __noinline__ void prep_chunk(float *ws, long long nch, long long ch) 
     }
     __syncthreads();
 
-    { /* A: warp w takes rows 16 (w % 4), columns 32 (w / 4) */
-        const int m0 = 16 * (warp & 3), nb = 32 * (warp >> 2);
-        float acc[4][4] = {};
-        for (int k0 = 0; k0 < DK; k0 += 8) {
-            unsigned af[4];
-            frag_a(af, Ks, LDK, m0, k0);
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                unsigned bf[2];
-                frag_bt(bf, Ks, LDK, k0, nb + 8 * j);
-                mma_tf32(acc[j], af, bf);
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int i = acc_row(m0, e), jj = acc_col(nb + 8 * j, e);
-                As[i * LDA + jj] = i > jj ? bs[i] * expf(gs[i] - gs[jj]) * acc[j][e] : 0.0f;
-            }
-    }
+    /* A */
+    chunk_gram(Ks, Ks, LDK, As, LDA, [&](int i, int j, float x) { return i > j ? bs[i] * expf(gs[i] - gs[j]) * x : 0.0f; });
     __syncthreads();
 
     /* T = (I + A)^-1, a column per thread of the first two warps: column j
@@ -569,24 +600,23 @@ extern "C" __global__ void __launch_bounds__(128) gdn_state(qn_gdn_args a) {
 constexpr int OUT_LDQ = DK + 4, OUT_LDP = CH + 4;
 static_assert(4 * CH * (2 * OUT_LDQ + OUT_LDP + 1) == QN_GDN_OUT_SMEM(DK), "out shared memory");
 
-/* Everything after the loads of q and k, shared by the dtype variants (as
- * prep_chunk): out is the output tensor, rows t0 .. of head h, sequence b. */
-__device__ __noinline__ void out_chunk(qn_kt out, const float *ws, long long nch, long long ch, long long h,
+/* Everything after the loads of q and k: out is the output tensor, rows
+ * t0 .. of head h, sequence b. */
+__device__ void out_chunk(qn_kt out, const float *ws, long long nch, long long ch, long long h,
                                        long long b, long long t0, long long n_tok);
 
-template <int XT>
-__device__ void gdn_out(const qn_gdn_args &a) {
+extern "C" __global__ void __launch_bounds__(256, 2) gdn_out(qn_gdn_args a) {
     float *Qs = sm, *Ks = Qs + CH * OUT_LDQ;
     const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], n_tok = a.q.ne[2];
     const long long kh = h / (hv / a.q.ne[1]), t0 = (long long)blockIdx.x * CH;
-    load_rows<DK, XT>(Qs, OUT_LDQ, a.q, kh, b, t0, n_tok, true, a.scale);
-    load_rows<DK, XT>(Ks, OUT_LDQ, a.k, kh, b, t0, n_tok, true, 1.0f);
+    load_rows<DK>(Qs, OUT_LDQ, a.q, kh, b, t0, true, a.scale);
+    load_rows<DK>(Ks, OUT_LDQ, a.k, kh, b, t0, true, 1.0f);
     out_chunk(a.out, (const float *)a.ws, hv * a.v.ne[3] * a.n_chunks, (b * hv + h) * a.n_chunks + blockIdx.x, h, b,
               t0, n_tok);
 }
 
-__device__ __noinline__ void out_chunk(qn_kt out, const float *ws, long long nch, long long ch, long long h,
-                                       long long b, long long t0, long long n_tok) {
+__device__ void out_chunk(qn_kt out, const float *ws, long long nch, long long ch, long long h, long long b,
+                          long long t0, long long n_tok) {
     constexpr int LDQ = OUT_LDQ, LDP = OUT_LDP;
     float *Qs = sm, *Ks = Qs + CH * LDQ, *Ps = Ks + CH * LDQ, *gs = Ps + CH * LDP;
     const int tid = threadIdx.x, warp = tid >> 5;
@@ -594,27 +624,8 @@ __device__ __noinline__ void out_chunk(qn_kt out, const float *ws, long long nch
     __syncthreads();
 
     const int m0 = 16 * (warp & 3);
-    { /* P = Q K^T, j <= i, times exp(G_i - G_j): warp w takes columns 32 (w / 4) */
-        const int nb = 32 * (warp >> 2);
-        float acc[4][4] = {};
-        for (int k0 = 0; k0 < DK; k0 += 8) {
-            unsigned af[4];
-            frag_a(af, Qs, LDQ, m0, k0);
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                unsigned bf[2];
-                frag_bt(bf, Ks, LDQ, k0, nb + 8 * j);
-                mma_tf32(acc[j], af, bf);
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int i = acc_row(m0, e), jj = acc_col(nb + 8 * j, e);
-                Ps[i * LDP + jj] = jj <= i ? expf(gs[i] - gs[jj]) * acc[j][e] : 0.0f;
-            }
-    }
+    /* P = Q K^T, j <= i, times exp(G_i - G_j) */
+    chunk_gram(Qs, Ks, LDQ, Ps, LDP, [&](int i, int j, float x) { return j <= i ? expf(gs[i] - gs[j]) * x : 0.0f; });
     __syncthreads();
 
     /* O = diag(exp(G)) Q M + P D: warp w takes rows 16 (w % 4), half (w / 4) of the columns */
@@ -659,15 +670,6 @@ __device__ __noinline__ void out_chunk(qn_kt out, const float *ws, long long nch
             if (t < n_tok) qn_store_f32(qn_kt_at(&out, acc_col(nb + 8 * j, e), h, t, b), out.dtype, acc[j][e]);
         }
 }
-
-#define GDN_KERNELS(name, XT)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128) gdn_decode_##name(qn_gdn_args a) { gdn_decode<XT>(a); } \
-    extern "C" __global__ void __launch_bounds__(256, 2) gdn_prep_##name(qn_gdn_args a) { gdn_prep<XT>(a); }     \
-    extern "C" __global__ void __launch_bounds__(256, 2) gdn_out_##name(qn_gdn_args a) { gdn_out<XT>(a); }
-
-GDN_KERNELS(f32, QN_KT_F32)
-GDN_KERNELS(f16, QN_KT_F16)
-GDN_KERNELS(bf16, QN_KT_BF16)
 
 #else /* the helpers */
 
