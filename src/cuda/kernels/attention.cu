@@ -1,7 +1,6 @@
 /* Flash attention over the KV cache: decode (1 to 8 query tokens, K and V
- * in f16, bf16 or q8_0), prefill (f16 or bf16), both on tensor cores, the
- * merge of the partial softmaxes of prefill's split blocks, and a streaming
- * read that measures the read ceiling beside them.
+ * in f16, bf16 or q8_0) and prefill (f16 or bf16), both on tensor cores,
+ * each merging the partial softmaxes of its split blocks itself.
  *
  * Compiled once per head dim: -DQN_ATTN_D=64, 80, 96, 128, 256 or 512.
  *
@@ -113,6 +112,128 @@ __device__ __forceinline__ float ld_cg(const float *p) {
     return x;
 }
 
+/* Copy `rows` K or V rows of `CH` 16-byte chunks, keys j0, j0 + 1, ..., into
+ * shared memory rows `stride` halves apart, thread t of NT taking chunks
+ * of NT / CH rows at a time (rows one pass at a time, not unrolled, so the
+ * passes' addresses are not all held at once). Key j lives in cache row
+ * j - off, less C past the end of the ring; keys from `end` on are
+ * zero-filled. */
+template <int NT, int CH>
+__device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *src, long long nb, int rows, int j0,
+                                          int end, int off, int C, int t) {
+    constexpr int RP = CH >= NT ? 1 : NT / CH, CL = CH >= NT ? CH / NT : 1;
+#pragma unroll 1
+    for (int r0 = 0; r0 < rows; r0 += RP) {
+        const int r = r0 + (RP > 1 ? t / CH : 0), j = j0 + r;
+        if (t >= RP * CH || r >= rows) continue; /* threads past the last chunk or row */
+        int row = j - off;
+        if (row >= C) row -= C;
+        const bool ok = j < end;
+        const char *s = src + (ok ? row * nb : 0);
+#pragma unroll
+        for (int u = 0; u < CL; u++) {
+            const int ch = RP > 1 ? t % CH : t + NT * u;
+            cp_async16(dst + (r * stride + ch * 8) * 2, s + ch * 16, ok ? 16 : 0);
+        }
+    }
+}
+
+/* ---- split partials and their merge
+ *
+ * When a row group's keys are cut into nsplit slices, each slice's block
+ * writes its partial (acc, m, l): acc = sum_j 2^(logit_j - m) v_j unscaled,
+ * m its reference max, l = sum_j 2^(logit_j - m); then raises its flag, and
+ * a block that sees every flag of its group raised merges the partials,
+ * out = sum_s w_s acc_s / (sum_s w_s l_s + sink), w_s = 2^(m_s - max m), and
+ * lowers the flags. Each block orders its flag store before its flag loads
+ * with fences, so at least one sees all flags; two that both do write the
+ * same values. A flag is a magic word, not a count: whatever a fresh or
+ * reused scratch holds, only a complete set reads as done, and each merge
+ * leaves the flags lowered. No second kernel, no counter to reset.
+ *
+ * Scratch (f32 words), S = n_splits, RG row groups of ROWS rows and COLS
+ * columns: acc [S][RG][ROWS][COLS], then (m, l) [S][RG][ROWS][2], then flags
+ * [RG][S]. Bytes: (COLS + 2) floats per row and working split, written once
+ * and read once. */
+
+#define QN_ATTN_DONE 0x7fc0da7au /* a NaN no arithmetic produces */
+
+typedef struct {
+    float *acc, *ml;          /* this group's split 0 */
+    long long acc_sp, ml_sp;  /* floats from one split to the next */
+    volatile unsigned *flags; /* this group's [S] */
+} qn_partials;
+
+__device__ __forceinline__ qn_partials partials_at(float *scratch, int S, int RG, int rows, int cols, int grp) {
+    const long long R = (long long)RG * rows;
+    qn_partials P;
+    P.acc = scratch + (long long)grp * rows * cols;
+    P.acc_sp = R * cols;
+    P.ml = scratch + S * R * cols + (long long)grp * rows * 2;
+    P.ml_sp = R * 2;
+    P.flags = (volatile unsigned *)(scratch + S * R * (cols + 2)) + (long long)grp * S;
+    return P;
+}
+
+/* Called by every thread once this block's partial is written: raise the
+ * split's flag; true (in every thread) when all nsplit flags are raised. */
+__device__ __forceinline__ bool publish_split(const qn_partials &P, int split, int nsplit, int *s_last) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        if (threadIdx.x == 0) P.flags[split] = QN_ATTN_DONE;
+        __syncwarp();
+        __threadfence();
+        bool all = true;
+        for (int sp = threadIdx.x; sp < nsplit; sp += 32) all = all && P.flags[sp] == QN_ATTN_DONE;
+        all = __all_sync(0xffffffffu, all);
+        if (threadIdx.x == 0) *s_last = all;
+    }
+    __syncthreads();
+    const bool last = *s_last != 0;
+    if (last) __threadfence();
+    return last;
+}
+
+/* The merge into out for the group's first rv rows (query row row0 + r is
+ * token (row0 + r) / G, head kvh G + (row0 + r) % G) and COLS columns from
+ * dv0; then the flags are lowered. sW: [nsplit][ROWS] floats, sInv [ROWS]. */
+template <int NT, int ROWS, int COLS>
+__device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, int rv, const qn_kt &out,
+                                             const qn_kt &sinks, int row0, int G, int kvh, int dv0, float *sW,
+                                             float *sInv) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int r = warp; r < rv; r += NT / 32) {
+        float mn = NEG_INF;
+        for (int sp = lane; sp < nsplit; sp += 32) mn = fmaxf(mn, ld_cg(P.ml + sp * P.ml_sp + r * 2));
+#pragma unroll
+        for (int sh = 16; sh > 0; sh /= 2) mn = fmaxf(mn, __shfl_xor_sync(0xffffffffu, mn, sh));
+        const float b = mn == NEG_INF ? 0.0f : mn;
+        float sum = 0.0f;
+        for (int sp = lane; sp < nsplit; sp += 32) {
+            const float wt = ex2(ld_cg(P.ml + sp * P.ml_sp + r * 2) - b);
+            sW[sp * ROWS + r] = wt;
+            sum += wt * ld_cg(P.ml + sp * P.ml_sp + r * 2 + 1);
+        }
+#pragma unroll
+        for (int sh = 16; sh > 0; sh /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, sh);
+        if (lane == 0) {
+            const int h = kvh * G + (row0 + r) % G;
+            if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
+            sInv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < rv * COLS; i += NT) {
+        const int r = i / COLS, col = i % COLS, rg = row0 + r;
+        float a = 0.0f;
+#pragma unroll 4
+        for (int sp = 0; sp < nsplit; sp++) a += sW[sp * ROWS + r] * ld_cg(P.acc + sp * P.acc_sp + r * COLS + col);
+        ((float *)qn_kt_at(&out, 0, kvh * G + rg % G, rg / G, 0))[dv0 + col] = a * sInv[r];
+    }
+    for (int sp = threadIdx.x; sp < nsplit; sp += NT) P.flags[sp] = 0u;
+}
+
 /* ---- decode
  *
  * Grid (splits, n_kv_heads, row tiles), QN_ATTN_DEC_WARPS(D) warps. A block
@@ -137,21 +258,11 @@ __device__ __forceinline__ float ld_cg(const float *p) {
  * row that moves only when a logit passes it by more than 8 (weights stay
  * below 2^8), which spares most rescales of the accumulators.
  *
- * At the end the warps merge through shared memory. A lone split writes
- * out. Otherwise each split writes its partial (acc, m, l) to scratch and
- * raises its flag, and a block that sees every flag of its row group
- * raised merges the partials into out and lowers the flags. Each block
- * orders its flag store before its flag loads with fences, so at least one
- * sees all flags; two that both do write the same values. A flag is a
- * magic word, not a count: whatever a fresh or reused scratch holds, only
- * a complete set reads as done, and each merge leaves the flags lowered.
- *
- * Scratch (f32 words), S = n_splits, R8 = row groups (kv heads x tiles) x 8:
- * acc [S][R8][D], then (m, l) [S][R8][2], then flags [row groups][S].
+ * At the end the warps merge through shared memory; a lone split writes
+ * out, several write partials and merge as above (rows of 8, columns D, a
+ * row group per kv head and row tile).
  * Bytes: K and V of the visible keys once per row tile, q once, partials
- * D + 2 floats per row and working split, written and read once. */
-
-#define QN_ATTN_DONE 0x7fc0da7au /* a NaN no arithmetic produces */
+ * D + 2 floats per row and working split. */
 
 template <int DT>
 __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, const qn_kt &k, const qn_kt &v,
@@ -209,26 +320,8 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
             const int key0 = blo + TK * (warp + it * NW);
             const unsigned st = wsa + (it % stages) * STAGE;
             if (!Q8) {
-                /* a row is CH 16-byte chunks: lanes take chunks of rows RP at
-                 * a time (rows one at a time, not unrolled, so their
-                 * addresses are not all held at once) */
-                constexpr int CH = HD / 8, RP = CH >= 32 ? 1 : 32 / CH, CL = CH >= 32 ? CH / 32 : 1;
-#pragma unroll 1
-                for (int r0 = 0; r0 < TK; r0 += RP) {
-                    const int r = r0 + (RP > 1 ? lane / CH : 0), j = key0 + r;
-                    if (lane >= RP * CH || r >= TK) continue; /* lanes past the last chunk or row */
-                    int row = j - off;
-                    if (row >= C) row -= C;
-                    const bool ok = j < bhi;
-                    const char *ks = kb + (ok ? row * knb : 0), *vs = vb + (ok ? row * vnb : 0);
-#pragma unroll
-                    for (int u = 0; u < CL; u++) {
-                        const int ch = RP > 1 ? lane % CH : lane + 32 * u;
-                        const unsigned dst = st + (r * KS + ch * 8) * 2;
-                        cp_async16(dst, ks + ch * 16, ok ? 16 : 0);
-                        cp_async16(dst + TK * KS * 2, vs + ch * 16, ok ? 16 : 0);
-                    }
-                }
+                copy_rows<32, HD / 8>(st, KS, kb, knb, TK, key0, bhi, off, C, lane);
+                copy_rows<32, HD / 8>(st + TK * KS * 2, KS, vb, vnb, TK, key0, bhi, off, C, lane);
             } else {
                 /* q8_0 rows: 4-byte copies where every row is 4-byte aligned,
                  * else 2-byte loads and stores */
@@ -457,8 +550,8 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     __syncthreads();
 
     const bool single = nsplit == 1;
-    const long long R8 = (long long)groups * NR, prow = (long long)split * R8 + grp * NR;
-    float *part = scratch + prow * HD, *pml = scratch + (long long)p.n_splits * R8 * HD + prow * 2;
+    const qn_partials P = partials_at(scratch, p.n_splits, groups, NR, HD, grp);
+    float *part = P.acc + split * P.acc_sp, *pml = P.ml + split * P.ml_sp;
     for (int i = tid; i < rv * HD; i += NT) {
         const int r = i / HD, d = i % HD, rg = tile * NR + r;
         float mn = NEG_INF;
@@ -484,59 +577,8 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
             }
         }
     }
-    if (single) return;
-
-    /* publish this split; the block that sees all of its group's merges */
-    volatile unsigned *flags = (volatile unsigned *)(scratch + (long long)p.n_splits * R8 * (HD + 2)) +
-                               (long long)grp * p.n_splits;
-    int *last = (int *)(sInv + NR);
-    __threadfence();
-    __syncthreads();
-    if (warp == 0) {
-        if (lane == 0) flags[split] = QN_ATTN_DONE;
-        __syncwarp();
-        __threadfence();
-        bool all = true;
-        for (int sp = lane; sp < nsplit; sp += 32) all = all && flags[sp] == QN_ATTN_DONE;
-        all = __all_sync(0xffffffffu, all);
-        if (lane == 0) *last = all;
-    }
-    __syncthreads();
-    if (!*last) return;
-    __threadfence();
-
-    /* per row: the largest m, each split's weight 2^(m_s - m), 1 / sum */
-    const float *ml0 = scratch + (long long)p.n_splits * R8 * HD + (long long)grp * NR * 2;
-    for (int r = warp; r < rv; r += NW) {
-        float mn = NEG_INF;
-        for (int sp = lane; sp < nsplit; sp += 32) mn = fmaxf(mn, ld_cg(ml0 + (sp * R8 + r) * 2));
-#pragma unroll
-        for (int sh = 16; sh > 0; sh /= 2) mn = fmaxf(mn, __shfl_xor_sync(0xffffffffu, mn, sh));
-        const float b = mn == NEG_INF ? 0.0f : mn;
-        float sum = 0.0f;
-        for (int sp = lane; sp < nsplit; sp += 32) {
-            const float wt = ex2(ld_cg(ml0 + (sp * R8 + r) * 2) - b);
-            sW[sp * NR + r] = wt;
-            sum += wt * ld_cg(ml0 + (sp * R8 + r) * 2 + 1);
-        }
-#pragma unroll
-        for (int sh = 16; sh > 0; sh /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, sh);
-        if (lane == 0) {
-            const int h = kvh * G + (tile * NR + r) % G;
-            if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
-            sInv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
-        }
-    }
-    __syncthreads();
-    const float *acc0 = scratch + (long long)grp * NR * HD;
-    for (int i = tid; i < rv * HD; i += NT) {
-        const int r = i / HD, d = i % HD, rg = tile * NR + r;
-        float a = 0.0f;
-#pragma unroll 4
-        for (int sp = 0; sp < nsplit; sp++) a += sW[sp * NR + r] * ld_cg(acc0 + (sp * R8 + r) * HD + d);
-        ((float *)qn_kt_at(&out, 0, kvh * G + rg % G, rg / G, 0))[d] = a * sInv[r];
-    }
-    for (int sp = tid; sp < nsplit; sp += NT) flags[sp] = 0u;
+    if (!single && publish_split(P, split, nsplit, (int *)(sInv + NR)))
+        merge_splits<NT, NR, HD>(P, nsplit, rv, out, sinks, tile * NR, G, kvh, 0, sW, sInv);
 }
 
 #define DECODE_KERNEL(dn, DT)                                                                                    \
@@ -550,34 +592,6 @@ DECODE_KERNEL(bf16, QN_KT_BF16)
 #if QN_ATTN_D % 32 == 0 /* q8_0 rows are whole 32-value blocks */
 DECODE_KERNEL(q8_0, QN_KT_Q8_0)
 #endif
-
-/* ---- the merge of prefill's split partials
- *
- * Grid (n_q_heads, n_tokens), 128 threads: out = sum_s w_s acc_s / (sum_s
- * w_s l_s + sink), w_s = 2^(m_s - max m). Bytes: S * (D + 2) floats read and
- * D written per row. */
-extern "C" __global__ void __launch_bounds__(128) attn_reduce(qn_kt out, qn_kt sinks, const float *scratch,
-                                                              qn_attn_params p) {
-    __shared__ float w[QN_ATTN_MAX_SPLITS];
-    const int h = blockIdx.x, t = blockIdx.y, S = p.n_splits;
-    const long long rows = (long long)p.n_tokens * p.n_q_heads, row = (long long)t * p.n_q_heads + h;
-    const float *ml = scratch + (long long)S * rows * HD;
-    float mn = NEG_INF;
-    for (int s = 0; s < S; s++) mn = fmaxf(mn, ml[(s * rows + row) * 2]);
-    const float mref = mn == NEG_INF ? 0.0f : mn;
-    for (int s = threadIdx.x; s < S; s += blockDim.x) w[s] = exp2f(ml[(s * rows + row) * 2] - mref);
-    __syncthreads();
-    float sum = 0.0f;
-    for (int s = 0; s < S; s++) sum += w[s] * ml[(s * rows + row) * 2 + 1];
-    if (sinks.addr) sum += exp2f(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - mref);
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    float *orow = (float *)qn_kt_at(&out, 0, h, t, 0);
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-        float a = 0.0f;
-        for (int s = 0; s < S; s++) a += w[s] * scratch[(s * rows + row) * HD + d];
-        orow[d] = a * inv;
-    }
-}
 
 /* ---- prefill
  *
@@ -595,8 +609,10 @@ extern "C" __global__ void __launch_bounds__(128) attn_reduce(qn_kt out, qn_kt s
  * At head 512 a block covers half of the value columns (the grid's x
  * alternates halves) and computes S for its half.
  *
- * With one split the block writes out (normalised, with the sink); with
- * more it writes partials to scratch for attn_reduce.
+ * The keys are cut into at most n_splits slices of two tiles or more
+ * (how many, from the visible length at run time). A lone split writes out
+ * (normalised, with the sink); several write partials and merge as above
+ * (rows of 64, columns DV, a row group per kv head, row tile and half).
  * FLOPs: 4 * rows * keys * D per kv-head group; bytes: K and V once per
  * row tile, q and out once. */
 
@@ -621,15 +637,17 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const int G = p.group, R = G * p.n_tokens, C = p.capacity;
     const int p0 = qn_attn_p0(&pos);
 
-    /* Q tile to shared memory, rounded to the K dtype; rows past the last
-     * are zeros */
+    /* Q tile to shared memory, scaled so S is the base-2 logit (with a
+     * softcap, the logit over the cap) and rounded to the K dtype; rows
+     * past the last are zeros */
+    const float qs = p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E;
     for (int i = tid; i < BM * (HD / 2); i += NT) {
         const int r = i / (HD / 2), d = (i % (HD / 2)) * 2, rg = tile * BM + r;
         float x0 = 0.0f, x1 = 0.0f;
         if (rg < R) {
             const float *qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
-            x0 = qrow[d];
-            x1 = qrow[d + 1];
+            x0 = qrow[d] * qs;
+            x1 = qrow[d + 1] * qs;
         }
         *(unsigned *)(sQ + r * QS + d) = pack2<DT>(x0, x1);
     }
@@ -647,10 +665,12 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     int lo_first, hi_first, lo_last, hi_last;
     qn_attn_keys(&p, p0, tile * BM / G, &lo_first, &hi_first);
     qn_attn_keys(&p, p0, (min(tile * BM + BM, R) - 1) / G, &lo_last, &hi_last);
-    const int len = max(hi_last - lo_first, 0);
-    const int chunk = ((len + p.n_splits - 1) / p.n_splits + BN - 1) / BN * BN;
-    const int blo = min(lo_first + split * chunk, lo_first + len), bhi = min(blo + chunk, lo_first + len);
-    const int ntiles = (bhi - blo + BN - 1) / BN;
+    /* splits take whole tiles, two at least each; the others return */
+    const int all_tiles = (max(hi_last - lo_first, 0) + BN - 1) / BN;
+    const int nsplit = max(1, min(p.n_splits, all_tiles / 2));
+    if (split >= nsplit) return;
+    const int t0 = (int)((long long)split * all_tiles / nsplit), t1 = (int)((long long)(split + 1) * all_tiles / nsplit);
+    const int blo = lo_first + BN * t0, bhi = min(lo_first + BN * t1, hi_last), ntiles = t1 - t0;
     /* tiles from full_lo to full_hi are visible to every row: no mask */
     const int full_lo = lo_last, full_hi = min(hi_first, bhi);
     const int off = blo - blo % C;
@@ -660,18 +680,6 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const long long knb = k.nb[1], vnb = v.nb[1];
     const unsigned sQa = smem_addr(sQ), sKa = smem_addr(sK), sVa = smem_addr(sV);
 
-    /* Copy tile j0 of K (all D columns) or V (this block's DV columns). */
-    auto load_tile = [&](unsigned dst, const char *base, long long nb, int cols, int stride, int j0) {
-        const int chunks = cols / 8;
-        for (int i = tid; i < BN * chunks; i += NT) {
-            const int r = i / chunks, ch = i % chunks, j = j0 + r;
-            int row = j - off;
-            if (row >= C) row -= C;
-            const bool ok = j < bhi;
-            cp_async16(dst + (r * stride + ch * 8) * 2, ok ? base + row * nb + ch * 16 : base, ok ? 16 : 0);
-        }
-    };
-
     /* ldmatrix addresses of this lane: Q rows of the warp (A), K rows as
      * B's columns (two n-tiles of 8 keys by 16 d), V rows transposed (two
      * n-tiles of 8 columns by 16 keys) */
@@ -679,20 +687,19 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const unsigned koff = ((lane % 8 + (lane / 16) * 8) * QS + ((lane / 8) % 2) * 8) * 2;
     const unsigned voff = ((lane % 8 + ((lane / 8) % 2) * 8) * VS + (lane / 16) * 8) * 2;
 
-    const float sl2 = p.scale * QN_ATTN_LOG2E, cap_l2 = p.softcap * QN_ATTN_LOG2E;
-    const float scale_cap = p.softcap > 0.0f ? p.scale / p.softcap : 0.0f;
+    const float cap_l2 = p.softcap * QN_ATTN_LOG2E;
     float o[DV / 8][4];
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
 
     if (ntiles > 0) {
-        load_tile(sKa, kb, knb, HD, QS, blo);
+        copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, blo, bhi, off, C, tid);
         cp_commit();
     }
     for (int it = 0; it < ntiles; it++) {
         const int j0 = blo + it * BN;
-        load_tile(sVa, vb, vnb, DV, VS, j0);
+        copy_rows<NT, DV / 8>(sVa, VS, vb, vnb, BN, j0, bhi, off, C, tid);
         cp_commit();
         cp_wait<1>(); /* K of this tile has landed (V may still be coming) */
         __syncthreads();
@@ -714,48 +721,58 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
         }
 
         /* base-2 logits; element e of n-tile n is row g + 8 * (e / 2), key
-         * j0 + 8 n + 2 c + e % 2 */
-        const bool full = j0 >= full_lo && j0 + BN <= full_hi;
+         * j0 + 8 n + 2 c + e % 2. Uniform branches around whole loops, so
+         * the common case (no cap, no mask) has no per-element work. */
+        if (p.softcap > 0.0f)
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[n][e] = cap_l2 * tanh_approx(s[n][e]);
+        if (!(j0 >= full_lo && j0 + BN <= full_hi))
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int j = j0 + n * 8 + 2 * c + (e & 1), rr = e >> 1;
+                    if (!(j < bhi && j >= rlo[rr] && j < rhi[rr])) s[n][e] = NEG_INF;
+                }
+        /* online softmax; the reference max moves only when a logit passes
+         * it by more than 8 (weights stay below 2^8), sparing most rescales */
         float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
         for (int n = 0; n < BN / 8; n++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = p.softcap > 0.0f ? cap_l2 * tanh_approx(s[n][e] * scale_cap) : s[n][e] * sl2;
-                if (!full) {
-                    const int j = j0 + n * 8 + 2 * c + (e & 1), rr = e >> 1;
-                    if (!(j < bhi && j >= rlo[rr] && j < rhi[rr])) x = NEG_INF;
-                }
-                s[n][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
-            }
-        float mref[2];
+            for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            const float mn = fmaxf(m[rr], mx[rr]);
-            mref[rr] = mn == NEG_INF ? 0.0f : mn;
-            const float corr = exp2f(m[rr] - mref[rr]);
-            m[rr] = mn;
-            l[rr] *= corr;
+        }
+        if (__any_sync(0xffffffffu, mx[0] > m[0] + 8.0f || mx[1] > m[1] + 8.0f)) {
 #pragma unroll
-            for (int n = 0; n < DV / 8; n++) {
-                o[n][2 * rr] *= corr;
-                o[n][2 * rr + 1] *= corr;
+            for (int rr = 0; rr < 2; rr++) {
+                const float mn = fmaxf(m[rr], mx[rr]), corr = mn == NEG_INF ? 1.0f : ex2(m[rr] - mn);
+                m[rr] = mn;
+                l[rr] *= corr;
+#pragma unroll
+                for (int n = 0; n < DV / 8; n++) {
+                    o[n][2 * rr] *= corr;
+                    o[n][2 * rr + 1] *= corr;
+                }
             }
         }
+        const float mref[2] = {m[0] == NEG_INF ? 0.0f : m[0], m[1] == NEG_INF ? 0.0f : m[1]};
 #pragma unroll
         for (int n = 0; n < BN / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                s[n][e] = exp2f(s[n][e] - mref[e >> 1]);
+                s[n][e] = ex2(s[n][e] - mref[e >> 1]);
                 l[e >> 1] += s[n][e];
             }
 
         __syncthreads(); /* every warp is done with this K tile */
         if (it + 1 < ntiles) {
-            load_tile(sKa, kb, knb, HD, QS, j0 + BN);
+            copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, j0 + BN, bhi, off, C, tid);
             cp_commit();
             cp_wait<1>(); /* V of this tile has landed */
         } else {
@@ -785,17 +802,17 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
         l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
         l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
     }
-    const long long rows = (long long)p.n_tokens * p.n_q_heads;
+    const qn_partials P = partials_at(scratch, p.n_splits, gridDim.x * gridDim.y, BM, DV, kvh * gridDim.x + blockIdx.x);
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-        const int rg = tile * BM + warp * 16 + g + rr * 8;
+        const int r = warp * 16 + g + rr * 8, rg = tile * BM + r;
         if (rg >= R) continue;
         const int t = rg / G, h = kvh * G + rg % G;
-        if (p.n_splits == 1) {
+        if (nsplit == 1) {
             float sum = l[rr];
             if (sinks.addr)
-                sum += exp2f(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E -
-                             (m[rr] == NEG_INF ? 0.0f : m[rr]));
+                sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E -
+                           (m[rr] == NEG_INF ? 0.0f : m[rr]));
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
             float *orow = (float *)qn_kt_at(&out, 0, h, t, 0);
 #pragma unroll
@@ -804,19 +821,22 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
                 orow[dv0 + n * 8 + 2 * c + 1] = o[n][2 * rr + 1] * inv;
             }
         } else {
-            const long long row = (long long)split * rows + (long long)t * p.n_q_heads + h;
-            float *arow = scratch + row * HD;
+            float *arow = P.acc + split * P.acc_sp + r * DV;
 #pragma unroll
             for (int n = 0; n < DV / 8; n++) {
-                arow[dv0 + n * 8 + 2 * c] = o[n][2 * rr];
-                arow[dv0 + n * 8 + 2 * c + 1] = o[n][2 * rr + 1];
+                arow[n * 8 + 2 * c] = o[n][2 * rr];
+                arow[n * 8 + 2 * c + 1] = o[n][2 * rr + 1];
             }
-            if (dv0 == 0 && c == 0) {
-                float *ml = scratch + (long long)p.n_splits * rows * HD + row * 2;
-                ml[0] = m[rr];
-                ml[1] = l[rr];
+            if (c == 0) {
+                P.ml[split * P.ml_sp + r * 2] = m[rr];
+                P.ml[split * P.ml_sp + r * 2 + 1] = l[rr];
             }
         }
+    }
+    if (nsplit > 1) {
+        float *sW = (float *)qn_attn_smem, *sInv = sW + QN_ATTN_PF_MAX_SPLITS * BM;
+        if (publish_split(P, split, nsplit, (int *)(sInv + BM)))
+            merge_splits<NT, BM, DV>(P, nsplit, min(BM, R - tile * BM), out, sinks, tile * BM, G, kvh, dv0, sW, sInv);
     }
 }
 

@@ -26,9 +26,6 @@
 /* log2(e): kernels keep logits in base 2 (exp2 is one instruction). */
 #define QN_ATTN_LOG2E 1.4426950408889634f
 
-/* Partial softmaxes of split blocks: an op launches at most this many
- * splits (the reduce kernel keeps one weight per split in shared memory). */
-#define QN_ATTN_MAX_SPLITS 1024
 
 /* Passed to the kernels by value; the same fields in C and CUDA C++. */
 typedef struct {
@@ -134,6 +131,9 @@ QN_HD int qn_attn_dec_smem(int d, int q8, int stages) {
  * (8 halves of padding keep ldmatrix rows on distinct banks). */
 #define QN_ATTN_PF_SMEM(d)                                                                              \
     ((QN_ATTN_PF_ROWS * ((d) + 8) + QN_ATTN_PF_KEYS(d) * ((d) + 8) + QN_ATTN_PF_KEYS(d) * (QN_ATTN_PF_DV(d) + 8)) * 2)
+/* Splits of a prefill row tile's keys (the merge keeps a weight per split
+ * and row in shared memory: 16 KiB). */
+#define QN_ATTN_PF_MAX_SPLITS 64
 /* Prefill blocks resident per multiprocessor (the kernel's launch bound). */
 #define QN_ATTN_PF_MINB(d) ((d) <= 128 ? 3 : (d) <= 256 ? 2 : 1)
 
