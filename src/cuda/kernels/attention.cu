@@ -112,28 +112,58 @@ __device__ __forceinline__ float ld_cg(const float *p) {
     return x;
 }
 
-/* Copy `rows` K or V rows of `CH` 16-byte chunks, keys j0, j0 + 1, ..., into
- * shared memory rows `stride` halves apart, thread t of NT taking chunks
- * of NT / CH rows at a time (rows one pass at a time, not unrolled, so the
- * passes' addresses are not all held at once). Key j lives in cache row
- * j - off, less C past the end of the ring; keys from `end` on are
- * zero-filled. */
-template <int NT, int CH>
-__device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *src, long long nb, int rows, int j0,
-                                          int end, int off, int C, int t) {
-    constexpr int RP = CH >= NT ? 1 : NT / CH, CL = CH >= NT ? CH / NT : 1;
-#pragma unroll 1
-    for (int r0 = 0; r0 < rows; r0 += RP) {
-        const int r = r0 + (RP > 1 ? t / CH : 0), j = j0 + r;
-        if (t >= RP * CH || r >= rows) continue; /* threads past the last chunk or row */
-        int row = j - off;
-        if (row >= C) row -= C;
-        const bool ok = j < end;
-        const char *s = src + (ok ? row * nb : 0);
+/* Copy ROWS K or V rows of CH 16-byte chunks, keys j0, j0 + 1, ..., into
+ * shared memory rows `stride` halves apart: NT threads, NT / ROWS a row,
+ * neighbours taking the two halves of each 32-byte sector (so every copy
+ * instruction reads whole sectors) and each thread CH * ROWS / NT chunks at
+ * fixed offsets from one row address. Key j lives in cache row j - off,
+ * less C past the end of the ring; keys from `end` on are zero-filled. */
+template <int NT, int ROWS, int CH>
+__device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *src, long long nb, int j0, int end,
+                                          int off, int C, int t) {
+    constexpr int TPR = NT / ROWS; /* threads a row: 2 or 4 */
+    static_assert(TPR % 2 == 0 && CH % TPR == 0, "copy_rows: rows split in whole sector pairs");
+    const int r = t / TPR, b = t % TPR, j = j0 + r;
+    int row = j - off;
+    if (row >= C) row -= C;
+    const bool ok = j < end;
+    const int first = (b % 2) * 16 + (b / 2) * 32; /* bytes */
+    const char *s = src + (ok ? row * nb : 0) + first;
+    dst += r * stride * 2 + first;
 #pragma unroll
-        for (int u = 0; u < CL; u++) {
-            const int ch = RP > 1 ? t % CH : t + NT * u;
-            cp_async16(dst + (r * stride + ch * 8) * 2, s + ch * 16, ok ? 16 : 0);
+    for (int i = 0; i < CH / TPR; i++) cp_async16(dst + i * TPR * 16, s + i * TPR * 16, ok ? 16 : 0);
+}
+
+/* q rows row0, row0 + 1, ... of kv head kvh (query row r: token r / G,
+ * head kvh G + r % G) times qs, as f16/bf16 pairs into shared memory
+ * [ROWS][stride] halves, and with LO their low parts, x - round(x), in the
+ * ROWS rows after; rows from `rows` on are zeros. Each thread issues 8
+ * loads before it converts any, so their latencies overlap. */
+template <int DT, int NT, int ROWS, bool LO>
+__device__ __forceinline__ void load_q(unsigned char *dst, int stride, const qn_kt &q, int row0, int rows, int kvh,
+                                       int G, float qs) {
+    constexpr int PAIRS = ROWS * (HD / 2), PER = (PAIRS + NT - 1) / NT, BATCH = PER < 8 ? PER : 8;
+    for (int u0 = 0; u0 < PER; u0 += BATCH) {
+        float x[BATCH][2];
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2, rg = row0 + r;
+            x[u][0] = x[u][1] = 0.0f;
+            if (i < PAIRS && r < rows) {
+                const float *qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
+                x[u][0] = qrow[d] * qs;
+                x[u][1] = qrow[d + 1] * qs;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2;
+            if (i >= PAIRS) continue;
+            unsigned hi, lo;
+            if (LO) split2<DT>(x[u][0], x[u][1], hi, lo);
+            else hi = pack2<DT>(x[u][0], x[u][1]);
+            *(unsigned *)(dst + (r * stride + d) * 2) = hi;
+            if (LO) *(unsigned *)(dst + ((ROWS + r) * stride + d) * 2) = lo;
         }
     }
 }
@@ -320,8 +350,8 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
             const int key0 = blo + TK * (warp + it * NW);
             const unsigned st = wsa + (it % stages) * STAGE;
             if (!Q8) {
-                copy_rows<32, HD / 8>(st, KS, kb, knb, TK, key0, bhi, off, C, lane);
-                copy_rows<32, HD / 8>(st + TK * KS * 2, KS, vb, vnb, TK, key0, bhi, off, C, lane);
+                copy_rows<32, TK, HD / 8>(st, KS, kb, knb, key0, bhi, off, C, lane);
+                copy_rows<32, TK, HD / 8>(st + TK * KS * 2, KS, vb, vnb, key0, bhi, off, C, lane);
             } else {
                 /* q8_0 rows: 4-byte copies where every row is 4-byte aligned,
                  * else 2-byte loads and stores */
@@ -361,20 +391,8 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     /* q, scaled so S is the base-2 logit (with a softcap, the logit over
      * the cap), as high and low parts [2][8][KS]; rows past the tile's are
      * zeros */
-    const float qs = p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E;
-    for (int i = tid; i < NR * (HD / 2); i += NT) {
-        const int r = i / (HD / 2), d = (i % (HD / 2)) * 2, rg = tile * NR + r;
-        float x0 = 0.0f, x1 = 0.0f;
-        if (r < rv) {
-            const float *qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
-            x0 = qrow[d] * qs;
-            x1 = qrow[d + 1] * qs;
-        }
-        unsigned hi, lo;
-        split2<MT>(x0, x1, hi, lo);
-        *(unsigned *)(sm + (r * KS + d) * 2) = hi;
-        *(unsigned *)(sm + ((NR + r) * KS + d) * 2) = lo;
-    }
+    load_q<MT, NT, NR, true>(sm, KS, q, tile * NR, rv, kvh, G,
+                             p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E);
     __syncthreads();
 
     /* ldmatrix addresses of this lane: q as B (matrices: high d0, high
@@ -637,21 +655,6 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const int G = p.group, R = G * p.n_tokens, C = p.capacity;
     const int p0 = qn_attn_p0(&pos);
 
-    /* Q tile to shared memory, scaled so S is the base-2 logit (with a
-     * softcap, the logit over the cap) and rounded to the K dtype; rows
-     * past the last are zeros */
-    const float qs = p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E;
-    for (int i = tid; i < BM * (HD / 2); i += NT) {
-        const int r = i / (HD / 2), d = (i % (HD / 2)) * 2, rg = tile * BM + r;
-        float x0 = 0.0f, x1 = 0.0f;
-        if (rg < R) {
-            const float *qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
-            x0 = qrow[d] * qs;
-            x1 = qrow[d + 1] * qs;
-        }
-        *(unsigned *)(sQ + r * QS + d) = pack2<DT>(x0, x1);
-    }
-
     /* The visible keys of this thread's two rows (g and g + 8 of its
      * warp's 16), and of the block: its first row's token has the lowest
      * bounds and its last valid row's the highest. */
@@ -694,12 +697,17 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
 
     if (ntiles > 0) {
-        copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, blo, bhi, off, C, tid);
+        copy_rows<NT, BN, HD / 8>(sKa, QS, kb, knb, blo, bhi, off, C, tid);
         cp_commit();
     }
+    /* Q tile to shared memory while K's first tile is on its way, scaled so
+     * S is the base-2 logit (with a softcap, the logit over the cap) and
+     * rounded to the K dtype; rows past the last are zeros */
+    load_q<DT, NT, BM, false>(qn_attn_smem, QS, q, tile * BM, R - tile * BM, kvh, G,
+                              p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E);
     for (int it = 0; it < ntiles; it++) {
         const int j0 = blo + it * BN;
-        copy_rows<NT, DV / 8>(sVa, VS, vb, vnb, BN, j0, bhi, off, C, tid);
+        copy_rows<NT, BN, DV / 8>(sVa, VS, vb, vnb, j0, bhi, off, C, tid);
         cp_commit();
         cp_wait<1>(); /* K of this tile has landed (V may still be coming) */
         __syncthreads();
@@ -772,7 +780,7 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
 
         __syncthreads(); /* every warp is done with this K tile */
         if (it + 1 < ntiles) {
-            copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, j0 + BN, bhi, off, C, tid);
+            copy_rows<NT, BN, HD / 8>(sKa, QS, kb, knb, j0 + BN, bhi, off, C, tid);
             cp_commit();
             cp_wait<1>(); /* V of this tile has landed */
         } else {
