@@ -106,32 +106,32 @@ __device__ __forceinline__ float ex2(float x) {
     return y;
 }
 
-__device__ __forceinline__ float ld_cg(const float *p) {
-    float x;
-    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(x) : "l"(p));
-    return x;
-}
-
-/* Copy ROWS K or V rows of CH 16-byte chunks, keys j0, j0 + 1, ..., into
- * shared memory rows `stride` halves apart: NT threads, NT / ROWS a row,
- * neighbours taking the two halves of each 32-byte sector (so every copy
- * instruction reads whole sectors) and each thread CH * ROWS / NT chunks at
- * fixed offsets from one row address. Key j lives in cache row j - off,
- * less C past the end of the ring; keys from `end` on are zero-filled. */
-template <int NT, int ROWS, int CH>
-__device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *src, long long nb, int j0, int end,
-                                          int off, int C, int t) {
-    constexpr int TPR = NT / ROWS; /* threads a row: 2 or 4 */
-    static_assert(TPR % 2 == 0 && CH % TPR == 0, "copy_rows: rows split in whole sector pairs");
-    const int r = t / TPR, b = t % TPR, j = j0 + r;
-    int row = j - off;
-    if (row >= C) row -= C;
-    const bool ok = j < end;
-    const int first = (b % 2) * 16 + (b / 2) * 32; /* bytes */
-    const char *s = src + (ok ? row * nb : 0) + first;
-    dst += r * stride * 2 + first;
+/* Copy `rows` K or V rows of `CH` 16-byte chunks, keys j0, j0 + 1, ..., into
+ * shared memory rows `stride` halves apart, thread t of NT taking chunks
+ * of NT / CH rows at a time, so a warp's copy instruction reads whole rows
+ * (a thread a row reading its own chunks makes each instruction touch many
+ * lines, which throttles the load/store unit). Rows go one pass at a time,
+ * not unrolled, so the passes' addresses are not all held at once. Key j lives in cache row
+ * j - off, less C past the end of the ring; keys from `end` on are
+ * zero-filled. */
+template <int NT, int CH>
+__device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *src, long long nb, int rows, int j0,
+                                          int end, int off, int C, int t) {
+    constexpr int RP = CH >= NT ? 1 : NT / CH, CL = CH >= NT ? CH / NT : 1;
+#pragma unroll 1
+    for (int r0 = 0; r0 < rows; r0 += RP) {
+        const int r = r0 + (RP > 1 ? t / CH : 0), j = j0 + r;
+        if (t >= RP * CH || r >= rows) continue; /* threads past the last chunk or row */
+        int row = j - off;
+        if (row >= C) row -= C;
+        const bool ok = j < end;
+        const char *s = src + (ok ? row * nb : 0);
 #pragma unroll
-    for (int i = 0; i < CH / TPR; i++) cp_async16(dst + i * TPR * 16, s + i * TPR * 16, ok ? 16 : 0);
+        for (int u = 0; u < CL; u++) {
+            const int ch = RP > 1 ? t % CH : t + NT * u;
+            cp_async16(dst + (r * stride + ch * 8) * 2, s + ch * 16, ok ? 16 : 0);
+        }
+    }
 }
 
 /* q rows row0, row0 + 1, ... of kv head kvh (query row r: token r / G,
@@ -206,12 +206,17 @@ __device__ __forceinline__ qn_partials partials_at(float *scratch, int S, int RG
 }
 
 /* Called by every thread once this block's partial is written: raise the
- * split's flag; true (in every thread) when all nsplit flags are raised. */
+ * split's flag (after a fence, so the partial's stores, ordered before it
+ * by the barrier, are visible first); true (in every thread) when all
+ * nsplit flags are raised, and then after a fence that makes the other
+ * splits' partials visible. */
 __device__ __forceinline__ bool publish_split(const qn_partials &P, int split, int nsplit, int *s_last) {
-    __threadfence();
     __syncthreads();
     if (threadIdx.x < 32) {
-        if (threadIdx.x == 0) P.flags[split] = QN_ATTN_DONE;
+        if (threadIdx.x == 0) {
+            __threadfence();
+            P.flags[split] = QN_ATTN_DONE;
+        }
         __syncwarp();
         __threadfence();
         bool all = true;
@@ -227,39 +232,45 @@ __device__ __forceinline__ bool publish_split(const qn_partials &P, int split, i
 
 /* The merge into out for the group's first rv rows (query row row0 + r is
  * token (row0 + r) / G, head kvh G + (row0 + r) % G) and COLS columns from
- * dv0; then the flags are lowered. sW: [nsplit][ROWS] floats, sInv [ROWS]. */
+ * dv0; then the flags are lowered. sW, sM: [nsplit][ROWS] floats, sInv [ROWS]. */
 template <int NT, int ROWS, int COLS>
 __device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, int rv, const qn_kt &out,
                                              const qn_kt &sinks, int row0, int G, int kvh, int dv0, float *sW,
-                                             float *sInv) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int r = warp; r < rv; r += NT / 32) {
-        float mn = NEG_INF;
-        for (int sp = lane; sp < nsplit; sp += 32) mn = fmaxf(mn, ld_cg(P.ml + sp * P.ml_sp + r * 2));
-#pragma unroll
-        for (int sh = 16; sh > 0; sh /= 2) mn = fmaxf(mn, __shfl_xor_sync(0xffffffffu, mn, sh));
-        const float b = mn == NEG_INF ? 0.0f : mn;
-        float sum = 0.0f;
-        for (int sp = lane; sp < nsplit; sp += 32) {
-            const float wt = ex2(ld_cg(P.ml + sp * P.ml_sp + r * 2) - b);
-            sW[sp * ROWS + r] = wt;
-            sum += wt * ld_cg(P.ml + sp * P.ml_sp + r * 2 + 1);
-        }
-#pragma unroll
-        for (int sh = 16; sh > 0; sh /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, sh);
-        if (lane == 0) {
-            const int h = kvh * G + (row0 + r) % G;
-            if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
-            sInv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
-        }
+                                             float *sM, float *sInv) {
+    /* every (split, row)'s m and l at once, then per row the largest m,
+     * each split's weight 2^(m_s - m) (over l, in place) and 1 / sum */
+    for (int i = threadIdx.x; i < nsplit * rv; i += NT) {
+        const int sp = i / rv, r = i % rv;
+        sM[sp * ROWS + r] = __ldcg(P.ml + sp * P.ml_sp + r * 2);
+        sW[sp * ROWS + r] = __ldcg(P.ml + sp * P.ml_sp + r * 2 + 1);
     }
     __syncthreads();
+    for (int r = threadIdx.x; r < rv; r += NT) {
+        float mn = NEG_INF, sum = 0.0f;
+        for (int sp = 0; sp < nsplit; sp++) mn = fmaxf(mn, sM[sp * ROWS + r]);
+        const float b = mn == NEG_INF ? 0.0f : mn;
+        for (int sp = 0; sp < nsplit; sp++) {
+            const float wt = ex2(sM[sp * ROWS + r] - b);
+            sum += wt * sW[sp * ROWS + r];
+            sW[sp * ROWS + r] = wt;
+        }
+        const int h = kvh * G + (row0 + r) % G;
+        if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
+        sInv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+    }
+    __syncthreads();
+    /* the sums, 8 splits' loads in flight at a time */
     for (int i = threadIdx.x; i < rv * COLS; i += NT) {
         const int r = i / COLS, col = i % COLS, rg = row0 + r;
-        float a = 0.0f;
-#pragma unroll 4
-        for (int sp = 0; sp < nsplit; sp++) a += sW[sp * ROWS + r] * ld_cg(P.acc + sp * P.acc_sp + r * COLS + col);
-        ((float *)qn_kt_at(&out, 0, kvh * G + rg % G, rg / G, 0))[dv0 + col] = a * sInv[r];
+        const float *a0 = P.acc + r * COLS + col;
+        float a[8] = {};
+        int sp = 0;
+        for (; sp + 8 <= nsplit; sp += 8)
+#pragma unroll
+            for (int u = 0; u < 8; u++) a[u] += sW[(sp + u) * ROWS + r] * __ldcg(a0 + (sp + u) * P.acc_sp);
+        for (; sp < nsplit; sp++) a[0] += sW[sp * ROWS + r] * __ldcg(a0 + sp * P.acc_sp);
+        const float sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        ((float *)qn_kt_at(&out, 0, kvh * G + rg % G, rg / G, 0))[dv0 + col] = sum * sInv[r];
     }
     for (int sp = threadIdx.x; sp < nsplit; sp += NT) P.flags[sp] = 0u;
 }
@@ -350,8 +361,8 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
             const int key0 = blo + TK * (warp + it * NW);
             const unsigned st = wsa + (it % stages) * STAGE;
             if (!Q8) {
-                copy_rows<32, TK, HD / 8>(st, KS, kb, knb, key0, bhi, off, C, lane);
-                copy_rows<32, TK, HD / 8>(st + TK * KS * 2, KS, vb, vnb, key0, bhi, off, C, lane);
+                copy_rows<32, HD / 8>(st, KS, kb, knb, TK, key0, bhi, off, C, lane);
+                copy_rows<32, HD / 8>(st + TK * KS * 2, KS, vb, vnb, TK, key0, bhi, off, C, lane);
             } else {
                 /* q8_0 rows: 4-byte copies where every row is 4-byte aligned,
                  * else 2-byte loads and stores */
@@ -553,7 +564,7 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     /* merge the warps: partial sums [NW][8][HD + 4] and (m, l) [NW][8] */
     __syncthreads();
     float *sAcc = (float *)sm, *sM = sAcc + NW * NR * (HD + 4), *sL = sM + NW * NR;
-    float *sW = sL + NW * NR, *sInv = sW + QN_ATTN_DEC_MAX_SPLITS * NR;
+    float *sW = sL + NW * NR, *sMs = sW + QN_ATTN_DEC_MAX_SPLITS * NR, *sInv = sMs + QN_ATTN_DEC_MAX_SPLITS * NR;
 #pragma unroll
     for (int mt = 0; mt < NKC; mt++)
 #pragma unroll
@@ -596,7 +607,7 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
         }
     }
     if (!single && publish_split(P, split, nsplit, (int *)(sInv + NR)))
-        merge_splits<NT, NR, HD>(P, nsplit, rv, out, sinks, tile * NR, G, kvh, 0, sW, sInv);
+        merge_splits<NT, NR, HD>(P, nsplit, rv, out, sinks, tile * NR, G, kvh, 0, sW, sMs, sInv);
 }
 
 #define DECODE_KERNEL(dn, DT)                                                                                    \
@@ -697,7 +708,7 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
 
     if (ntiles > 0) {
-        copy_rows<NT, BN, HD / 8>(sKa, QS, kb, knb, blo, bhi, off, C, tid);
+        copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, blo, bhi, off, C, tid);
         cp_commit();
     }
     /* Q tile to shared memory while K's first tile is on its way, scaled so
@@ -707,7 +718,7 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
                               p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E);
     for (int it = 0; it < ntiles; it++) {
         const int j0 = blo + it * BN;
-        copy_rows<NT, BN, DV / 8>(sVa, VS, vb, vnb, j0, bhi, off, C, tid);
+        copy_rows<NT, DV / 8>(sVa, VS, vb, vnb, BN, j0, bhi, off, C, tid);
         cp_commit();
         cp_wait<1>(); /* K of this tile has landed (V may still be coming) */
         __syncthreads();
@@ -780,7 +791,7 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
 
         __syncthreads(); /* every warp is done with this K tile */
         if (it + 1 < ntiles) {
-            copy_rows<NT, BN, HD / 8>(sKa, QS, kb, knb, j0 + BN, bhi, off, C, tid);
+            copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, j0 + BN, bhi, off, C, tid);
             cp_commit();
             cp_wait<1>(); /* V of this tile has landed */
         } else {
@@ -842,9 +853,10 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
         }
     }
     if (nsplit > 1) {
-        float *sW = (float *)qn_attn_smem, *sInv = sW + QN_ATTN_PF_MAX_SPLITS * BM;
+        float *sW = (float *)qn_attn_smem, *sMs = sW + QN_ATTN_PF_MAX_SPLITS * BM, *sInv = sMs + QN_ATTN_PF_MAX_SPLITS * BM;
         if (publish_split(P, split, nsplit, (int *)(sInv + BM)))
-            merge_splits<NT, BM, DV>(P, nsplit, min(BM, R - tile * BM), out, sinks, tile * BM, G, kvh, dv0, sW, sInv);
+            merge_splits<NT, BM, DV>(P, nsplit, min(BM, R - tile * BM), out, sinks, tile * BM, G, kvh, dv0, sW, sMs,
+                                     sInv);
     }
 }
 

@@ -99,7 +99,7 @@ QN_HD signed char qn_q8_0_round(float x, float inv) { return (signed char)roundf
  * once per warp, the tile converted to f16 [2][16][d + 8] and its block
  * scales [2][16][d / 32] floats. The same memory then holds the merge: per
  * warp partial sums [8][d + 4] floats, (m, l) per warp and row, weights
- * [QN_ATTN_DEC_MAX_SPLITS][8] and per-row factors. Rows of d + 8 halves
+ * and maxima [2][QN_ATTN_DEC_MAX_SPLITS][8] and per-row factors. Rows of d + 8 halves
  * (d + 4 floats) keep ldmatrix and the partial stores off shared banks. */
 QN_HD int qn_attn_dec_q8_row(int d) { return (d / 32 * 34 + 15) / 16 * 16; }
 QN_HD int qn_attn_dec_q_bytes(int d) { return 2 * QN_ATTN_DEC_ROWS * (d + 8) * 2; }
@@ -111,7 +111,7 @@ QN_HD int qn_attn_dec_conv_bytes(int d, int q8) {
 }
 QN_HD int qn_attn_dec_merge_bytes(int d) {
     const int w = QN_ATTN_DEC_WARPS(d);
-    return (w * QN_ATTN_DEC_ROWS * (d + 4) + 2 * w * QN_ATTN_DEC_ROWS + QN_ATTN_DEC_MAX_SPLITS * QN_ATTN_DEC_ROWS +
+    return (w * QN_ATTN_DEC_ROWS * (d + 4) + 2 * w * QN_ATTN_DEC_ROWS + 2 * QN_ATTN_DEC_MAX_SPLITS * QN_ATTN_DEC_ROWS +
             2 * QN_ATTN_DEC_ROWS) * 4;
 }
 QN_HD int qn_attn_dec_smem(int d, int q8, int stages) {
@@ -131,9 +131,9 @@ QN_HD int qn_attn_dec_smem(int d, int q8, int stages) {
  * (8 halves of padding keep ldmatrix rows on distinct banks). */
 #define QN_ATTN_PF_SMEM(d)                                                                              \
     ((QN_ATTN_PF_ROWS * ((d) + 8) + QN_ATTN_PF_KEYS(d) * ((d) + 8) + QN_ATTN_PF_KEYS(d) * (QN_ATTN_PF_DV(d) + 8)) * 2)
-/* Splits of a prefill row tile's keys (the merge keeps a weight per split
- * and row in shared memory: 16 KiB). */
-#define QN_ATTN_PF_MAX_SPLITS 64
+/* Splits of a prefill row tile's keys (the merge keeps a weight and a max
+ * per split and row in shared memory: 16 KiB). */
+#define QN_ATTN_PF_MAX_SPLITS 32
 /* Prefill blocks resident per multiprocessor (the kernel's launch bound). */
 #define QN_ATTN_PF_MINB(d) ((d) <= 128 ? 3 : (d) <= 256 ? 2 : 1)
 
