@@ -40,7 +40,7 @@ const qn_bench_case qn_bench_cases[] = {
      qn_bench_ops},
     /* attention cases */
     {"attn-decode", "attention",
-     "flash attention decode, f16 K/V, 4096 and 32768 keys, head 256 (8/4) and 128 (32/8), vs the read ceiling",
+     "flash attention decode, f16 K/V, 4096 and 32768 keys, head 256 (8/4) and 128 (32/8), vs the read ceiling; a small model's (head 256, 4/1) short contexts",
      qn_bench_attn_decode},
     {"attn-prefill", "attention", "flash attention prefill, f16, head 256, 8/4 heads, 512 queries x 4096 keys",
      qn_bench_attn_prefill},

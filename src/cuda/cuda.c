@@ -36,6 +36,7 @@ struct qn_cuda_device {
     pthread_mutex_t kern_lock;
     CUmodule *modules; /* [qn_kernel_variants_count] */
     kfunc *funcs;      /* [KFUNC_SLOTS] */
+    int smem_block, smem_sm; /* shared memory: a block may opt in to, a multiprocessor has */
 };
 
 struct qn_cuda_event_pair {
@@ -49,6 +50,11 @@ static qn_cuda_device *cu(qn_device *dev) { return dev->cuda; }
 static qn_status enter(qn_device *dev, const char *who) {
     QN_CU(cu(dev)->api->cuCtxSetCurrent(cu(dev)->ctx), who);
     return QN_OK;
+}
+
+void qn_cuda_smem_limits(qn_device *dev, int *per_block, int *per_sm) {
+    *per_block = cu(dev)->smem_block;
+    *per_sm = cu(dev)->smem_sm;
 }
 
 void qn_cuda_arch_name(int cc_major, int cc_minor, char *out, size_t out_len) {
@@ -105,6 +111,8 @@ qn_status qn_cuda_device_open(qn_device *dev, int index) {
         if (r == 0) r = api->cuDeviceGetAttribute(&info->cc_minor, QN_CU_ATTR_CC_MINOR, c->cu_dev);
         if (r == 0) r = api->cuDeviceGetAttribute(&info->sm_count, QN_CU_ATTR_SM_COUNT, c->cu_dev);
         if (r == 0) r = api->cuDeviceGetAttribute(&v, QN_CU_ATTR_L2_SIZE, c->cu_dev);
+        if (r == 0) r = api->cuDeviceGetAttribute(&c->smem_block, QN_CU_ATTR_SMEM_OPTIN, c->cu_dev);
+        if (r == 0) r = api->cuDeviceGetAttribute(&c->smem_sm, QN_CU_ATTR_SMEM_PER_SM, c->cu_dev);
         if (r == 0) r = api->cuStreamCreate(&c->copy_stream, QN_CU_STREAM_NON_BLOCKING);
         if (r != 0) s = qn_cuda_fail(r, "qn_device_open", "querying the device");
     }

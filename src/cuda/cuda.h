@@ -50,6 +50,10 @@ qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g);
 qn_status qn_cuda_graph_launch(qn_graph *g, qn_encoder *enc);
 void qn_cuda_graph_destroy(qn_graph *g);
 
+/* Shared memory a block may use (opting in above 48 KiB, as qn_cuda_launch
+ * does) and a multiprocessor holds, in bytes. */
+void qn_cuda_smem_limits(qn_device *dev, int *per_block, int *per_sm);
+
 /* NVRTC target for a compute capability: "sm_90a" for 9.0 (so Hopper's own
  * instructions are available), else "sm_XY". */
 void qn_cuda_arch_name(int cc_major, int cc_minor, char *out, size_t out_len);

@@ -10,49 +10,64 @@ static const char *const SRC = "attention.cu";
 
 static bool head_dim_ok(int64_t d) { return d == 64 || d == 80 || d == 96 || d == 128 || d == 256 || d == 512; }
 
-/* How the GPU covers an op: `rows` query rows a block (decode: a power of
- * two; prefill: 64), `tiles` blocks of rows per kv head, and the visible
- * keys cut into `splits` slices. The grid is sized from what the host
- * knows (shapes, capacity, multiprocessors), never from the position, so a
- * graph replays it at every step: enough blocks to fill the GPU once
- * (blocks resident per multiprocessor x multiprocessors), no more. */
+/* How the GPU covers an op: `rows` query rows a block (decode 8, prefill
+ * 64), `tiles` blocks of rows per kv head, and the visible keys cut into
+ * `splits` slices. The grid is sized from what the host knows (shapes,
+ * capacity, multiprocessors), never from the position, so a graph replays
+ * it at every step: enough blocks to fill the GPU once (blocks resident
+ * per multiprocessor x multiprocessors), no more. Decode also picks its
+ * shared-memory buffers (`stages`, `smem` bytes); stages 0: the device's
+ * shared memory is too small. */
 typedef struct {
-    int rows, tiles, splits;
+    int rows, tiles, splits, stages;
+    unsigned smem;
 } attn_plan;
 
-static attn_plan plan(const qn_device *dev, bool prefill, int64_t d, int64_t hq, int64_t n, int64_t hkv,
-                      int64_t cap) {
-    attn_plan pl;
+static attn_plan plan(qn_device *dev, bool prefill, int64_t d, int64_t hq, int64_t n, int64_t hkv, int64_t cap,
+                      bool q8) {
+    attn_plan pl = {0};
     const int64_t rows = hq / hkv * n;
-    int64_t resident, blocks, max_splits;
+    int64_t resident, blocks, max_splits, limit;
     if (prefill) {
         pl.rows = QN_ATTN_PF_ROWS;
         pl.tiles = (int)((rows + pl.rows - 1) / pl.rows);
+        pl.smem = QN_ATTN_PF_SMEM(d);
         blocks = (int64_t)pl.tiles * (d / QN_ATTN_PF_DV(d)) * hkv;
         resident = (int64_t)QN_ATTN_PF_MINB(d) * dev->info.sm_count;
         max_splits = cap / (2 * QN_ATTN_PF_KEYS(d)); /* two key tiles a slice at least */
-        if (n > 65535) max_splits = 1;               /* the merge's grid has a row of blocks per token */
+        limit = QN_ATTN_PF_MAX_SPLITS;
     } else {
-        pl.rows = 1;
-        while (pl.rows < rows && pl.rows < QN_ATTN_DEC_MAX_ROWS(d)) pl.rows *= 2;
+        int smem_block = 0, smem_sm = 0;
+        if (dev->backend == QN_BACKEND_CUDA) qn_cuda_smem_limits(dev, &smem_block, &smem_sm);
+        for (int st = QN_ATTN_DEC_MAX_STAGES; st >= 1 && !pl.stages; st--)
+            if (qn_attn_dec_smem((int)d, q8, st) <= smem_block) pl.stages = st;
+        pl.smem = pl.stages ? (unsigned)qn_attn_dec_smem((int)d, q8, pl.stages) : 0;
+        pl.rows = QN_ATTN_DEC_ROWS;
         pl.tiles = (int)((rows + pl.rows - 1) / pl.rows);
         blocks = (int64_t)pl.tiles * hkv;
-        resident = (int64_t)QN_ATTN_DEC_MINB(pl.rows * QN_ATTN_DEC_VECS(d)) * dev->info.sm_count;
-        max_splits = cap / 32; /* a trip of a block covers 32 keys or more */
+        int64_t per_sm = pl.smem ? smem_sm / ((int64_t)pl.smem + 1024) : 1; /* the driver keeps 1 KiB a block */
+        if (per_sm > QN_ATTN_DEC_MINB(d)) per_sm = QN_ATTN_DEC_MINB(d);
+        if (per_sm < 1) per_sm = 1;
+        resident = per_sm * dev->info.sm_count;
+        /* a split streams one 16-key tile per warp at least */
+        const int64_t per_split = (int64_t)QN_ATTN_DEC_KEYS * QN_ATTN_DEC_WARPS(d);
+        max_splits = (cap + per_split - 1) / per_split;
+        limit = QN_ATTN_DEC_MAX_SPLITS;
     }
     int64_t s = resident / blocks;
     if (s > max_splits) s = max_splits;
-    if (s > QN_ATTN_MAX_SPLITS) s = QN_ATTN_MAX_SPLITS;
+    if (s > limit) s = limit;
     pl.splits = s < 1 ? 1 : (int)s;
     return pl;
 }
 
-/* Scratch elements: partial (acc, m, l) per split and query row. Decode
- * always merges; prefill only when it splits. */
-static int64_t scratch_elems(const qn_device *dev, const attn_plan *pl, bool prefill, int64_t d, int64_t hq,
-                             int64_t n) {
-    if (dev->backend != QN_BACKEND_CUDA || (prefill && pl->splits == 1)) return 0;
-    return (int64_t)pl->splits * n * hq * (d + 2);
+/* Scratch elements when the op splits: per split and row group (kv head x
+ * row tile, and for prefill x value half), partials (acc, m, l) of each
+ * row (decode 8, prefill 64) and a flag word. */
+static int64_t scratch_elems(const qn_device *dev, const attn_plan *pl, bool prefill, int64_t d, int64_t hkv) {
+    if (dev->backend != QN_BACKEND_CUDA || pl->splits == 1) return 0;
+    const int64_t cols = prefill ? QN_ATTN_PF_DV(d) : d, groups = (int64_t)pl->tiles * (d / cols) * hkv;
+    return (int64_t)pl->splits * groups * (pl->rows * (cols + 2) + 1);
 }
 
 qn_status qn_flash_attn_scratch(qn_device *dev, bool prefill, qn_tensor q, qn_tensor k, int64_t *elems) {
@@ -63,8 +78,8 @@ qn_status qn_flash_attn_scratch(qn_device *dev, bool prefill, qn_tensor q, qn_te
     if (q.ne[1] % k.ne[2] != 0)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_flash_attn_scratch: n_q_heads %lld is not a multiple of n_kv_heads %lld",
                         (long long)q.ne[1], (long long)k.ne[2]);
-    attn_plan pl = plan(dev, prefill, q.ne[0], q.ne[1], q.ne[2], k.ne[2], k.ne[1]);
-    *elems = scratch_elems(dev, &pl, prefill, q.ne[0], q.ne[1], q.ne[2]);
+    attn_plan pl = plan(dev, prefill, q.ne[0], q.ne[1], q.ne[2], k.ne[2], k.ne[1], k.dtype == QN_Q8_0);
+    *elems = scratch_elems(dev, &pl, prefill, q.ne[0], k.ne[2]);
     return QN_OK;
 }
 
@@ -135,11 +150,14 @@ static qn_status flash_attn(const char *op, bool prefill, qn_encoder *enc, qn_te
     if (o.mask == QN_ATTN_MASK_WINDOW && o.window < 1)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: window %d (expected >= 1)", op, (int)o.window);
 
-    const attn_plan pl = plan(enc->dev, prefill, d, hq, n, hkv, cap);
+    const attn_plan pl = plan(enc->dev, prefill, d, hq, n, hkv, cap, k.dtype == QN_Q8_0);
+    if (enc->dev->backend == QN_BACKEND_CUDA && !prefill && !pl.stages)
+        return qn_error(QN_ERR_UNSUPPORTED, "%s: head_dim %lld needs %d bytes of shared memory a block (more than this GPU has)",
+                        op, (long long)d, qn_attn_dec_smem((int)d, k.dtype == QN_Q8_0, 1));
     if (pl.tiles > 65535)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %lld query heads a kv head x %lld tokens is too many", op,
                         (long long)(hq / hkv), (long long)n);
-    const int64_t need = scratch_elems(enc->dev, &pl, prefill, d, hq, n);
+    const int64_t need = scratch_elems(enc->dev, &pl, prefill, d, hkv);
     qn_kt sk = {0};
     if (need > 0) {
         if (!scratch)
@@ -159,7 +177,7 @@ static qn_status flash_attn(const char *op, bool prefill, qn_encoder *enc, qn_te
     qn_flash_attn_args a = {qn_op_kt(&out), qn_op_kt(&q), qn_op_kt(&k), qn_op_kt(&v), qn_op_kt(&pos),
                             sinks ? qn_op_kt(sinks) : (qn_kt){0},
                             {o.scale, o.softcap, (int)o.mask, o.mask == QN_ATTN_MASK_WINDOW ? o.window : 0, (int)d,
-                             (int)n, (int)hq, (int)hkv, (int)(hq / hkv), (int)cap, pl.splits, 0}};
+                             (int)n, (int)hq, (int)hkv, (int)(hq / hkv), (int)cap, pl.splits, pl.stages}};
     const char *name = prefill ? "flash_attn_prefill" : "flash_attn_decode";
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, name, qn_cpu_flash_attn, &a, sizeof a);
 
@@ -167,22 +185,17 @@ static qn_status flash_attn(const char *op, bool prefill, qn_encoder *enc, qn_te
     snprintf(defines, sizeof defines, "-DQN_ATTN_D=%d", (int)d);
     unsigned long long saddr = sk.addr;
     const char *dt = qn_dtype_name(k.dtype);
-    if (prefill) {
-        snprintf(fn, sizeof fn, "attn_prefill_%s", dt);
-        qn_dim3 grid = {(unsigned)(pl.tiles * (d / QN_ATTN_PF_DV(d))), (unsigned)hkv, (unsigned)pl.splits};
-        void *args[] = {&a.out, &a.q, &a.k, &a.v, &a.pos, &a.sinks, &saddr, &a.p};
-        QN_TRY(qn_cuda_launch(enc, name, SRC, defines, fn, grid, (qn_dim3){32 * QN_ATTN_PF_WARPS, 1, 1},
-                              QN_ATTN_PF_SMEM(d), args));
-        if (pl.splits == 1) return QN_OK;
-    } else {
-        snprintf(fn, sizeof fn, "attn_decode_%s_r%d", dt, pl.rows);
+    if (!prefill) {
+        snprintf(fn, sizeof fn, "attn_decode_%s", dt);
         qn_dim3 grid = {(unsigned)pl.splits, (unsigned)hkv, (unsigned)pl.tiles};
-        void *args[] = {&a.q, &a.k, &a.v, &a.pos, &saddr, &a.p};
-        QN_TRY(qn_cuda_launch(enc, name, SRC, defines, fn, grid, (qn_dim3){32 * QN_ATTN_DEC_WARPS, 1, 1}, 0, args));
+        void *args[] = {&a.out, &a.q, &a.k, &a.v, &a.pos, &a.sinks, &saddr, &a.p};
+        return qn_cuda_launch(enc, name, SRC, defines, fn, grid, (qn_dim3){32 * QN_ATTN_DEC_WARPS(d), 1, 1}, pl.smem,
+                              args);
     }
-    void *rargs[] = {&a.out, &a.sinks, &saddr, &a.p};
-    return qn_cuda_launch(enc, "flash_attn_reduce", SRC, defines, "attn_reduce", (qn_dim3){(unsigned)hq, (unsigned)n, 1},
-                          (qn_dim3){128, 1, 1}, 0, rargs);
+    snprintf(fn, sizeof fn, "attn_prefill_%s", dt);
+    qn_dim3 grid = {(unsigned)(pl.tiles * (d / QN_ATTN_PF_DV(d))), (unsigned)hkv, (unsigned)pl.splits};
+    void *args[] = {&a.out, &a.q, &a.k, &a.v, &a.pos, &a.sinks, &saddr, &a.p};
+    return qn_cuda_launch(enc, name, SRC, defines, fn, grid, (qn_dim3){32 * QN_ATTN_PF_WARPS, 1, 1}, pl.smem, args);
 }
 
 qn_status qn_flash_attn_decode(qn_encoder *enc, qn_tensor out, qn_tensor q, qn_tensor k, qn_tensor v, qn_tensor pos,

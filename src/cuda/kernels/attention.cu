@@ -1,7 +1,6 @@
 /* Flash attention over the KV cache: decode (1 to 8 query tokens, K and V
- * in f16, bf16 or q8_0), prefill (tensor cores, f16 or bf16), the merge of
- * the partial softmaxes of split blocks, and a streaming read that measures
- * the read ceiling beside them.
+ * in f16, bf16 or q8_0) and prefill (f16 or bf16), both on tensor cores,
+ * each merging the partial softmaxes of its split blocks itself.
  *
  * Compiled once per head dim: -DQN_ATTN_D=64, 80, 96, 128, 256 or 512.
  *
@@ -10,12 +9,7 @@
  * j % capacity; pos[0] = p0, the first query token's position, read here so
  * a replayed graph follows it. Query rows of a kv head are numbered
  * token-major, row = t * group + g, for query head kv_head * group + g.
- * Logits are kept in base 2 (scaled by log2 e) from the dot product on.
- *
- * Partial results (scratch, f32): for split s and query row (t, h),
- * acc[((s * n_tokens + t) * n_q_heads + h) * D + d], the unnormalised sum of
- * p_j v_j; after all S of those, (m, l) pairs in the same order: the largest
- * base-2 logit of the split and sum_j 2^(logit_j - m). */
+ * Logits are kept in base 2 (scaled by log2 e) from the dot product on. */
 #include "attention_common.cuh"
 
 #ifndef QN_ATTN_D
@@ -27,15 +21,7 @@ constexpr int HD = QN_ATTN_D;
 
 /* ---- PTX helpers */
 
-__device__ __forceinline__ void ld_v4(unsigned (&w)[4], const void *p) {
-    asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3]) : "l"(p));
-}
-
-__device__ __forceinline__ float h2f(unsigned h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)h));
-    return f;
-}
+extern __shared__ __align__(16) unsigned char qn_attn_smem[];
 
 __device__ __forceinline__ unsigned smem_addr(const void *p) {
     unsigned a;
@@ -43,360 +29,11 @@ __device__ __forceinline__ unsigned smem_addr(const void *p) {
     return a;
 }
 
-/* ---- decode
- *
- * Grid (splits, n_kv_heads, row tiles), 4 warps. A block takes RB query
- * rows of one kv head (the heads of its group times the step's tokens), so
- * every K and V row is read once for all of them, and one slice of the
- * visible key range: the range is cut into `n_splits` equal parts, its
- * length read from pos at run time, so the grid (sized on the host from the
- * capacity and the multiprocessor count) serves every step.
- *
- * Within a block, LANES lanes share a key row, each loading 16 bytes (8
- * elements) of K and of V per vector: a warp covers 32 / LANES keys per
- * load, and each lane keeps its own online softmax (m, l, acc over its 8
- * elements) for the keys its lane group saw. At the end lane groups merge
- * by shuffles, warps through shared memory, and the block writes one
- * partial (acc, m, l) per row to scratch for attn_reduce.
- *
- * Bytes: K and V of the visible keys once (2 * keys * D * 2 for f16), per
- * row tile; q read once, partials D + 2 floats per row and split. */
-
-/* Where element d0 of a K or V row lies in it. */
-template <int DT>
-__device__ __forceinline__ int kv_offset(int d0) {
-    return DT == QN_KT_Q8_0 ? (d0 / 32) * 34 : d0 * 2;
-}
-
-/* 8 elements of a K or V row starting at d0: 16 bytes of f16/bf16, or for
- * q8_0 8 int8 of a block (2-byte aligned only) and its f16 scale. */
-template <int DT>
-__device__ __forceinline__ void load_kv(unsigned (&w)[4], const char *row, int d0) {
-    if (DT == QN_KT_Q8_0) {
-        const char *blk = row + kv_offset<DT>(d0);
-        const unsigned short *qs = (const unsigned short *)(blk + 2 + d0 % 32);
-        w[0] = qs[0] | ((unsigned)qs[1] << 16);
-        w[1] = qs[2] | ((unsigned)qs[3] << 16);
-        w[2] = *(const unsigned short *)blk;
-        w[3] = 0;
-    } else {
-        ld_v4(w, row + kv_offset<DT>(d0));
-    }
-}
-
-__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
-template <int DT>
-__device__ __forceinline__ void kv_to_f32(const unsigned (&w)[4], float (&f)[8]) {
-    if (DT == QN_KT_F16) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            f[2 * i] = h2f(w[i] & 0xffffu);
-            f[2 * i + 1] = h2f(w[i] >> 16);
-        }
-    } else if (DT == QN_KT_BF16) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            f[2 * i] = __uint_as_float(w[i] << 16);
-            f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-        }
-    } else {
-        float d = h2f(w[2]);
-#pragma unroll
-        for (int i = 0; i < 8; i++) f[i] = d * (float)(signed char)((w[i / 4] >> (8 * (i % 4))) & 0xffu);
-    }
-}
-
-template <int DT, int RB>
-__device__ __forceinline__ void attn_decode(const qn_kt &q, const qn_kt &k, const qn_kt &v, const qn_kt &pos,
-                                            float *scratch, const qn_attn_params &p) {
-    constexpr int LANES = QN_ATTN_DEC_LANES(HD), NV = QN_ATTN_DEC_VECS(HD), KPW = 32 / LANES;
-    constexpr int NW = QN_ATTN_DEC_WARPS;
-    constexpr int U = RB * NV <= 2 ? 4 : 2; /* keys per lane group per trip: loads in flight */
-    constexpr int AHEAD = 2;                /* trips prefetched ahead */
-    __shared__ float s_acc[NW][RB][HD];
-    __shared__ float s_ml[NW][RB][2];
-
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int slot = lane / LANES, ld = lane % LANES;
-    const int split = blockIdx.x, kvh = blockIdx.y, tile = blockIdx.z;
-    const int G = p.group, R = G * p.n_tokens, C = p.capacity;
-    const int p0 = qn_attn_p0(&pos);
-
-    /* This lane's slices of the rows' queries, scaled so the dot product is
-     * the base-2 logit (or, with a softcap, the logit before the cap), and
-     * each row's visible keys [rlo, rhi). */
-    const float qscale = p.softcap > 0.0f ? p.scale : p.scale * QN_ATTN_LOG2E;
-    float qv[RB][NV][8];
-    int rlo[RB], rhi[RB];
-    int lo_all = 0x7fffffff, hi_all = 0;
-#pragma unroll
-    for (int r = 0; r < RB; r++) {
-        const int rg = tile * RB + r;
-        rlo[r] = rhi[r] = 0;
-        const float *qrow = 0;
-        if (rg < R) {
-            qn_attn_keys(&p, p0, rg / G, &rlo[r], &rhi[r]);
-            lo_all = min(lo_all, rlo[r]);
-            hi_all = max(hi_all, rhi[r]);
-            qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
-        }
-#pragma unroll
-        for (int vv = 0; vv < NV; vv++)
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                const int d = (vv * LANES + ld) * 8 + e;
-                qv[r][vv][e] = qrow && d < HD ? qrow[d] * qscale : 0.0f;
-            }
-    }
-    if (hi_all <= lo_all) lo_all = hi_all = 0;
-
-    /* This split's keys. They span at most `capacity` positions, so their
-     * rows are j - off, less the capacity once past the end of the ring. */
-    const int chunk = (hi_all - lo_all + p.n_splits - 1) / p.n_splits;
-    const int blo = min(lo_all + split * chunk, hi_all), bhi = min(blo + chunk, hi_all);
-    const int off = blo - blo % C;
-
-    const char *kb = (const char *)k.addr + kvh * k.nb[2];
-    const char *vb = (const char *)v.addr + kvh * v.nb[2];
-    const long long knb = k.nb[1], vnb = v.nb[1];
-    const float cap_l2 = p.softcap * QN_ATTN_LOG2E, inv_cap = p.softcap > 0.0f ? 1.0f / p.softcap : 0.0f;
-
-    float m[RB], l[RB], acc[RB][NV][8];
-#pragma unroll
-    for (int r = 0; r < RB; r++) {
-        m[r] = NEG_INF;
-        l[r] = 0.0f;
-#pragma unroll
-        for (int vv = 0; vv < NV; vv++)
-#pragma unroll
-            for (int e = 0; e < 8; e++) acc[r][vv][e] = 0.0f;
-    }
-
-    for (int j0 = blo + warp * KPW * U; j0 < bhi; j0 += NW * KPW * U) {
-        /* The rows this lane loads AHEAD trips from now, into L2: bytes in
-         * flight without registers to hold them, so the loads below mostly
-         * wait on L2 rather than on memory. */
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int j = j0 + AHEAD * NW * KPW * U + u * KPW + slot;
-            int row = j - off;
-            if (row >= C) row -= C;
-#pragma unroll
-            for (int vv = 0; vv < NV; vv++) {
-                const int d0 = (vv * LANES + ld) * 8;
-                if (j < bhi && d0 < HD && (DT != QN_KT_Q8_0 || d0 % 32 == 0)) {
-                    prefetch_l2(kb + row * knb + kv_offset<DT>(d0));
-                    prefetch_l2(vb + row * vnb + kv_offset<DT>(d0));
-                }
-            }
-        }
-        /* all loads of the trip first, then the arithmetic */
-        unsigned kw[U][NV][4], vw[U][NV][4];
-        int jj[U];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int j = j0 + u * KPW + slot;
-            int row = j - off;
-            if (row >= C) row -= C;
-            jj[u] = j;
-#pragma unroll
-            for (int vv = 0; vv < NV; vv++) {
-                const int d0 = (vv * LANES + ld) * 8;
-                if (j < bhi && d0 < HD) {
-                    load_kv<DT>(kw[u][vv], kb + row * knb, d0);
-                    load_kv<DT>(vw[u][vv], vb + row * vnb, d0);
-                } else {
-#pragma unroll
-                    for (int i = 0; i < 4; i++) kw[u][vv][i] = vw[u][vv][i] = 0;
-                }
-            }
-        }
-        float s[U][RB];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-#pragma unroll
-            for (int r = 0; r < RB; r++) s[u][r] = 0.0f;
-#pragma unroll
-            for (int vv = 0; vv < NV; vv++) {
-                float kf[8];
-                kv_to_f32<DT>(kw[u][vv], kf);
-#pragma unroll
-                for (int r = 0; r < RB; r++)
-#pragma unroll
-                    for (int e = 0; e < 8; e++) s[u][r] += qv[r][vv][e] * kf[e];
-            }
-#pragma unroll
-            for (int r = 0; r < RB; r++)
-#pragma unroll
-                for (int o = LANES / 2; o > 0; o /= 2) s[u][r] += __shfl_xor_sync(0xffffffffu, s[u][r], o);
-        }
-#pragma unroll
-        for (int r = 0; r < RB; r++) {
-            float mx = NEG_INF;
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                float x = s[u][r];
-                if (p.softcap > 0.0f) x = cap_l2 * tanhf(x * inv_cap);
-                if (!(jj[u] < bhi && jj[u] >= rlo[r] && jj[u] < rhi[r])) x = NEG_INF;
-                s[u][r] = x;
-                mx = fmaxf(mx, x);
-            }
-            const float mn = fmaxf(m[r], mx);
-            const float mref = mn == NEG_INF ? 0.0f : mn; /* no key yet: every weight is 0 */
-            const float corr = exp2f(m[r] - mref);
-            m[r] = mn;
-            l[r] *= corr;
-#pragma unroll
-            for (int vv = 0; vv < NV; vv++)
-#pragma unroll
-                for (int e = 0; e < 8; e++) acc[r][vv][e] *= corr;
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                s[u][r] = exp2f(s[u][r] - mref);
-                l[r] += s[u][r];
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++)
-#pragma unroll
-            for (int vv = 0; vv < NV; vv++) {
-                float vf[8];
-                kv_to_f32<DT>(vw[u][vv], vf);
-#pragma unroll
-                for (int r = 0; r < RB; r++)
-#pragma unroll
-                    for (int e = 0; e < 8; e++) acc[r][vv][e] += s[u][r] * vf[e];
-            }
-    }
-
-    /* merge the lane groups of the warp */
-#pragma unroll
-    for (int o = LANES; o < 32; o *= 2)
-#pragma unroll
-        for (int r = 0; r < RB; r++) {
-            const float mo = __shfl_xor_sync(0xffffffffu, m[r], o), lo = __shfl_xor_sync(0xffffffffu, l[r], o);
-            const float mn = fmaxf(m[r], mo), mref = mn == NEG_INF ? 0.0f : mn;
-            const float a = exp2f(m[r] - mref), b = exp2f(mo - mref);
-            m[r] = mn;
-            l[r] = l[r] * a + lo * b;
-#pragma unroll
-            for (int vv = 0; vv < NV; vv++)
-#pragma unroll
-                for (int e = 0; e < 8; e++)
-                    acc[r][vv][e] = acc[r][vv][e] * a + __shfl_xor_sync(0xffffffffu, acc[r][vv][e], o) * b;
-        }
-    /* then the warps, through shared memory */
-    if (slot == 0) {
-#pragma unroll
-        for (int r = 0; r < RB; r++) {
-#pragma unroll
-            for (int vv = 0; vv < NV; vv++)
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    const int d = (vv * LANES + ld) * 8 + e;
-                    if (d < HD) s_acc[warp][r][d] = acc[r][vv][e];
-                }
-            if (ld == 0) {
-                s_ml[warp][r][0] = m[r];
-                s_ml[warp][r][1] = l[r];
-            }
-        }
-    }
-    __syncthreads();
-    const long long rows = (long long)p.n_tokens * p.n_q_heads;
-    for (int i = threadIdx.x; i < RB * HD; i += blockDim.x) {
-        const int r = i / HD, d = i % HD, rg = tile * RB + r;
-        if (rg >= R) continue;
-        float mn = NEG_INF;
-#pragma unroll
-        for (int w = 0; w < NW; w++) mn = fmaxf(mn, s_ml[w][r][0]);
-        const float mref = mn == NEG_INF ? 0.0f : mn;
-        float a = 0.0f, sum = 0.0f;
-#pragma unroll
-        for (int w = 0; w < NW; w++) {
-            const float wt = exp2f(s_ml[w][r][0] - mref);
-            a += wt * s_acc[w][r][d];
-            sum += wt * s_ml[w][r][1];
-        }
-        const long long row = (long long)split * rows + (long long)(rg / G) * p.n_q_heads + kvh * G + rg % G;
-        scratch[row * HD + d] = a;
-        if (d == 0) {
-            float *ml = scratch + (long long)p.n_splits * rows * HD + row * 2;
-            ml[0] = mn;
-            ml[1] = sum;
-        }
-    }
-}
-
-#define DECODE_KERNEL(dn, DT, RB)                                                                              \
-    extern "C" __global__ void __launch_bounds__(32 * QN_ATTN_DEC_WARPS, QN_ATTN_DEC_MINB(RB * QN_ATTN_DEC_VECS(HD))) \
-        attn_decode_##dn##_r##RB(qn_kt q, qn_kt k, qn_kt v, qn_kt pos, float *scratch, qn_attn_params p) {       \
-        attn_decode<DT, RB>(q, k, v, pos, scratch, p);                                                            \
-    }
-#if QN_ATTN_DEC_MAX_ROWS(QN_ATTN_D) >= 8
-#define DECODE_KERNELS(dn, DT) \
-    DECODE_KERNEL(dn, DT, 1) DECODE_KERNEL(dn, DT, 2) DECODE_KERNEL(dn, DT, 4) DECODE_KERNEL(dn, DT, 8)
-#else
-#define DECODE_KERNELS(dn, DT) DECODE_KERNEL(dn, DT, 1) DECODE_KERNEL(dn, DT, 2) DECODE_KERNEL(dn, DT, 4)
-#endif
-DECODE_KERNELS(f16, QN_KT_F16)
-DECODE_KERNELS(bf16, QN_KT_BF16)
-DECODE_KERNELS(q8_0, QN_KT_Q8_0)
-
-/* ---- the merge of split partials
- *
- * Grid (n_q_heads, n_tokens), 128 threads: out = sum_s w_s acc_s / (sum_s
- * w_s l_s + sink), w_s = 2^(m_s - max m). Bytes: S * (D + 2) floats read and
- * D written per row. */
-extern "C" __global__ void __launch_bounds__(128) attn_reduce(qn_kt out, qn_kt sinks, const float *scratch,
-                                                              qn_attn_params p) {
-    __shared__ float w[QN_ATTN_MAX_SPLITS];
-    const int h = blockIdx.x, t = blockIdx.y, S = p.n_splits;
-    const long long rows = (long long)p.n_tokens * p.n_q_heads, row = (long long)t * p.n_q_heads + h;
-    const float *ml = scratch + (long long)S * rows * HD;
-    float mn = NEG_INF;
-    for (int s = 0; s < S; s++) mn = fmaxf(mn, ml[(s * rows + row) * 2]);
-    const float mref = mn == NEG_INF ? 0.0f : mn;
-    for (int s = threadIdx.x; s < S; s += blockDim.x) w[s] = exp2f(ml[(s * rows + row) * 2] - mref);
-    __syncthreads();
-    float sum = 0.0f;
-    for (int s = 0; s < S; s++) sum += w[s] * ml[(s * rows + row) * 2 + 1];
-    if (sinks.addr) sum += exp2f(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - mref);
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    float *orow = (float *)qn_kt_at(&out, 0, h, t, 0);
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-        float a = 0.0f;
-        for (int s = 0; s < S; s++) a += w[s] * scratch[(s * rows + row) * HD + d];
-        orow[d] = a * inv;
-    }
-}
-
-/* ---- prefill
- *
- * Tensor cores: mma.sync m16n8k16, f16 or bf16 inputs, f32 accumulation.
- * Grid (row tiles x value halves, n_kv_heads, splits), 4 warps. A block
- * takes 64 query rows of one kv head (token-major over the group's heads,
- * so grouped heads share every K and V tile), warp w rows 16w .. 16w + 15,
- * and a slice of the keys those rows see, in tiles of BN keys:
- *   S = Q K^T (Q and K from shared memory by ldmatrix), scaled, capped and
- *   masked, online softmax in registers; O += P V with P taken straight
- *   from S's accumulators and V by ldmatrix.trans.
- * K and V tiles have their own buffers so V's copy (cp.async) overlaps
- * Q K^T and the next K's copy overlaps P V. Keys outside the slice are
- * zero-filled (a NaN in an unused cache row must not reach P V) and masked.
- * At head 512 a block covers half of the value columns (the grid's x
- * alternates halves) and computes S for its half.
- *
- * With one split the block writes out (normalised, with the sink); with
- * more it writes partials to scratch for attn_reduce.
- * FLOPs: 4 * rows * keys * D per kv-head group; bytes: K and V once per
- * row tile, q and out once. */
-
-extern __shared__ __align__(16) unsigned short qn_attn_smem[];
-
 __device__ __forceinline__ void cp_async16(unsigned dst, const void *src, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async4(unsigned dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
@@ -414,17 +51,24 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned (&r)[4], unsigned addr) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
 }
+/* The transpose of an 8x8 matrix of 16-bit values spread over the warp as
+ * ldmatrix spreads it (lane 4r + c holds row r, columns 2c and 2c + 1). */
+__device__ __forceinline__ unsigned movtrans(unsigned a) {
+    unsigned d;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(d) : "r"(a));
+    return d;
+}
 
 /* c += a * b for one 16x8 tile: a 16x16 (row), b 16x8 (col). */
 template <int DT>
 __device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    if (DT == QN_KT_F16)
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+    if (DT == QN_KT_BF16)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
             "{%0, %1, %2, %3};"
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     else
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
             "{%0, %1, %2, %3};"
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -434,10 +78,572 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], 
 template <int DT>
 __device__ __forceinline__ unsigned pack2(float lo, float hi) {
     unsigned r;
-    if (DT == QN_KT_F16) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    if (DT == QN_KT_BF16) asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
+
+/* A pair split in two packed pairs, hi = round(x) and lo = round(x - hi):
+ * the tensor cores then see x to about 2^-22 (f16) or 2^-16 (bf16). */
+template <int DT>
+__device__ __forceinline__ void split2(float x0, float x1, unsigned &hi, unsigned &lo) {
+    hi = pack2<DT>(x0, x1);
+    float h0, h1;
+    if (DT == QN_KT_BF16) {
+        h0 = __uint_as_float(hi << 16);
+        h1 = __uint_as_float(hi & 0xffff0000u);
+    } else {
+        asm("cvt.f32.f16 %0, %1;" : "=f"(h0) : "h"((unsigned short)(hi & 0xffffu)));
+        asm("cvt.f32.f16 %0, %1;" : "=f"(h1) : "h"((unsigned short)(hi >> 16)));
+    }
+    lo = pack2<DT>(x0 - h0, x1 - h1);
+}
+
+/* 2^x; -inf gives 0 */
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Copy `rows` K or V rows of `CH` 16-byte chunks, keys j0, j0 + 1, ..., into
+ * shared memory rows `stride` halves apart, thread t of NT taking chunks
+ * of NT / CH rows at a time, so a warp's copy instruction reads whole rows
+ * (a thread a row reading its own chunks makes each instruction touch many
+ * lines, which throttles the load/store unit). Rows go one pass at a time,
+ * not unrolled, so the passes' addresses are not all held at once. Key j lives in cache row
+ * j - off, less C past the end of the ring; keys from `end` on are
+ * zero-filled. */
+template <int NT, int CH>
+__device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *src, long long nb, int rows, int j0,
+                                          int end, int off, int C, int t) {
+    constexpr int RP = CH >= NT ? 1 : NT / CH, CL = CH >= NT ? CH / NT : 1;
+#pragma unroll 1
+    for (int r0 = 0; r0 < rows; r0 += RP) {
+        const int r = r0 + (RP > 1 ? t / CH : 0), j = j0 + r;
+        if (t >= RP * CH || r >= rows) continue; /* threads past the last chunk or row */
+        int row = j - off;
+        if (row >= C) row -= C;
+        const bool ok = j < end;
+        const char *s = src + (ok ? row * nb : 0);
+#pragma unroll
+        for (int u = 0; u < CL; u++) {
+            const int ch = RP > 1 ? t % CH : t + NT * u;
+            cp_async16(dst + (r * stride + ch * 8) * 2, s + ch * 16, ok ? 16 : 0);
+        }
+    }
+}
+
+/* q rows row0, row0 + 1, ... of kv head kvh (query row r: token r / G,
+ * head kvh G + r % G) times qs, as f16/bf16 pairs into shared memory
+ * [ROWS][stride] halves, and with LO their low parts, x - round(x), in the
+ * ROWS rows after; rows from `rows` on are zeros. Each thread issues 8
+ * loads before it converts any, so their latencies overlap. */
+template <int DT, int NT, int ROWS, bool LO>
+__device__ __forceinline__ void load_q(unsigned char *dst, int stride, const qn_kt &q, int row0, int rows, int kvh,
+                                       int G, float qs) {
+    constexpr int PAIRS = ROWS * (HD / 2), PER = (PAIRS + NT - 1) / NT, BATCH = PER < 8 ? PER : 8;
+    for (int u0 = 0; u0 < PER; u0 += BATCH) {
+        float x[BATCH][2];
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2, rg = row0 + r;
+            x[u][0] = x[u][1] = 0.0f;
+            if (i < PAIRS && r < rows) {
+                const float *qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
+                x[u][0] = qrow[d] * qs;
+                x[u][1] = qrow[d + 1] * qs;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2;
+            if (i >= PAIRS) continue;
+            unsigned hi, lo;
+            if (LO) split2<DT>(x[u][0], x[u][1], hi, lo);
+            else hi = pack2<DT>(x[u][0], x[u][1]);
+            *(unsigned *)(dst + (r * stride + d) * 2) = hi;
+            if (LO) *(unsigned *)(dst + ((ROWS + r) * stride + d) * 2) = lo;
+        }
+    }
+}
+
+/* ---- split partials and their merge
+ *
+ * When a row group's keys are cut into nsplit slices, each slice's block
+ * writes its partial (acc, m, l): acc = sum_j 2^(logit_j - m) v_j unscaled,
+ * m its reference max, l = sum_j 2^(logit_j - m); then raises its flag, and
+ * a block that sees every flag of its group raised merges the partials,
+ * out = sum_s w_s acc_s / (sum_s w_s l_s + sink), w_s = 2^(m_s - max m), and
+ * lowers the flags. Each block orders its flag store before its flag loads
+ * with fences, so at least one sees all flags; two that both do write the
+ * same values. A flag is a magic word, not a count: whatever a fresh or
+ * reused scratch holds, only a complete set reads as done, and each merge
+ * leaves the flags lowered. No second kernel, no counter to reset.
+ *
+ * Scratch (f32 words), S = n_splits, RG row groups of ROWS rows and COLS
+ * columns: acc [S][RG][ROWS][COLS], then (m, l) [S][RG][ROWS][2], then flags
+ * [RG][S]. Bytes: (COLS + 2) floats per row and working split, written once
+ * and read once. */
+
+#define QN_ATTN_DONE 0x7fc0da7au /* a NaN no arithmetic produces */
+
+typedef struct {
+    float *acc, *ml;          /* this group's split 0 */
+    long long acc_sp, ml_sp;  /* floats from one split to the next */
+    volatile unsigned *flags; /* this group's [S] */
+} qn_partials;
+
+__device__ __forceinline__ qn_partials partials_at(float *scratch, int S, int RG, int rows, int cols, int grp) {
+    const long long R = (long long)RG * rows;
+    qn_partials P;
+    P.acc = scratch + (long long)grp * rows * cols;
+    P.acc_sp = R * cols;
+    P.ml = scratch + S * R * cols + (long long)grp * rows * 2;
+    P.ml_sp = R * 2;
+    P.flags = (volatile unsigned *)(scratch + S * R * (cols + 2)) + (long long)grp * S;
+    return P;
+}
+
+/* Called by every thread once this block's partial is written: raise the
+ * split's flag (after a fence, so the partial's stores, ordered before it
+ * by the barrier, are visible first); true (in every thread) when all
+ * nsplit flags are raised, and then after a fence that makes the other
+ * splits' partials visible. */
+__device__ __forceinline__ bool publish_split(const qn_partials &P, int split, int nsplit, int *s_last) {
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        if (threadIdx.x == 0) {
+            __threadfence();
+            P.flags[split] = QN_ATTN_DONE;
+        }
+        __syncwarp();
+        __threadfence();
+        bool all = true;
+        for (int sp = threadIdx.x; sp < nsplit; sp += 32) all = all && P.flags[sp] == QN_ATTN_DONE;
+        all = __all_sync(0xffffffffu, all);
+        if (threadIdx.x == 0) *s_last = all;
+    }
+    __syncthreads();
+    const bool last = *s_last != 0;
+    if (last) __threadfence();
+    return last;
+}
+
+/* The merge into out for the group's first rv rows (query row row0 + r is
+ * token (row0 + r) / G, head kvh G + (row0 + r) % G) and COLS columns from
+ * dv0; then the flags are lowered. sW, sM: [nsplit][ROWS] floats, sInv [ROWS]. */
+template <int NT, int ROWS, int COLS>
+__device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, int rv, const qn_kt &out,
+                                             const qn_kt &sinks, int row0, int G, int kvh, int dv0, float *sW,
+                                             float *sM, float *sInv) {
+    /* every (split, row)'s m and l at once, then per row the largest m,
+     * each split's weight 2^(m_s - m) (over l, in place) and 1 / sum */
+    for (int i = threadIdx.x; i < nsplit * rv; i += NT) {
+        const int sp = i / rv, r = i % rv;
+        sM[sp * ROWS + r] = __ldcg(P.ml + sp * P.ml_sp + r * 2);
+        sW[sp * ROWS + r] = __ldcg(P.ml + sp * P.ml_sp + r * 2 + 1);
+    }
+    __syncthreads();
+    for (int r = threadIdx.x; r < rv; r += NT) {
+        float mn = NEG_INF, sum = 0.0f;
+        for (int sp = 0; sp < nsplit; sp++) mn = fmaxf(mn, sM[sp * ROWS + r]);
+        const float b = mn == NEG_INF ? 0.0f : mn;
+        for (int sp = 0; sp < nsplit; sp++) {
+            const float wt = ex2(sM[sp * ROWS + r] - b);
+            sum += wt * sW[sp * ROWS + r];
+            sW[sp * ROWS + r] = wt;
+        }
+        const int h = kvh * G + (row0 + r) % G;
+        if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
+        sInv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+    }
+    __syncthreads();
+    /* the sums, 8 splits' loads in flight at a time */
+    for (int i = threadIdx.x; i < rv * COLS; i += NT) {
+        const int r = i / COLS, col = i % COLS, rg = row0 + r;
+        const float *a0 = P.acc + r * COLS + col;
+        float a[8] = {};
+        int sp = 0;
+        for (; sp + 8 <= nsplit; sp += 8)
+#pragma unroll
+            for (int u = 0; u < 8; u++) a[u] += sW[(sp + u) * ROWS + r] * __ldcg(a0 + (sp + u) * P.acc_sp);
+        for (; sp < nsplit; sp++) a[0] += sW[sp * ROWS + r] * __ldcg(a0 + sp * P.acc_sp);
+        const float sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        ((float *)qn_kt_at(&out, 0, kvh * G + rg % G, rg / G, 0))[dv0 + col] = sum * sInv[r];
+    }
+    for (int sp = threadIdx.x; sp < nsplit; sp += NT) P.flags[sp] = 0u;
+}
+
+/* ---- decode
+ *
+ * Grid (splits, n_kv_heads, row tiles), QN_ATTN_DEC_WARPS(D) warps. A block
+ * takes 8 query rows of one kv head (the heads of its group times the
+ * step's tokens), so every K and V row is read once for all of them, and
+ * one slice of the keys they see. The grid is sized on the host from the
+ * capacity; the visible length, read from pos, decides how many splits
+ * work (at least a 16-key tile per warp each), and the others return at
+ * once, so a replayed graph fits every step and a short context costs only
+ * the blocks it needs.
+ *
+ * Tensor cores compute S^T = K Q^T (16 keys as the mma's M, the 8 rows as
+ * N) and O^T += V^T P^T: a tile of 16 keys costs D / 4 mma for all rows. q
+ * and the softmax weights enter as high and low f16/bf16 parts (two mma
+ * each, about f32 accuracy), K and V as stored. q8_0 tiles are converted
+ * to their integers in f16 (exact), and the block scales are applied in
+ * f32: to S per 32-wide block of the dot product, to P per 32-wide block
+ * of V. Each warp streams its own tiles (warp w takes tiles w, w + W, ... of
+ * the slice) through `stages` shared-memory buffers filled by cp.async;
+ * keys past the slice are zero-filled (a NaN in an unused cache row must
+ * not reach P V) and masked. The online softmax keeps a reference max per
+ * row that moves only when a logit passes it by more than 8 (weights stay
+ * below 2^8), which spares most rescales of the accumulators.
+ *
+ * At the end the warps merge through shared memory; a lone split writes
+ * out, several write partials and merge as above (rows of 8, columns D, a
+ * row group per kv head and row tile).
+ * Bytes: K and V of the visible keys once per row tile, q once, partials
+ * D + 2 floats per row and working split. */
+
+template <int DT>
+__device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, const qn_kt &k, const qn_kt &v,
+                                            const qn_kt &pos, const qn_kt &sinks, float *scratch,
+                                            const qn_attn_params &p) {
+    constexpr bool Q8 = DT == QN_KT_Q8_0;
+    constexpr int MT = DT == QN_KT_BF16 ? QN_KT_BF16 : QN_KT_F16; /* the tensor cores' inputs */
+    constexpr int NW = QN_ATTN_DEC_WARPS(HD), NT = 32 * NW, TK = QN_ATTN_DEC_KEYS, NR = QN_ATTN_DEC_ROWS;
+    constexpr int KS = HD + 8, NKC = HD / 16, NB = HD / 32;
+    constexpr int RB = NB * 34, RBS = (RB + 15) / 16 * 16; /* q8_0 row bytes, in global and shared memory */
+    constexpr int STAGE = Q8 ? 2 * TK * RBS : 2 * TK * KS * 2;
+    constexpr bool QREG = HD <= 128; /* q's fragments live in registers, else in shared memory */
+    constexpr float TAU = 8.0f;
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+    const int split = blockIdx.x, kvh = blockIdx.y, tile = blockIdx.z;
+    const int groups = gridDim.y * gridDim.z, grp = tile * gridDim.y + kvh;
+    const int G = p.group, R = G * p.n_tokens, C = p.capacity, stages = p.stages;
+    const int rv = min(NR, R - tile * NR); /* rows of this tile */
+    const int p0 = qn_attn_p0(&pos);
+
+    /* The tile's keys: its first row's token has the lowest bounds and its
+     * last row's the highest. Splits take whole 16-key tiles of them. */
+    int lo_all, hi_first, lo_last, hi_all;
+    qn_attn_keys(&p, p0, tile * NR / G, &lo_all, &hi_first);
+    qn_attn_keys(&p, p0, (tile * NR + rv - 1) / G, &lo_last, &hi_all);
+    const int ntiles = (max(hi_all - lo_all, 0) + TK - 1) / TK;
+    const int nsplit = max(1, min(p.n_splits, (ntiles + NW - 1) / NW));
+    if (split >= nsplit) return;
+    const int t0 = (int)((long long)split * ntiles / nsplit), t1 = (int)((long long)(split + 1) * ntiles / nsplit);
+    const int blo = lo_all + TK * t0, bhi = min(lo_all + TK * t1, hi_all);
+    const int off = blo - blo % C;                              /* row of key j: j - off, less C past the end */
+    const int full_lo = lo_last, full_hi = min(hi_first, bhi); /* keys every row of the tile sees */
+    const int nmine = t1 - t0 > warp ? (t1 - t0 - warp + NW - 1) / NW : 0;
+
+    /* this lane's rows of S^T's columns: 2c and 2c + 1 */
+    int rlo[2], rhi[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        rlo[r] = rhi[r] = 0;
+        if (2 * c + r < rv) qn_attn_keys(&p, p0, (tile * NR + 2 * c + r) / G, &rlo[r], &rhi[r]);
+    }
+
+    unsigned char *sm = qn_attn_smem;
+    unsigned char *wsm = sm + qn_attn_dec_q_bytes(HD) + warp * (stages * STAGE + qn_attn_dec_conv_bytes(HD, Q8));
+    const unsigned sQa = smem_addr(sm), wsa = smem_addr(wsm);
+    const char *kb = (const char *)k.addr + kvh * k.nb[2], *vb = (const char *)v.addr + kvh * v.nb[2];
+    const long long knb = k.nb[1], vnb = v.nb[1];
+    const bool al4 = ((k.addr | v.addr | (unsigned long long)(k.nb[1] | k.nb[2] | v.nb[1] | v.nb[2])) & 3) == 0;
+
+    /* Copy this warp's tile `it` (its (warp + it W)-th of the slice) into
+     * buffer it % stages, as one cp.async group (empty past the last). */
+    auto issue = [&](int it) {
+        if (it < nmine) {
+            const int key0 = blo + TK * (warp + it * NW);
+            const unsigned st = wsa + (it % stages) * STAGE;
+            if (!Q8) {
+                copy_rows<32, HD / 8>(st, KS, kb, knb, TK, key0, bhi, off, C, lane);
+                copy_rows<32, HD / 8>(st + TK * KS * 2, KS, vb, vnb, TK, key0, bhi, off, C, lane);
+            } else {
+                /* q8_0 rows: 4-byte copies where every row is 4-byte aligned,
+                 * else 2-byte loads and stores */
+                unsigned char *dst = wsm + (it % stages) * STAGE;
+#pragma unroll 1
+                for (int r = 0; r < TK; r++) {
+                    const int j = key0 + r;
+                    int row = j - off;
+                    if (row >= C) row -= C;
+                    const bool ok = j < bhi;
+                    const char *ks = kb + (ok ? row * knb : 0), *vs = vb + (ok ? row * vnb : 0);
+                    if (al4) {
+                        for (int w = lane; w < RB / 4; w += 32) {
+                            cp_async4(st + r * RBS + w * 4, ks + w * 4, ok ? 4 : 0);
+                            cp_async4(st + (TK + r) * RBS + w * 4, vs + w * 4, ok ? 4 : 0);
+                        }
+                    } else {
+                        for (int w = lane; w < RB / 2; w += 32) {
+                            *(unsigned short *)(dst + r * RBS + w * 2) = ok ? *(const unsigned short *)(ks + w * 2) : 0;
+                            *(unsigned short *)(dst + (TK + r) * RBS + w * 2) =
+                                ok ? *(const unsigned short *)(vs + w * 2) : 0;
+                        }
+                    }
+                }
+            }
+        }
+        cp_commit();
+    };
+    auto wait_tile = [&]() { /* the oldest group: this warp's next tile */
+        if (stages >= 3) cp_wait<2>();
+        else if (stages == 2) cp_wait<1>();
+        else cp_wait<0>();
+        __syncwarp();
+    };
+    for (int it = 0; it < stages - 1; it++) issue(it);
+
+    /* q, scaled so S is the base-2 logit (with a softcap, the logit over
+     * the cap), as high and low parts [2][8][KS]; rows past the tile's are
+     * zeros */
+    load_q<MT, NT, NR, true>(sm, KS, q, tile * NR, rv, kvh, G,
+                             p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E);
+    __syncthreads();
+
+    /* ldmatrix addresses of this lane: q as B (matrices: high d0, high
+     * d0 + 8, low d0, low d0 + 8), K as A (keys 0-7 / 8-15 by d0 / d0 + 8),
+     * V transposed as A (d0 / d0 + 8 by keys 0-7 / 8-15) */
+    const unsigned qoff = sQa + (((lane / 16) * NR + lane % 8) * KS + ((lane / 8) % 2) * 8) * 2;
+    const unsigned koff = ((lane % 8 + ((lane / 8) % 2) * 8) * KS + (lane / 16) * 8) * 2;
+    const unsigned voff = ((lane % 8 + (lane / 16) * 8) * KS + ((lane / 8) % 2) * 8) * 2;
+    unsigned qf[QREG ? NKC : 1][4];
+    if (QREG)
+#pragma unroll
+        for (int kc = 0; kc < NKC; kc++) ldsm_x4(qf[QREG ? kc : 0], qoff + kc * 32);
+
+    const float cap_l2 = p.softcap * QN_ATTN_LOG2E;
+    float o[NKC][4];
+#pragma unroll
+    for (int mt = 0; mt < NKC; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+    float mref[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+
+    /* q8_0: the converted tile and its scales, once per warp */
+    unsigned char *cv = wsm + stages * STAGE;
+    const float *ksc = (const float *)(cv + 2 * TK * KS * 2), *vsc = ksc + TK * NB;
+
+    for (int it = 0; it < nmine; it++) {
+        issue(it + stages - 1);
+        wait_tile();
+        const int key0 = blo + TK * (warp + it * NW);
+        unsigned kt = wsa + (it % stages) * STAGE;
+        if (Q8) {
+            const unsigned char *raw = wsm + (it % stages) * STAGE;
+            float *sc = (float *)(cv + 2 * TK * KS * 2);
+            for (int i = lane; i < TK * (HD / 2); i += 32) {
+                const int r = i / (HD / 2), e = (i % (HD / 2)) * 2, at = r * RBS + e / 32 * 34 + 2 + e % 32;
+#pragma unroll
+                for (int kv = 0; kv < 2; kv++) {
+                    /* two int8 as f16 1152 + x (0x64 over x + 128), less 1152 */
+                    const unsigned u = *(const unsigned short *)(raw + kv * TK * RBS + at);
+                    unsigned h = __byte_perm(u ^ 0x8080u, 0x64646464u, 0x4140), x;
+                    asm("sub.f16x2 %0, %1, %2;" : "=r"(x) : "r"(h), "r"(0x64806480u));
+                    *(unsigned *)(cv + kv * TK * KS * 2 + (r * KS + e) * 2) = x;
+                }
+            }
+            for (int i = lane; i < TK * NB; i += 32) {
+                const int at = i / NB * RBS + i % NB * 34;
+                float d0, d1;
+                asm("cvt.f32.f16 %0, %1;" : "=f"(d0) : "h"(*(const unsigned short *)(raw + at)));
+                asm("cvt.f32.f16 %0, %1;" : "=f"(d1) : "h"(*(const unsigned short *)(raw + TK * RBS + at)));
+                sc[i] = d0;
+                sc[TK * NB + i] = d1;
+            }
+            __syncwarp();
+            kt = smem_addr(cv);
+        }
+        const unsigned vt = kt + TK * KS * 2;
+
+        /* S^T: element e is key key0 + g + 8 (e / 2), row 2c + e % 2 */
+        float s[4];
+        if (!Q8) {
+            float ah[2][4] = {}, al[2][4] = {};
+#pragma unroll
+            for (int kc = 0; kc < NKC; kc++) {
+                unsigned a[4], b[4];
+                ldsm_x4(a, kt + koff + kc * 32);
+                if (QREG) b[0] = qf[QREG ? kc : 0][0], b[1] = qf[QREG ? kc : 0][1], b[2] = qf[QREG ? kc : 0][2],
+                          b[3] = qf[QREG ? kc : 0][3];
+                else ldsm_x4(b, qoff + kc * 32);
+                mma16816<MT>(ah[kc & 1], a, b[0], b[1]);
+                mma16816<MT>(al[kc & 1], a, b[2], b[3]);
+            }
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[e] = (ah[0][e] + ah[1][e]) + (al[0][e] + al[1][e]);
+        } else {
+            s[0] = s[1] = s[2] = s[3] = 0.0f;
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                float ah[4] = {}, al[4] = {};
+#pragma unroll
+                for (int kc = 2 * b; kc < 2 * b + 2; kc++) {
+                    unsigned a[4], bq[4];
+                    ldsm_x4(a, kt + koff + kc * 32);
+                    if (QREG) bq[0] = qf[QREG ? kc : 0][0], bq[1] = qf[QREG ? kc : 0][1],
+                              bq[2] = qf[QREG ? kc : 0][2], bq[3] = qf[QREG ? kc : 0][3];
+                    else ldsm_x4(bq, qoff + kc * 32);
+                    mma16816<MT>(ah, a, bq[0], bq[1]);
+                    mma16816<MT>(al, a, bq[2], bq[3]);
+                }
+                const float d0 = ksc[g * NB + b], d1 = ksc[(g + 8) * NB + b];
+                s[0] += d0 * (ah[0] + al[0]);
+                s[1] += d0 * (ah[1] + al[1]);
+                s[2] += d1 * (ah[2] + al[2]);
+                s[3] += d1 * (ah[3] + al[3]);
+            }
+        }
+
+        /* logits, mask, online softmax */
+        const bool full = key0 >= full_lo && key0 + TK <= full_hi;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float x = p.softcap > 0.0f ? cap_l2 * tanhf(s[e]) : s[e];
+            if (!full) {
+                const int j = key0 + g + (e >> 1) * 8, r = e & 1;
+                if (!(j < bhi && j >= rlo[r] && j < rhi[r])) x = NEG_INF;
+            }
+            s[e] = x;
+        }
+        float mx[2] = {fmaxf(s[0], s[2]), fmaxf(s[1], s[3])};
+#pragma unroll
+        for (int sh = 4; sh < 32; sh *= 2)
+#pragma unroll
+            for (int r = 0; r < 2; r++) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], sh));
+        if (__any_sync(0xffffffffu, mx[0] > mref[0] + TAU || mx[1] > mref[1] + TAU)) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const float mn = fmaxf(mref[r], mx[r]), corr = mn == NEG_INF ? 1.0f : ex2(mref[r] - mn);
+                mref[r] = mn;
+                l[r] *= corr;
+#pragma unroll
+                for (int mt = 0; mt < NKC; mt++) {
+                    o[mt][r] *= corr;
+                    o[mt][r + 2] *= corr;
+                }
+            }
+        }
+        const float base[2] = {mref[0] == NEG_INF ? 0.0f : mref[0], mref[1] == NEG_INF ? 0.0f : mref[1]};
+        float pr[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            pr[e] = ex2(s[e] - base[e & 1]);
+            l[e & 1] += pr[e];
+        }
+
+        /* O^T += V^T P^T: P^T's fragments are S^T's, transposed per 8x8 */
+#pragma unroll
+        for (int b = 0; b < (Q8 ? NB : 1); b++) {
+            const float d0 = Q8 ? vsc[g * NB + b] : 1.0f, d1 = Q8 ? vsc[(g + 8) * NB + b] : 1.0f;
+            unsigned h0, l0, h1, l1;
+            split2<MT>(pr[0] * d0, pr[1] * d0, h0, l0);
+            split2<MT>(pr[2] * d1, pr[3] * d1, h1, l1);
+            const unsigned bh0 = movtrans(h0), bh1 = movtrans(h1), bl0 = movtrans(l0), bl1 = movtrans(l1);
+#pragma unroll
+            for (int mt = Q8 ? 2 * b : 0; mt < (Q8 ? 2 * b + 2 : NKC); mt++) {
+                unsigned a[4];
+                ldsm_x4_trans(a, vt + voff + mt * 32);
+                mma16816<MT>(o[mt], a, bh0, bh1);
+                mma16816<MT>(o[mt], a, bl0, bl1);
+            }
+        }
+        __syncwarp(); /* every lane is done with the buffers before they are refilled */
+    }
+    cp_wait<0>();
+
+    /* l: the 8 lanes of a row pair each summed their own keys */
+#pragma unroll
+    for (int sh = 4; sh < 32; sh *= 2)
+#pragma unroll
+        for (int r = 0; r < 2; r++) l[r] += __shfl_xor_sync(0xffffffffu, l[r], sh);
+
+    /* merge the warps: partial sums [NW][8][HD + 4] and (m, l) [NW][8] */
+    __syncthreads();
+    float *sAcc = (float *)sm, *sM = sAcc + NW * NR * (HD + 4), *sL = sM + NW * NR;
+    float *sW = sL + NW * NR, *sMs = sW + QN_ATTN_DEC_MAX_SPLITS * NR, *sInv = sMs + QN_ATTN_DEC_MAX_SPLITS * NR;
+#pragma unroll
+    for (int mt = 0; mt < NKC; mt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            sAcc[(warp * NR + 2 * c + (e & 1)) * (HD + 4) + mt * 16 + g + (e >> 1) * 8] = o[mt][e];
+    if (g == 0)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            sM[warp * NR + 2 * c + r] = mref[r];
+            sL[warp * NR + 2 * c + r] = l[r];
+        }
+    __syncthreads();
+
+    const bool single = nsplit == 1;
+    const qn_partials P = partials_at(scratch, p.n_splits, groups, NR, HD, grp);
+    float *part = P.acc + split * P.acc_sp, *pml = P.ml + split * P.ml_sp;
+    for (int i = tid; i < rv * HD; i += NT) {
+        const int r = i / HD, d = i % HD, rg = tile * NR + r;
+        float mn = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < NW; w++) mn = fmaxf(mn, sM[w * NR + r]);
+        const float b = mn == NEG_INF ? 0.0f : mn;
+        float a = 0.0f, sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; w++) {
+            const float wt = ex2(sM[w * NR + r] - b);
+            a += wt * sAcc[(w * NR + r) * (HD + 4) + d];
+            sum += wt * sL[w * NR + r];
+        }
+        if (single) {
+            const int h = kvh * G + rg % G;
+            if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
+            ((float *)qn_kt_at(&out, 0, h, rg / G, 0))[d] = sum > 0.0f ? a / sum : 0.0f;
+        } else {
+            part[r * HD + d] = a;
+            if (d == 0) {
+                pml[2 * r] = mn;
+                pml[2 * r + 1] = sum;
+            }
+        }
+    }
+    if (!single && publish_split(P, split, nsplit, (int *)(sInv + NR)))
+        merge_splits<NT, NR, HD>(P, nsplit, rv, out, sinks, tile * NR, G, kvh, 0, sW, sMs, sInv);
+}
+
+#define DECODE_KERNEL(dn, DT)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(32 * QN_ATTN_DEC_WARPS(HD), QN_ATTN_DEC_MINB(HD))              \
+        attn_decode_##dn(qn_kt out, qn_kt q, qn_kt k, qn_kt v, qn_kt pos, qn_kt sinks, float *scratch,            \
+                         qn_attn_params p) {                                                                       \
+        attn_decode<DT>(out, q, k, v, pos, sinks, scratch, p);                                                    \
+    }
+DECODE_KERNEL(f16, QN_KT_F16)
+DECODE_KERNEL(bf16, QN_KT_BF16)
+#if QN_ATTN_D % 32 == 0 /* q8_0 rows are whole 32-value blocks */
+DECODE_KERNEL(q8_0, QN_KT_Q8_0)
+#endif
+
+/* ---- prefill
+ *
+ * Tensor cores: mma.sync m16n8k16, f16 or bf16 inputs, f32 accumulation.
+ * Grid (row tiles x value halves, n_kv_heads, splits), 4 warps. A block
+ * takes 64 query rows of one kv head (token-major over the group's heads,
+ * so grouped heads share every K and V tile), warp w rows 16w .. 16w + 15,
+ * and a slice of the keys those rows see, in tiles of BN keys:
+ *   S = Q K^T (Q and K from shared memory by ldmatrix), scaled, capped and
+ *   masked, online softmax in registers; O += P V with P taken straight
+ *   from S's accumulators and V by ldmatrix.trans.
+ * K and V tiles have their own buffers so V's copy (cp.async) overlaps
+ * Q K^T and the next K's copy overlaps P V. Keys outside the slice are
+ * zero-filled (a NaN in an unused cache row must not reach P V) and masked.
+ * At head 512 a block covers half of the value columns (the grid's x
+ * alternates halves) and computes S for its half.
+ *
+ * The keys are cut into at most n_splits slices of two tiles or more
+ * (how many, from the visible length at run time). A lone split writes out
+ * (normalised, with the sink); several write partials and merge as above
+ * (rows of 64, columns DV, a row group per kv head, row tile and half).
+ * FLOPs: 4 * rows * keys * D per kv-head group; bytes: K and V once per
+ * row tile, q and out once. */
 
 __device__ __forceinline__ float tanh_approx(float x) {
     float y;
@@ -452,26 +658,13 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     constexpr int BM = QN_ATTN_PF_ROWS, BN = QN_ATTN_PF_KEYS(HD), DV = QN_ATTN_PF_DV(HD), NDV = HD / DV;
     constexpr int QS = HD + 8, VS = DV + 8; /* shared row strides, halves */
     constexpr int NT = 32 * QN_ATTN_PF_WARPS;
-    unsigned short *sQ = qn_attn_smem, *sK = sQ + BM * QS, *sV = sK + BN * QS;
+    unsigned short *sQ = (unsigned short *)qn_attn_smem, *sK = sQ + BM * QS, *sV = sK + BN * QS;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
     const int tile = blockIdx.x / NDV, dv0 = (blockIdx.x % NDV) * DV;
     const int kvh = blockIdx.y, split = blockIdx.z;
     const int G = p.group, R = G * p.n_tokens, C = p.capacity;
     const int p0 = qn_attn_p0(&pos);
-
-    /* Q tile to shared memory, rounded to the K dtype; rows past the last
-     * are zeros */
-    for (int i = tid; i < BM * (HD / 2); i += NT) {
-        const int r = i / (HD / 2), d = (i % (HD / 2)) * 2, rg = tile * BM + r;
-        float x0 = 0.0f, x1 = 0.0f;
-        if (rg < R) {
-            const float *qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
-            x0 = qrow[d];
-            x1 = qrow[d + 1];
-        }
-        *(unsigned *)(sQ + r * QS + d) = pack2<DT>(x0, x1);
-    }
 
     /* The visible keys of this thread's two rows (g and g + 8 of its
      * warp's 16), and of the block: its first row's token has the lowest
@@ -486,10 +679,12 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     int lo_first, hi_first, lo_last, hi_last;
     qn_attn_keys(&p, p0, tile * BM / G, &lo_first, &hi_first);
     qn_attn_keys(&p, p0, (min(tile * BM + BM, R) - 1) / G, &lo_last, &hi_last);
-    const int len = max(hi_last - lo_first, 0);
-    const int chunk = ((len + p.n_splits - 1) / p.n_splits + BN - 1) / BN * BN;
-    const int blo = min(lo_first + split * chunk, lo_first + len), bhi = min(blo + chunk, lo_first + len);
-    const int ntiles = (bhi - blo + BN - 1) / BN;
+    /* splits take whole tiles, two at least each; the others return */
+    const int all_tiles = (max(hi_last - lo_first, 0) + BN - 1) / BN;
+    const int nsplit = max(1, min(p.n_splits, all_tiles / 2));
+    if (split >= nsplit) return;
+    const int t0 = (int)((long long)split * all_tiles / nsplit), t1 = (int)((long long)(split + 1) * all_tiles / nsplit);
+    const int blo = lo_first + BN * t0, bhi = min(lo_first + BN * t1, hi_last), ntiles = t1 - t0;
     /* tiles from full_lo to full_hi are visible to every row: no mask */
     const int full_lo = lo_last, full_hi = min(hi_first, bhi);
     const int off = blo - blo % C;
@@ -499,18 +694,6 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const long long knb = k.nb[1], vnb = v.nb[1];
     const unsigned sQa = smem_addr(sQ), sKa = smem_addr(sK), sVa = smem_addr(sV);
 
-    /* Copy tile j0 of K (all D columns) or V (this block's DV columns). */
-    auto load_tile = [&](unsigned dst, const char *base, long long nb, int cols, int stride, int j0) {
-        const int chunks = cols / 8;
-        for (int i = tid; i < BN * chunks; i += NT) {
-            const int r = i / chunks, ch = i % chunks, j = j0 + r;
-            int row = j - off;
-            if (row >= C) row -= C;
-            const bool ok = j < bhi;
-            cp_async16(dst + (r * stride + ch * 8) * 2, ok ? base + row * nb + ch * 16 : base, ok ? 16 : 0);
-        }
-    };
-
     /* ldmatrix addresses of this lane: Q rows of the warp (A), K rows as
      * B's columns (two n-tiles of 8 keys by 16 d), V rows transposed (two
      * n-tiles of 8 columns by 16 keys) */
@@ -518,20 +701,24 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const unsigned koff = ((lane % 8 + (lane / 16) * 8) * QS + ((lane / 8) % 2) * 8) * 2;
     const unsigned voff = ((lane % 8 + ((lane / 8) % 2) * 8) * VS + (lane / 16) * 8) * 2;
 
-    const float sl2 = p.scale * QN_ATTN_LOG2E, cap_l2 = p.softcap * QN_ATTN_LOG2E;
-    const float scale_cap = p.softcap > 0.0f ? p.scale / p.softcap : 0.0f;
+    const float cap_l2 = p.softcap * QN_ATTN_LOG2E;
     float o[DV / 8][4];
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
 
     if (ntiles > 0) {
-        load_tile(sKa, kb, knb, HD, QS, blo);
+        copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, blo, bhi, off, C, tid);
         cp_commit();
     }
+    /* Q tile to shared memory while K's first tile is on its way, scaled so
+     * S is the base-2 logit (with a softcap, the logit over the cap) and
+     * rounded to the K dtype; rows past the last are zeros */
+    load_q<DT, NT, BM, false>(qn_attn_smem, QS, q, tile * BM, R - tile * BM, kvh, G,
+                              p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E);
     for (int it = 0; it < ntiles; it++) {
         const int j0 = blo + it * BN;
-        load_tile(sVa, vb, vnb, DV, VS, j0);
+        copy_rows<NT, DV / 8>(sVa, VS, vb, vnb, BN, j0, bhi, off, C, tid);
         cp_commit();
         cp_wait<1>(); /* K of this tile has landed (V may still be coming) */
         __syncthreads();
@@ -553,48 +740,58 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
         }
 
         /* base-2 logits; element e of n-tile n is row g + 8 * (e / 2), key
-         * j0 + 8 n + 2 c + e % 2 */
-        const bool full = j0 >= full_lo && j0 + BN <= full_hi;
+         * j0 + 8 n + 2 c + e % 2. Uniform branches around whole loops, so
+         * the common case (no cap, no mask) has no per-element work. */
+        if (p.softcap > 0.0f)
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[n][e] = cap_l2 * tanh_approx(s[n][e]);
+        if (!(j0 >= full_lo && j0 + BN <= full_hi))
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int j = j0 + n * 8 + 2 * c + (e & 1), rr = e >> 1;
+                    if (!(j < bhi && j >= rlo[rr] && j < rhi[rr])) s[n][e] = NEG_INF;
+                }
+        /* online softmax; the reference max moves only when a logit passes
+         * it by more than 8 (weights stay below 2^8), sparing most rescales */
         float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
         for (int n = 0; n < BN / 8; n++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = p.softcap > 0.0f ? cap_l2 * tanh_approx(s[n][e] * scale_cap) : s[n][e] * sl2;
-                if (!full) {
-                    const int j = j0 + n * 8 + 2 * c + (e & 1), rr = e >> 1;
-                    if (!(j < bhi && j >= rlo[rr] && j < rhi[rr])) x = NEG_INF;
-                }
-                s[n][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
-            }
-        float mref[2];
+            for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            const float mn = fmaxf(m[rr], mx[rr]);
-            mref[rr] = mn == NEG_INF ? 0.0f : mn;
-            const float corr = exp2f(m[rr] - mref[rr]);
-            m[rr] = mn;
-            l[rr] *= corr;
+        }
+        if (__any_sync(0xffffffffu, mx[0] > m[0] + 8.0f || mx[1] > m[1] + 8.0f)) {
 #pragma unroll
-            for (int n = 0; n < DV / 8; n++) {
-                o[n][2 * rr] *= corr;
-                o[n][2 * rr + 1] *= corr;
+            for (int rr = 0; rr < 2; rr++) {
+                const float mn = fmaxf(m[rr], mx[rr]), corr = mn == NEG_INF ? 1.0f : ex2(m[rr] - mn);
+                m[rr] = mn;
+                l[rr] *= corr;
+#pragma unroll
+                for (int n = 0; n < DV / 8; n++) {
+                    o[n][2 * rr] *= corr;
+                    o[n][2 * rr + 1] *= corr;
+                }
             }
         }
+        const float mref[2] = {m[0] == NEG_INF ? 0.0f : m[0], m[1] == NEG_INF ? 0.0f : m[1]};
 #pragma unroll
         for (int n = 0; n < BN / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                s[n][e] = exp2f(s[n][e] - mref[e >> 1]);
+                s[n][e] = ex2(s[n][e] - mref[e >> 1]);
                 l[e >> 1] += s[n][e];
             }
 
         __syncthreads(); /* every warp is done with this K tile */
         if (it + 1 < ntiles) {
-            load_tile(sKa, kb, knb, HD, QS, j0 + BN);
+            copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, j0 + BN, bhi, off, C, tid);
             cp_commit();
             cp_wait<1>(); /* V of this tile has landed */
         } else {
@@ -624,17 +821,17 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
         l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
         l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
     }
-    const long long rows = (long long)p.n_tokens * p.n_q_heads;
+    const qn_partials P = partials_at(scratch, p.n_splits, gridDim.x * gridDim.y, BM, DV, kvh * gridDim.x + blockIdx.x);
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-        const int rg = tile * BM + warp * 16 + g + rr * 8;
+        const int r = warp * 16 + g + rr * 8, rg = tile * BM + r;
         if (rg >= R) continue;
         const int t = rg / G, h = kvh * G + rg % G;
-        if (p.n_splits == 1) {
+        if (nsplit == 1) {
             float sum = l[rr];
             if (sinks.addr)
-                sum += exp2f(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E -
-                             (m[rr] == NEG_INF ? 0.0f : m[rr]));
+                sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E -
+                           (m[rr] == NEG_INF ? 0.0f : m[rr]));
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
             float *orow = (float *)qn_kt_at(&out, 0, h, t, 0);
 #pragma unroll
@@ -643,19 +840,23 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
                 orow[dv0 + n * 8 + 2 * c + 1] = o[n][2 * rr + 1] * inv;
             }
         } else {
-            const long long row = (long long)split * rows + (long long)t * p.n_q_heads + h;
-            float *arow = scratch + row * HD;
+            float *arow = P.acc + split * P.acc_sp + r * DV;
 #pragma unroll
             for (int n = 0; n < DV / 8; n++) {
-                arow[dv0 + n * 8 + 2 * c] = o[n][2 * rr];
-                arow[dv0 + n * 8 + 2 * c + 1] = o[n][2 * rr + 1];
+                arow[n * 8 + 2 * c] = o[n][2 * rr];
+                arow[n * 8 + 2 * c + 1] = o[n][2 * rr + 1];
             }
-            if (dv0 == 0 && c == 0) {
-                float *ml = scratch + (long long)p.n_splits * rows * HD + row * 2;
-                ml[0] = m[rr];
-                ml[1] = l[rr];
+            if (c == 0) {
+                P.ml[split * P.ml_sp + r * 2] = m[rr];
+                P.ml[split * P.ml_sp + r * 2 + 1] = l[rr];
             }
         }
+    }
+    if (nsplit > 1) {
+        float *sW = (float *)qn_attn_smem, *sMs = sW + QN_ATTN_PF_MAX_SPLITS * BM, *sInv = sMs + QN_ATTN_PF_MAX_SPLITS * BM;
+        if (publish_split(P, split, nsplit, (int *)(sInv + BM)))
+            merge_splits<NT, BM, DV>(P, nsplit, min(BM, R - tile * BM), out, sinks, tile * BM, G, kvh, dv0, sW, sMs,
+                                     sInv);
     }
 }
 

@@ -26,9 +26,6 @@
 /* log2(e): kernels keep logits in base 2 (exp2 is one instruction). */
 #define QN_ATTN_LOG2E 1.4426950408889634f
 
-/* Partial softmaxes of split blocks: an op launches at most this many
- * splits (the reduce kernel keeps one weight per split in shared memory). */
-#define QN_ATTN_MAX_SPLITS 1024
 
 /* Passed to the kernels by value; the same fields in C and CUDA C++. */
 typedef struct {
@@ -43,7 +40,7 @@ typedef struct {
     int group;      /* n_q_heads / n_kv_heads                        */
     int capacity;   /* cache rows                                   */
     int n_splits;   /* key range split across this many blocks      */
-    int pad_;
+    int stages;     /* decode: shared-memory buffers a warp streams through */
 } qn_attn_params;
 
 /* The keys query token t sees: positions [*lo, *hi). The newest position in
@@ -81,16 +78,48 @@ QN_HD signed char qn_q8_0_round(float x, float inv) { return (signed char)roundf
 /* ---- launch shapes (the host plans grids with them; the kernels are
  * compiled for them) */
 
-/* Decode: lanes that share one key row, each loading 8 elements (16 bytes
- * of f16) at a time, and how many such vectors a lane takes per row. */
-#define QN_ATTN_DEC_LANES(d) ((d) <= 64 ? 8 : (d) <= 128 ? 16 : 32)
-#define QN_ATTN_DEC_VECS(d) (((d) + 8 * QN_ATTN_DEC_LANES(d) - 1) / (8 * QN_ATTN_DEC_LANES(d)))
-/* Query rows (heads of a group x tokens) one decode block carries. */
-#define QN_ATTN_DEC_MAX_ROWS(d) ((d) >= 512 ? 4 : 8)
-/* Decode blocks resident per multiprocessor (the kernel's launch bound),
- * from the registers a lane holds: rows x vectors of query and accumulator. */
-#define QN_ATTN_DEC_MINB(rows_x_vecs) ((rows_x_vecs) <= 2 ? 4 : (rows_x_vecs) <= 4 ? 3 : 2)
-#define QN_ATTN_DEC_WARPS 4
+/* Decode: tensor cores take a tile of 16 keys (the mma's M) against 8
+ * query rows (its N) at a time. A block is QN_ATTN_DEC_WARPS(d) warps, each
+ * streaming its own tiles of K and V through `stages` shared-memory buffers
+ * (the host picks as many, up to 3, as the device's shared memory holds). */
+#define QN_ATTN_DEC_ROWS 8
+#define QN_ATTN_DEC_KEYS 16
+#define QN_ATTN_DEC_WARPS(d) ((d) >= 512 ? 2 : 4)
+#define QN_ATTN_DEC_MAX_STAGES 3
+/* Decode blocks a multiprocessor holds at most (the kernel's launch bound;
+ * shared memory sets what it really holds). */
+#define QN_ATTN_DEC_MINB(d) ((d) <= 80 ? 3 : (d) <= 128 ? 2 : 1)
+/* Splits a row group's keys may be cut into (the merge keeps a weight per
+ * split and row in shared memory). */
+#define QN_ATTN_DEC_MAX_SPLITS 256
+
+/* Shared memory of a decode block, in bytes: q as f16/bf16 high and low
+ * parts [2][8][d + 8]; per warp and stage a K and a V tile [2][16][d + 8]
+ * halves, or for q8_0 the raw rows [2][16][row bytes rounded to 16] plus,
+ * once per warp, the tile converted to f16 [2][16][d + 8] and its block
+ * scales [2][16][d / 32] floats. The same memory then holds the merge: per
+ * warp partial sums [8][d + 4] floats, (m, l) per warp and row, weights
+ * and maxima [2][QN_ATTN_DEC_MAX_SPLITS][8] and per-row factors. Rows of d + 8 halves
+ * (d + 4 floats) keep ldmatrix and the partial stores off shared banks. */
+QN_HD int qn_attn_dec_q8_row(int d) { return (d / 32 * 34 + 15) / 16 * 16; }
+QN_HD int qn_attn_dec_q_bytes(int d) { return 2 * QN_ATTN_DEC_ROWS * (d + 8) * 2; }
+QN_HD int qn_attn_dec_stage_bytes(int d, int q8) {
+    return q8 ? 2 * QN_ATTN_DEC_KEYS * qn_attn_dec_q8_row(d) : 2 * QN_ATTN_DEC_KEYS * (d + 8) * 2;
+}
+QN_HD int qn_attn_dec_conv_bytes(int d, int q8) {
+    return q8 ? 2 * QN_ATTN_DEC_KEYS * (d + 8) * 2 + 2 * QN_ATTN_DEC_KEYS * (d / 32) * 4 : 0;
+}
+QN_HD int qn_attn_dec_merge_bytes(int d) {
+    const int w = QN_ATTN_DEC_WARPS(d);
+    return (w * QN_ATTN_DEC_ROWS * (d + 4) + 2 * w * QN_ATTN_DEC_ROWS + 2 * QN_ATTN_DEC_MAX_SPLITS * QN_ATTN_DEC_ROWS +
+            2 * QN_ATTN_DEC_ROWS) * 4;
+}
+QN_HD int qn_attn_dec_smem(int d, int q8, int stages) {
+    const int pipe = qn_attn_dec_q_bytes(d) +
+                     QN_ATTN_DEC_WARPS(d) * (stages * qn_attn_dec_stage_bytes(d, q8) + qn_attn_dec_conv_bytes(d, q8));
+    const int merge = qn_attn_dec_merge_bytes(d);
+    return pipe > merge ? pipe : merge;
+}
 
 /* Prefill: 64 query rows a block (4 warps of 16), key tiles of 64 (32 at
  * head 512, where a block also covers half the value columns). */
@@ -102,6 +131,9 @@ QN_HD signed char qn_q8_0_round(float x, float inv) { return (signed char)roundf
  * (8 halves of padding keep ldmatrix rows on distinct banks). */
 #define QN_ATTN_PF_SMEM(d)                                                                              \
     ((QN_ATTN_PF_ROWS * ((d) + 8) + QN_ATTN_PF_KEYS(d) * ((d) + 8) + QN_ATTN_PF_KEYS(d) * (QN_ATTN_PF_DV(d) + 8)) * 2)
+/* Splits of a prefill row tile's keys (the merge keeps a weight and a max
+ * per split and row in shared memory: 16 KiB). */
+#define QN_ATTN_PF_MAX_SPLITS 32
 /* Prefill blocks resident per multiprocessor (the kernel's launch bound). */
 #define QN_ATTN_PF_MINB(d) ((d) <= 128 ? 3 : (d) <= 256 ? 2 : 1)
 
