@@ -8,6 +8,7 @@ int qn_bench_gguf_upload(qn_device *dev, const qn_bench_opts *opts);
 /* quantized matmul */
 int qn_bench_matvec(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_id_vs_plain(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_mlx_matvec(qn_device *dev, const qn_bench_opts *opts);
 /* transformer ops */
 int qn_bench_ops(qn_device *dev, const qn_bench_opts *opts);
 /* attention */
@@ -31,6 +32,8 @@ const qn_bench_case qn_bench_cases[] = {
     {"matvec", "matvec", "quantized matvec/matmul on ANCHORS.md's shapes, beside llama.cpp", qn_bench_matvec},
     {"moe-id-vs-plain", "matvec", "expert-routed matvec's per-expert cost against the plain one (q6_K 2816x8192)",
      qn_bench_id_vs_plain},
+    {"mlx-matvec", "matvec", "MLX affine matvec, 4 and 8 bits, groups of 64, 8B shapes, beside llama.cpp's q4_0/q8_0",
+     qn_bench_mlx_matvec},
     /* transformer ops cases */
     {"ops", "ops",
      "norms, RoPE, SwiGLU, softmax, embedding, MoE routing, sampling: 1 and 512 tokens of an 8B shape, vs the read ceiling",

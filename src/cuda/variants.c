@@ -49,6 +49,11 @@ const qn_kernel_variant qn_kernel_variants[] = {
     {"matvec.cu", "-DQN_BLOCK=iq4_nl"},
     {"matvec.cu", "-DQN_BLOCK=iq4_xs"},
     {"matvec.cu", "-DQN_BLOCK=mxfp4"},
+    {"matvec_affine.cu", "-DQN_AFFINE_BITS=2"},
+    {"matvec_affine.cu", "-DQN_AFFINE_BITS=3"},
+    {"matvec_affine.cu", "-DQN_AFFINE_BITS=4"},
+    {"matvec_affine.cu", "-DQN_AFFINE_BITS=6"},
+    {"matvec_affine.cu", "-DQN_AFFINE_BITS=8"},
     /* transformer ops */
     {"norm.cu", ""},
     {"rope.cu", ""},
