@@ -237,7 +237,11 @@ void qn_encoder_profile_clear(qn_encoder *enc);
 /* Capture the ops encoded between begin and end as a graph; replay runs them
  * again with the same buffers. Values that change between replays (a
  * position, a sequence length) live in device memory that ops read, so one
- * capture serves every step. While capturing nothing executes. */
+ * capture serves every step. While capturing nothing executes. Some ops
+ * (the routed and large-batch quantized matmul) use working memory owned by
+ * the encoder they were captured on: keep that encoder alive while the graph
+ * is used, and do not replay the graph on another encoder while the first
+ * has work in flight. */
 typedef struct qn_graph qn_graph;
 
 qn_status qn_graph_begin(qn_encoder *enc);
@@ -737,6 +741,9 @@ qn_status qn_qmatmul_glu_id(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_ten
 /* Which kernel(s) a request of N x K weights of `wtype` times M tokens runs
  * on `dev`, as text. */
 qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len);
+/* The same for an expert-routed request of `top_k` of `n_experts` experts. */
+qn_status qn_qmatmul_id_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, int64_t n_experts,
+                             int64_t top_k, char *out, size_t len);
 
 /* ------------------------------------------------ quantized matmul (end) */
 
