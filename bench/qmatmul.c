@@ -7,7 +7,11 @@
  * through the copies inside one captured graph (qn_bench_time_graph), so
  * the time per call is device time plus a graph node's overhead (~1 us).
  * Bytes: the weights read once (for the routed form: the top-k experts'),
- * x and y once. The ceiling is a 1 GiB streaming read in the same process. */
+ * x and y once. The ceiling is a 1 GiB streaming read in the same process.
+ * Prefill rows (more than one token) print TFLOP/s: 2 N K tokens (times
+ * top_k for the routed form) over the time, x in f32 and its conversion
+ * included; routed prefill draws top_k distinct random experts a token,
+ * a new draw for each call of the graph. */
 #include "bench.h"
 #include "cli.h"
 
@@ -88,14 +92,21 @@ static qn_status run_case(qn_device *dev, qn_encoder *enc, const mv_case *c, con
         if (s == QN_OK) a.w[i] = qn_tensor_of(bw[i]);
     }
     free(host);
+    int32_t *ids = routed ? malloc((size_t)(c->top_k * c->m) * 4) : NULL;
+    if (routed && !ids) s = QN_ERR_OUT_OF_MEMORY;
+    uint64_t h = 0x2545f4914f6cdd1dULL;
     for (int i = 0; i < a.nids && s == QN_OK; i++) {
-        /* each call a different set of experts, as successive tokens route */
-        int32_t ids[64];
-        for (int j = 0; j < c->top_k * c->m; j++) ids[j] = (int32_t)((i * 37 + j * 11) % c->experts);
+        /* each call a different set of experts, as successive tokens route:
+         * a token's top_k experts are distinct (a random start, stride 17) */
+        for (int64_t t = 0; t < c->m; t++) {
+            h ^= h << 13, h ^= h >> 7, h ^= h << 17;
+            for (int64_t j = 0; j < c->top_k; j++) ids[t * c->top_k + j] = (int32_t)((h % c->experts + 17 * j) % c->experts);
+        }
         s = qn_buffer_alloc(dev, QN_I32, 2, (int64_t[]){c->top_k, c->m}, &bi[i]);
         if (s == QN_OK) s = qn_buffer_write(bi[i], 0, ids, (size_t)(c->top_k * c->m * 4));
         if (s == QN_OK) a.ids[i] = qn_tensor_of(bi[i]);
     }
+    free(ids);
     int64_t ymid = routed ? c->top_k : c->m;
     if (s == QN_OK) s = qn_buffer_alloc(dev, QN_F32, routed ? 3 : 2, (int64_t[]){c->k, routed ? 1 : c->m, c->m}, &bx);
     if (s == QN_OK) s = qn_buffer_alloc(dev, QN_F32, routed ? 3 : 2, (int64_t[]){c->n, ymid, c->m}, &by);
@@ -132,8 +143,22 @@ static const mv_case CASES[] = {
     {QN_Q6_K, 2048, 1024, 1, 0, 0, 6.31},     {QN_Q6_K, 1024, 2048, 1, 0, 0, 6.50},
     {QN_Q5_K, 14336, 4096, 1, 0, 0, 0},       {QN_IQ4_NL, 14336, 4096, 1, 0, 0, 0},
     {QN_Q4_K, 2816, 8192, 1, 128, 8, 52.05},  {QN_Q6_K, 2816, 8192, 1, 128, 8, 86.05},
-    {QN_Q4_0, 4096, 4096, 512, 0, 0, 92.80},  {QN_Q8_0, 4096, 4096, 512, 0, 0, 95.00},
-    {QN_Q4_K, 4096, 4096, 512, 0, 0, 103.47}, {QN_Q6_K, 4096, 4096, 512, 0, 0, 124.56},
+};
+
+/* Prefill: ANCHORS.md's matmul rows, other types at the same shape, the
+ * token counts around the matvec / matmul crossover, Gemma 3 270M's
+ * projections at 2048 tokens. */
+static const mv_case PREFILL[] = {
+    {QN_Q4_0, 4096, 4096, 512, 0, 0, 92.80},   {QN_Q8_0, 4096, 4096, 512, 0, 0, 95.00},
+    {QN_Q4_K, 4096, 4096, 512, 0, 0, 103.47},  {QN_Q6_K, 4096, 4096, 512, 0, 0, 124.56},
+    {QN_Q5_K, 4096, 4096, 512, 0, 0, 0},       {QN_IQ4_NL, 4096, 4096, 512, 0, 0, 0},
+    {QN_Q5_0, 4096, 4096, 512, 0, 0, 0},       {QN_F16, 4096, 4096, 512, 0, 0, 0},
+    {QN_Q4_K, 2816, 8192, 512, 128, 8, 4106.10}, {QN_Q6_K, 2816, 8192, 512, 128, 8, 5227.93},
+    {QN_Q4_0, 4096, 4096, 8, 0, 0, 0},         {QN_Q4_0, 4096, 4096, 9, 0, 0, 0},
+    {QN_Q4_0, 4096, 4096, 16, 0, 0, 0},        {QN_Q4_0, 4096, 4096, 64, 0, 0, 0},
+    {QN_Q4_0, 4096, 4096, 200, 0, 0, 0},       {QN_Q5_0, 1024, 640, 2048, 0, 0, 0},
+    {QN_Q8_0, 256, 640, 2048, 0, 0, 0},        {QN_Q4_K, 2048, 1024, 2048, 0, 0, 0},
+    {QN_Q6_K, 640, 2048, 2048, 0, 0, 0},
 };
 
 /* MLX affine weights, f16 scales and biases, groups of 64: 4 bits cost 4.5
@@ -146,7 +171,8 @@ static const mv_case MLX_CASES[] = {
 static const qn_mlx_quant MLX_QUANT[] = {{4, 64}, {4, 64}, {8, 64}, {8, 64}};
 
 /* The cases, with MLX parameters per case when mlx is not NULL. */
-static int run_table(qn_device *dev, const mv_case *cases, const qn_mlx_quant *mlx, size_t ncases) {
+static int run_cases(qn_device *dev, const qn_bench_opts *opts, const mv_case *cases, const qn_mlx_quant *mlx,
+                     size_t n) {
     if (qn_bench_gpu_only(dev)) return 0;
     qn_encoder *enc;
     double ceiling;
@@ -154,7 +180,7 @@ static int run_table(qn_device *dev, const mv_case *cases, const qn_mlx_quant *m
     qn_status s = QN_OK;
     printf("%-44s %9s %9s %7s | %9s %7s %s\n", "case", "us", "GB/s", "ceiling", "llama us", "ceiling", "speedup");
     int rc = 0;
-    for (size_t i = 0; i < ncases && rc == 0; i++) {
+    for (size_t i = 0; i < n && rc == 0; i++) {
         const mv_case *c = &cases[i];
         char name[96];
         if (mlx)
@@ -162,8 +188,9 @@ static int run_table(qn_device *dev, const mv_case *cases, const qn_mlx_quant *m
                      mlx[i].bits, mlx[i].group_size, (long long)c->n, (long long)c->k, c->m > 1 ? ", tokens " : "",
                      (long long)(c->m > 1 ? c->m : 0), qn_dtype_name(c->t));
         else if (c->experts)
-            snprintf(name, sizeof name, "moe %s %lld experts top-%lld %lldx%lld", qn_dtype_name(c->t),
-                     (long long)c->experts, (long long)c->top_k, (long long)c->n, (long long)c->k);
+            snprintf(name, sizeof name, "moe %s %lld experts top-%lld %lldx%lld%s%.0lld", qn_dtype_name(c->t),
+                     (long long)c->experts, (long long)c->top_k, (long long)c->n, (long long)c->k,
+                     c->m > 1 ? ", tokens " : "", (long long)(c->m > 1 ? c->m : 0));
         else
             snprintf(name, sizeof name, "%s %s %lldx%lld%s%.0lld", c->m > 1 ? "matmul" : "matvec", qn_dtype_name(c->t),
                      (long long)c->n, (long long)c->k, c->m > 1 ? ", tokens " : "", (long long)(c->m > 1 ? c->m : 0));
@@ -174,9 +201,22 @@ static int run_table(qn_device *dev, const mv_case *cases, const qn_mlx_quant *m
             break;
         }
         if (c->m > 1) {
-            double tf = 2.0 * c->n * c->k * c->m / us / 1e6, ltf = 2.0 * c->n * c->k * c->m / c->llama_us / 1e6;
-            printf("%-44s %9.2f %7.1f TF %7s | %9.2f %5.0f TF %.2fx\n", name, us, tf, "", c->llama_us, ltf,
-                   c->llama_us / us);
+            double flop = 2.0 * c->n * c->k * c->m * (c->experts ? c->top_k : 1), tf = flop / us / 1e6;
+            if (c->llama_us > 0)
+                printf("%-52s %9.2f %7.1f TF %7s | %9.2f %5.0f TF %.2fx\n", name, us, tf, "", c->llama_us,
+                       flop / c->llama_us / 1e6, c->llama_us / us);
+            else
+                printf("%-52s %9.2f %7.1f TF %7s | %9s\n", name, us, tf, "", "no anchor");
+            if (opts->profile) {
+                char plan[512];
+                if (mlx)
+                    s = qn_qmatmul_mlx_plan(dev, mlx[i], c->n, c->k, c->m, plan, sizeof plan);
+                else if (c->experts)
+                    s = qn_qmatmul_id_plan(dev, c->t, c->n, c->k, c->m, c->experts, c->top_k, plan, sizeof plan);
+                else
+                    s = qn_qmatmul_plan(dev, c->t, c->n, c->k, c->m, plan, sizeof plan);
+                if (s == QN_OK) printf("  plan: %s\n", plan);
+            }
             continue;
         }
         double gbs = bytes / us / 1e3;
@@ -191,13 +231,15 @@ static int run_table(qn_device *dev, const mv_case *cases, const qn_mlx_quant *m
 }
 
 int qn_bench_matvec(qn_device *dev, const qn_bench_opts *opts) {
-    (void)opts;
-    return run_table(dev, CASES, NULL, sizeof CASES / sizeof CASES[0]);
+    return run_cases(dev, opts, CASES, NULL, sizeof CASES / sizeof CASES[0]);
+}
+
+int qn_bench_matmul(qn_device *dev, const qn_bench_opts *opts) {
+    return run_cases(dev, opts, PREFILL, NULL, sizeof PREFILL / sizeof PREFILL[0]);
 }
 
 int qn_bench_mlx_matvec(qn_device *dev, const qn_bench_opts *opts) {
-    (void)opts;
-    return run_table(dev, MLX_CASES, MLX_QUANT, sizeof MLX_CASES / sizeof MLX_CASES[0]);
+    return run_cases(dev, opts, MLX_CASES, MLX_QUANT, sizeof MLX_CASES / sizeof MLX_CASES[0]);
 }
 
 /* The original library's per-dispatch comparison: the expert-routed matvec

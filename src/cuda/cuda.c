@@ -35,6 +35,7 @@ struct qn_cuda_device {
     pthread_mutex_t kern_lock;
     CUmodule *modules; /* [qn_kernel_variants_count] */
     kfunc *funcs;      /* [KFUNC_SLOTS] */
+    int smem_optin;    /* dynamic shared memory a block may opt in to */
 };
 
 struct qn_cuda_event_pair {
@@ -104,6 +105,7 @@ qn_status qn_cuda_device_open(qn_device *dev, int index) {
         if (r == 0) r = api->cuDeviceGetAttribute(&info->cc_minor, QN_CU_ATTR_CC_MINOR, c->cu_dev);
         if (r == 0) r = api->cuDeviceGetAttribute(&info->sm_count, QN_CU_ATTR_SM_COUNT, c->cu_dev);
         if (r == 0) r = api->cuDeviceGetAttribute(&v, QN_CU_ATTR_L2_SIZE, c->cu_dev);
+        if (r == 0) r = api->cuDeviceGetAttribute(&c->smem_optin, QN_CU_ATTR_SMEM_OPTIN, c->cu_dev);
         if (r == 0) r = api->cuStreamCreate(&c->copy_stream, QN_CU_STREAM_NON_BLOCKING);
         if (r != 0) s = qn_cuda_fail(r, "qn_device_open", "querying the device");
     }
@@ -147,6 +149,8 @@ qn_status qn_cuda_mem_info(qn_device *dev, uint64_t *free_bytes, uint64_t *total
     *total_bytes = t;
     return QN_OK;
 }
+
+int qn_cuda_smem_optin(const qn_device *dev) { return dev->cuda->smem_optin; }
 
 qn_status qn_cuda_synchronize(qn_device *dev) {
     QN_TRY(enter(dev, "qn_device_synchronize"));
@@ -274,6 +278,12 @@ void qn_cuda_encoder_fini(qn_encoder *enc) {
     }
     if (enc->flags_addr != (uint64_t)(uintptr_t)&enc->cpu_flags) api->cuMemFree(enc->flags_addr);
     enc->flags_addr = (uint64_t)(uintptr_t)&enc->cpu_flags;
+    if (enc->scratch) api->cuMemFree(enc->scratch);
+    for (size_t i = 0; i < enc->nretired; i++) api->cuMemFree(enc->retired[i]);
+    free(enc->retired);
+    enc->scratch = 0;
+    enc->retired = NULL;
+    enc->nretired = 0;
     for (size_t i = 0; i < enc->evcap; i++) {
         if (enc->evs[i].start) api->cuEventDestroy(enc->evs[i].start);
         if (enc->evs[i].end) api->cuEventDestroy(enc->evs[i].end);
@@ -291,6 +301,24 @@ qn_status qn_cuda_encoder_wait(qn_encoder *enc) {
     if (flags) QN_CU(api->cuMemcpyHtoDAsync(enc->flags_addr, &zero, sizeof zero, enc->stream), "qn_encoder_wait");
     QN_CU(api->cuStreamSynchronize(enc->stream), "qn_encoder_wait");
     return qn_encoder_flags_status(enc, flags);
+}
+
+qn_status qn_cuda_encoder_scratch(qn_encoder *enc, size_t bytes, uint64_t *addr) {
+    if (bytes > enc->scratch_bytes) {
+        /* grow by half again at least, so a run of rising sizes allocates
+         * (and retires) a few areas, not one per size */
+        size_t want = bytes > enc->scratch_bytes / 2 * 3 ? bytes : enc->scratch_bytes / 2 * 3;
+        uint64_t *r = realloc(enc->retired, (enc->nretired + 1) * sizeof *r);
+        if (!r) return qn_error(QN_ERR_OUT_OF_MEMORY, "encoder scratch: out of host memory");
+        enc->retired = r;
+        uint64_t p;
+        QN_TRY(qn_cuda_alloc(enc->dev, want, &p));
+        if (enc->scratch) enc->retired[enc->nretired++] = enc->scratch;
+        enc->scratch = p;
+        enc->scratch_bytes = want;
+    }
+    *addr = enc->scratch;
+    return QN_OK;
 }
 
 qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler) {

@@ -15,6 +15,8 @@ qn_status qn_cuda_device_open(qn_device *dev, int index);
 void qn_cuda_device_close(qn_device *dev);
 qn_status qn_cuda_mem_info(qn_device *dev, uint64_t *free_bytes, uint64_t *total_bytes);
 qn_status qn_cuda_synchronize(qn_device *dev);
+/* Bytes of dynamic shared memory one block may use (after opting in). */
+int qn_cuda_smem_optin(const qn_device *dev);
 
 qn_status qn_cuda_alloc(qn_device *dev, size_t bytes, uint64_t *addr);
 void qn_cuda_free(qn_device *dev, uint64_t addr);
@@ -27,6 +29,10 @@ qn_status qn_cuda_encoder_wait(qn_encoder *enc);
 /* Fill enc->times from the profile events recorded since the last clear. */
 qn_status qn_cuda_encoder_profile(qn_encoder *enc);
 void qn_cuda_encoder_profile_clear(qn_encoder *enc);
+/* At least `bytes` of device memory for the op being encoded, valid in
+ * stream order: the encoder's later ops (and replays of graphs captured on
+ * it) may reuse it, so an op must be done with it when it ends. */
+qn_status qn_cuda_encoder_scratch(qn_encoder *enc, size_t bytes, uint64_t *addr);
 /* Make `waiter`'s later work wait for all work encoded so far on `signaler`. */
 qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler);
 

@@ -2,13 +2,18 @@
  * type or in MLX's affine format, dense or expert-routed, plain or with a
  * fused gate/up activation.
  *
- * Routing: on the GPU every request goes to the matvec kernels
- * (matvec.cu; matvec_affine.cu for MLX weights): one launch covers up to 8
- * tokens, larger batches launch once per 8 tokens. qn_qmatmul_plan and
- * qn_qmatmul_mlx_plan name the kernels a request runs. On the CPU every
- * request goes to the threaded reference (src/cpu/qmatmul.c). */
+ * Routing on the GPU: up to MV_MAX_TOKENS tokens go to the matvec kernels
+ * (matvec.cu, one launch); more go to the tensor-core matmul (matmul.cu):
+ * x converted once to the compute dtype (mm_x_prep), for the routed form
+ * the (slot, token) pairs grouped by expert on the device (mm_route), then
+ * one matmul launch. A device without the shared memory the matmul needs
+ * runs the matvec once per MV_MAX_TOKENS tokens instead. qn_qmatmul_plan
+ * names the kernels a request runs (qn_qmatmul_mlx_plan for MLX weights,
+ * whose matvec is matvec_affine.cu). On the CPU every request goes to the
+ * threaded reference (src/cpu/qmatmul.c). */
 #include "cpu/cpu_ops.h"
 #include "cuda/kernels/affine.h"
+#include "cuda/kernels/matmul_args.cuh"
 #include "ops/ops.h"
 
 #include <stdio.h>
@@ -39,30 +44,156 @@ static unsigned mv_threads(const qn_device *dev, qn_dtype t, int64_t K, int64_t 
     return parts <= 64 ? 64 : MV_THREADS;
 }
 
-/* What the plan calls share: the shape's check, and the CPU's answer
- * (*done then). */
-static qn_status plan_start(const char *who, qn_device *dev, int64_t n, int64_t k, int64_t m, char *out, size_t len,
-                            bool *done) {
-    *done = false;
-    if (!dev || !out || len == 0) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: NULL argument", who);
+/* ---- the tensor-core path (matmul.cu) */
+
+#define MM_MAX_EXPERTS 4096 /* mm_route keeps two ints an expert in shared memory */
+
+/* Compute dtype: f16, but bf16 for weights whose values may exceed f16. */
+static qn_dtype mm_dtype(qn_dtype t) { return t == QN_F32 || t == QN_BF16 ? QN_BF16 : QN_F16; }
+
+/* Dynamic shared memory of the kernel for weights of type t and tiles of
+ * bm token rows (plain types are 8-element blocks to the kernel). */
+static unsigned mm_smem(qn_dtype t, int bm) {
+    int64_t e = qn_dtype_block_elems(t), qk = e == 1 ? 8 : e, bytes = qn_dtype_block_bytes(t) * (e == 1 ? 8 : 1);
+    return (unsigned)QN_MM_SMEM(qk, bytes, bm);
+}
+
+static bool mm_fits(const qn_device *dev, qn_dtype t, int bm) {
+    return dev->backend == QN_BACKEND_CUDA && mm_smem(t, bm) <= (unsigned)qn_cuda_smem_optin(dev);
+}
+
+/* Token rows a tile: 128, unless tiles of 64 finish sooner. A tile of 64
+ * costs about 0.55 of one of 128 (the weight dequantization is the same,
+ * the mma half), and the grid runs in waves of one block a multiprocessor. */
+static int mm_bm(const qn_device *dev, int64_t row_tiles, int64_t tokens) {
+    int64_t sms = dev->info.sm_count > 0 ? dev->info.sm_count : 1;
+    int64_t w128 = (row_tiles * ((tokens + 127) / 128) + sms - 1) / sms;
+    int64_t w64 = (row_tiles * ((tokens + 63) / 64) + sms - 1) / sms;
+    return 100 * w128 <= 55 * w64 ? 128 : 64;
+}
+
+static size_t round256(size_t n) { return (n + 255) / 256 * 256; }
+
+/* x as the kernel reads it: rows of `slots` x `tokens` (slot stride
+ * slot_nb, token stride tok_nb). In the compute dtype already, it is used
+ * in place; else mm_x_prep converts it into scratch (rows, then their
+ * multipliers). Fills a's x fields. */
+static size_t mm_x_bytes(qn_dtype xt, qn_dtype dt, int64_t rows, int64_t K) {
+    return xt == dt ? 0 : round256((size_t)(rows * K * 2)) + round256((size_t)rows * 4);
+}
+
+static qn_status mm_x(qn_encoder *enc, const qn_tensor *x, int64_t slots, long long slot_nb,
+                      long long tok_nb, int64_t tokens, qn_dtype dt, uint64_t scratch, qn_mm_args *a) {
+    long long K = x->ne[0], ne1 = slots;
+    a->x = qn_tensor_addr(x);
+    a->x_slot_nb = slot_nb;
+    a->x_tok_nb = tok_nb;
+    a->x_scale = 0;
+    if (x->dtype == dt) return QN_OK;
+    uint64_t out = scratch, scale = scratch + round256((size_t)(slots * tokens * K * 2)), xp = a->x;
+    int xt = x->dtype, dti = dt;
+    void *args[] = {&xp, &ne1, &slot_nb, &tok_nb, &K, &xt, &dti, &out, &scale};
+    QN_TRY(qn_cuda_launch(enc, "mm_x_prep", "matmul.cu", "", "mm_x_prep", (qn_dim3){(unsigned)(slots * tokens), 1, 1},
+                          (qn_dim3){256, 1, 1}, 0, args));
+    a->x = out;
+    a->x_scale = scale;
+    a->x_slot_nb = 2 * K;
+    a->x_tok_nb = 2 * K * slots;
+    return QN_OK;
+}
+
+static qn_status mm_launch(qn_encoder *enc, const char *op, qn_dtype wt, int bm, qn_mm_gguf_w wa, qn_mm_args a,
+                           int64_t row_tiles, int64_t token_tiles) {
+    char fn[48], defines[32];
+    snprintf(fn, sizeof fn, "mm_%s_%d", qn_dtype_name(wt), bm);
+    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(wt));
+    void *args[] = {&wa, &a};
+    return qn_cuda_launch(enc, op, "matmul.cu", defines, fn, (qn_dim3){(unsigned)row_tiles, (unsigned)token_tiles, 1},
+                          (qn_dim3){QN_MM_THREADS, 1, 1}, mm_smem(wt, bm), args);
+}
+
+/* Weight rows a tile's outputs cover: 128, or 64 of gate and up each. */
+static int64_t mm_row_tiles(int64_t N, bool glu) { return (N + (glu ? 63 : 127)) / (glu ? 64 : 128); }
+
+static bool mm_dense_ok(const qn_device *dev, qn_dtype t, int64_t N, int64_t M, bool glu) {
+    return M > MV_MAX_TOKENS && mm_fits(dev, t, mm_bm(dev, mm_row_tiles(N, glu), M)) && (M + 63) / 64 <= 65535;
+}
+
+/* Token rows a tile of the routed tensor-core path (64, or 128 where the
+ * experts average 128 pairs), or 0 where the request takes the matvec. */
+static int mm_routed_bm(const qn_device *dev, qn_dtype t, int64_t E, int64_t top_k, int64_t M) {
+    const int64_t P = top_k * M;
+    const int bm = P >= 128 * E ? 128 : 64;
+    bool ok = M > MV_MAX_TOKENS && E <= MM_MAX_EXPERTS && P <= INT32_MAX && mm_fits(dev, t, bm) &&
+              qn_mm_max_tiles(P, E, bm) <= 65535;
+    return ok ? bm : 0;
+}
+
+static qn_status plan_shape(const char *op, qn_device *dev, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
+    if (!dev || !out || len == 0) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: NULL argument", op);
     if (n < 1 || k < 1 || m < 1)
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: shape n=%lld k=%lld m=%lld", who, (long long)n, (long long)k,
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: shape n=%lld k=%lld m=%lld", op, (long long)n, (long long)k,
                         (long long)m);
-    if (dev->backend == QN_BACKEND_CPU) {
-        snprintf(out, len, "cpu: dequantize each row, dot with %lld token(s), %lld rows across threads", (long long)m,
-                 (long long)n);
-        *done = true;
+    return QN_OK;
+}
+
+static qn_status plan_check(const char *op, qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m,
+                            char *out, size_t len) {
+    QN_TRY(plan_shape(op, dev, n, k, m, out, len));
+    if (!weight_type_ok(wtype))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: weights of dtype %s are not supported", op,
+                        qn_dtype_name(wtype) ? qn_dtype_name(wtype) : "(invalid)");
+    return QN_OK;
+}
+
+static qn_status plan_cpu(int64_t n, int64_t m, char *out, size_t len) {
+    snprintf(out, len, "cpu: dequantize each row, dot with %lld token(s), %lld rows across threads", (long long)m,
+             (long long)n);
+    return QN_OK;
+}
+
+static qn_status plan_cpu_id(char *out, size_t len) {
+    snprintf(out, len, "cpu: for each (slot, token) pair, the expert's rows dequantized and dotted, rows across threads");
+    return QN_OK;
+}
+
+qn_status qn_qmatmul_id_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, int64_t n_experts,
+                             int64_t top_k, char *out, size_t len) {
+    QN_TRY(plan_check("qn_qmatmul_id_plan", dev, wtype, n, k, m, out, len));
+    if (n_experts < 1 || top_k < 1)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_id_plan: n_experts=%lld top_k=%lld",
+                        (long long)n_experts, (long long)top_k);
+    if (dev->backend == QN_BACKEND_CPU) return plan_cpu_id(out, len);
+    const int bm = mm_routed_bm(dev, wtype, n_experts, top_k, m);
+    if (bm) {
+        qn_dtype dt = mm_dtype(wtype);
+        snprintf(out, len,
+                 "mm_route (pairs grouped by expert on the device) then mm_%s_%d: tensor cores (%s operands, f32 "
+                 "sums), tiles of 128 rows x up to %d pairs of one expert, grid %lld x %lld (tiles past the list "
+                 "return); x converted to %s first (mm_x_prep) unless it is %s",
+                 qn_dtype_name(wtype), bm, qn_dtype_name(dt), bm, (long long)mm_row_tiles(n, false),
+                 (long long)qn_mm_max_tiles(top_k * m, n_experts, bm), qn_dtype_name(dt), qn_dtype_name(dt));
+        return QN_OK;
     }
+    snprintf(out, len, "matvec_id_%s: %lld x %lld block(s) of %u threads, %d rows a block, one launch",
+             qn_dtype_name(wtype), (long long)((n + MV_ROWS - 1) / MV_ROWS), (long long)(top_k * m),
+             mv_threads(dev, wtype, k, n), MV_ROWS);
     return QN_OK;
 }
 
 qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
-    if (!weight_type_ok(wtype))
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_plan: weights of dtype %s are not supported",
-                        qn_dtype_name(wtype) ? qn_dtype_name(wtype) : "(invalid)");
-    bool done;
-    QN_TRY(plan_start("qn_qmatmul_plan", dev, n, k, m, out, len, &done));
-    if (done) return QN_OK;
+    QN_TRY(plan_check("qn_qmatmul_plan", dev, wtype, n, k, m, out, len));
+    if (dev->backend == QN_BACKEND_CPU) return plan_cpu(n, m, out, len);
+    if (mm_dense_ok(dev, wtype, n, m, false)) {
+        int bm = mm_bm(dev, mm_row_tiles(n, false), m);
+        qn_dtype dt = mm_dtype(wtype);
+        snprintf(out, len,
+                 "mm_%s_%d: tensor cores (mma m16n8k16, %s operands, f32 sums), tiles of 128 rows x %d tokens, "
+                 "grid %lld x %lld; x converted to %s first (mm_x_prep) unless it is %s",
+                 qn_dtype_name(wtype), bm, qn_dtype_name(dt), bm, (long long)mm_row_tiles(n, false),
+                 (long long)((m + bm - 1) / bm), qn_dtype_name(dt), qn_dtype_name(dt));
+        return QN_OK;
+    }
     int64_t launches = (m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS;
     snprintf(out, len, "matvec_%s: %lld block(s) of %u threads, %d rows a block; %lld launch(es) of up to %d tokens",
              qn_dtype_name(wtype), (long long)((n + MV_ROWS - 1) / MV_ROWS), mv_threads(dev, wtype, k, n), MV_ROWS,
@@ -174,7 +305,7 @@ static qn_status check_y(const char *op, qn_encoder *enc, const qn_tensor *y, in
 static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g, operand *u, qn_tensor x, int act) {
     QN_TRY(check_operand(op, enc, "w", g));
     if (u) QN_TRY(check_up(op, enc, g, u));
-    const qn_tensor w = g->w;
+    const qn_tensor w = g->w, *up = u ? &u->w : NULL;
     if (w.ne[2] != 1 || w.ne[3] != 1 || x.ne[2] != 1 || x.ne[3] != 1 || y.ne[2] != 1 || y.ne[3] != 1)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: W, x and y must be 2-D (use the _id form for experts)", op);
     QN_TRY(check_x(op, enc, &x, g->K));
@@ -185,7 +316,27 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g,
     qn_qmatmul_args a = make_args(enc, &y, g, u, &x, NULL, act); /* flags: for a failed CPU scratch allocation */
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
     if (g->mlx) return affine_dense(op, enc, &a, g, u);
-    const qn_tensor *up = u ? &u->w : NULL;
+
+    if (mm_dense_ok(enc->dev, w.dtype, w.ne[1], x.ne[1], up != NULL)) {
+        int64_t M = x.ne[1], row_tiles = mm_row_tiles(w.ne[1], up != NULL);
+        int bm = mm_bm(enc->dev, row_tiles, M);
+        qn_dtype dt = mm_dtype(w.dtype);
+        uint64_t scratch = 0;
+        size_t need = mm_x_bytes(x.dtype, dt, M, w.ne[0]);
+        if (need) QN_TRY(qn_cuda_encoder_scratch(enc, need, &scratch));
+        qn_mm_args ma = {0};
+        QN_TRY(mm_x(enc, &x, 1, 0, x.nb[1], M, dt, scratch, &ma));
+        ma.y = qn_tensor_addr(&y);
+        ma.y_nb1 = y.nb[1] / 4;
+        ma.N = w.ne[1];
+        ma.K = w.ne[0];
+        ma.M = M;
+        ma.top_k = 1;
+        ma.glu = up != NULL;
+        ma.act = act;
+        qn_mm_gguf_w wa = {qn_tensor_addr(&w), up ? qn_tensor_addr(up) : 0, w.nb[1], 0};
+        return mm_launch(enc, op + 3, w.dtype, bm, wa, ma, row_tiles, (M + bm - 1) / bm);
+    }
 
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(w.dtype));
@@ -227,7 +378,7 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
                         qn_tensor ids, int act) {
     QN_TRY(check_operand(op, enc, "w", g));
     if (u) QN_TRY(check_up(op, enc, g, u));
-    const qn_tensor w = g->w;
+    const qn_tensor w = g->w, *up = u ? &u->w : NULL;
     QN_TRY(qn_op_check(op, enc, "ids", &ids));
     if (ids.dtype != QN_I32 || ids.nb[0] != 4 || ids.ne[2] != 1 || ids.ne[3] != 1)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: ids must be i32 [top_k, tokens] (is %s)", op,
@@ -242,13 +393,47 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
     if (y.ne[1] != top_k || y.ne[2] != M || y.ne[3] != 1 || y.nb[1] != 4 * y.ne[0] || y.nb[2] != y.nb[1] * top_k)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: y must be contiguous f32 [N, top_k=%lld, tokens=%lld]", op,
                         (long long)top_k, (long long)M);
-    if (top_k * M > 65535)
+    const int64_t P = top_k * M;
+    const int bm = g->mlx ? 0 : mm_routed_bm(enc->dev, w.dtype, E, top_k, M);
+    const int64_t max_tiles = bm ? qn_mm_max_tiles(P, E, bm) : 0;
+    const bool mm = bm > 0;
+    if (!mm && P > 65535)
         return qn_error(QN_ERR_UNSUPPORTED, "%s: %lld (expert, token) pairs exceed one launch's 65535", op,
-                        (long long)(top_k * M));
+                        (long long)P);
     qn_qmatmul_args a = make_args(enc, &y, g, u, &x, &ids, act);
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul_id, &a, sizeof a);
     if (g->mlx) return affine_routed(op, enc, &a, g, u);
-    const qn_tensor *up = u ? &u->w : NULL;
+
+    if (mm) {
+        /* scratch: x rows (when converted), then the tile list and pair lists */
+        const qn_dtype dt = mm_dtype(w.dtype);
+        const int64_t slots = x.ne[1];
+        const size_t xbytes = mm_x_bytes(x.dtype, dt, slots * M, w.ne[0]);
+        const size_t tbytes = round256((size_t)(4 + 4 * max_tiles) * 4);
+        uint64_t scratch;
+        QN_TRY(qn_cuda_encoder_scratch(enc, xbytes + tbytes + (size_t)P * 4, &scratch));
+        uint64_t tiles = scratch + xbytes, pairs = tiles + tbytes, idp = qn_tensor_addr(&ids), flags = a.flags;
+        long long ids_nb1 = ids.nb[1] / 4, Ml = M;
+        int tk = (int)top_k, n_experts = (int)E, bmi = bm;
+        void *rargs[] = {&idp, &ids_nb1, &tk, &Ml, &n_experts, &bmi, &tiles, &pairs, &flags};
+        QN_TRY(qn_cuda_launch(enc, "mm_route", "matmul.cu", "", "mm_route", (qn_dim3){1, 1, 1}, (qn_dim3){1024, 1, 1},
+                              (unsigned)(8 * E), rargs));
+        qn_mm_args ma = {0};
+        QN_TRY(mm_x(enc, &x, slots, x.nb[1], x.nb[2], M, dt, scratch, &ma));
+        ma.y = qn_tensor_addr(&y);
+        ma.y_nb1 = w.ne[1];
+        ma.N = w.ne[1];
+        ma.K = w.ne[0];
+        ma.M = M;
+        ma.tiles = tiles;
+        ma.pairs = pairs;
+        ma.top_k = (int)top_k;
+        ma.x_per_slot = slots > 1;
+        ma.glu = up != NULL;
+        ma.act = act;
+        qn_mm_gguf_w wa = {qn_tensor_addr(&w), up ? qn_tensor_addr(up) : 0, w.nb[1], w.nb[2]};
+        return mm_launch(enc, op + 3, w.dtype, bm, wa, ma, mm_row_tiles(w.ne[1], up != NULL), max_tiles);
+    }
 
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_id_%s", qn_dtype_name(w.dtype));
@@ -379,8 +564,9 @@ qn_status qn_qmatmul_mlx_glu_id(qn_encoder *enc, qn_tensor y, const qn_mlx_weigh
     return routed("qn_qmatmul_mlx_glu_id", enc, y, &g, &u, x, ids, (int)act);
 }
 
-qn_status qn_qmatmul_mlx_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
-    const char *who = "qn_qmatmul_mlx_plan";
+static qn_status mlx_plan_check(const char *who, qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m,
+                                char *out, size_t len) {
+    QN_TRY(plan_shape(who, dev, n, k, m, out, len));
     if (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 6 && p.bits != 8)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: bits %d is not 2, 3, 4, 6 or 8", who, p.bits);
     if (p.group_size != 32 && p.group_size != 64 && p.group_size != 128)
@@ -388,14 +574,30 @@ qn_status qn_qmatmul_mlx_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t
     if (k % p.group_size != 0)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: k = %lld is not a multiple of the group size %d", who,
                         (long long)k, p.group_size);
-    bool done;
-    QN_TRY(plan_start(who, dev, n, k, m, out, len, &done));
-    if (done) return QN_OK;
+    return QN_OK;
+}
+
+qn_status qn_qmatmul_mlx_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
+    QN_TRY(mlx_plan_check("qn_qmatmul_mlx_plan", dev, p, n, k, m, out, len));
+    if (dev->backend == QN_BACKEND_CPU) return plan_cpu(n, m, out, len);
     int rows = affine_rows_out(p.bits, false);
     snprintf(out, len,
              "affine_matvec (%d-bit, groups of %d): %lld block(s) of %u threads, %d rows a block; %lld launch(es) of up "
              "to %d tokens",
              p.bits, p.group_size, (long long)((n + rows - 1) / rows), affine_threads(k), rows,
              (long long)((m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS), MV_MAX_TOKENS);
+    return QN_OK;
+}
+
+qn_status qn_qmatmul_mlx_id_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, int64_t n_experts,
+                                 int64_t top_k, char *out, size_t len) {
+    QN_TRY(mlx_plan_check("qn_qmatmul_mlx_id_plan", dev, p, n, k, m, out, len));
+    if (n_experts < 1 || top_k < 1)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_mlx_id_plan: n_experts=%lld top_k=%lld",
+                        (long long)n_experts, (long long)top_k);
+    if (dev->backend == QN_BACKEND_CPU) return plan_cpu_id(out, len);
+    int rows = affine_rows_out(p.bits, false);
+    snprintf(out, len, "affine_matvec_id (%d-bit, groups of %d): %lld x %lld block(s) of %u threads, %d rows a block, one launch",
+             p.bits, p.group_size, (long long)((n + rows - 1) / rows), (long long)(top_k * m), affine_threads(k), rows);
     return QN_OK;
 }
