@@ -165,10 +165,12 @@ static const mv_case PREFILL[] = {
  * bits a weight like q4_0, 8 bits 8.5 like q8_0, so llama.cpp's figure for
  * that type at the same shape moves the same bytes (it has no MLX path). */
 static const mv_case MLX_CASES[] = {
-    {QN_Q4_0, 4096, 4096, 1, 0, 0, 9.04}, {QN_Q4_0, 14336, 4096, 1, 0, 0, 16.70},
-    {QN_Q8_0, 4096, 4096, 1, 0, 0, 9.14}, {QN_Q8_0, 14336, 4096, 1, 0, 0, 25.09},
+    {QN_Q4_0, 4096, 4096, 1, 0, 0, 9.04},    {QN_Q4_0, 14336, 4096, 1, 0, 0, 16.70},
+    {QN_Q8_0, 4096, 4096, 1, 0, 0, 9.14},    {QN_Q8_0, 14336, 4096, 1, 0, 0, 25.09},
+    {QN_Q4_0, 4096, 14336, 1, 0, 0, 0},      {QN_Q4_0, 14336, 4096, 8, 0, 0, 0},
+    {QN_Q4_0, 4096, 4096, 512, 0, 0, 92.80}, {QN_Q8_0, 4096, 4096, 512, 0, 0, 95.00},
 };
-static const qn_mlx_quant MLX_QUANT[] = {{4, 64}, {4, 64}, {8, 64}, {8, 64}};
+static const qn_mlx_quant MLX_QUANT[] = {{4, 64}, {4, 64}, {8, 64}, {8, 64}, {4, 64}, {4, 64}, {4, 64}, {8, 64}};
 
 /* The cases, with MLX parameters per case when mlx is not NULL. */
 static int run_cases(qn_device *dev, const qn_bench_opts *opts, const mv_case *cases, const qn_mlx_quant *mlx,

@@ -73,6 +73,11 @@ const qn_kernel_variant qn_kernel_variants[] = {
     {"matmul.cu", "-DQN_BLOCK=iq4_nl"},
     {"matmul.cu", "-DQN_BLOCK=iq4_xs"},
     {"matmul.cu", "-DQN_BLOCK=mxfp4"},
+    {"matmul.cu", "-DQN_AFFINE_BITS=2"},
+    {"matmul.cu", "-DQN_AFFINE_BITS=3"},
+    {"matmul.cu", "-DQN_AFFINE_BITS=4"},
+    {"matmul.cu", "-DQN_AFFINE_BITS=6"},
+    {"matmul.cu", "-DQN_AFFINE_BITS=8"},
     /* transformer ops */
     {"norm.cu", ""},
     {"rope.cu", ""},

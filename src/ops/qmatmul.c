@@ -44,22 +44,85 @@ static unsigned mv_threads(const qn_device *dev, qn_dtype t, int64_t K, int64_t 
     return parts <= 64 ? 64 : MV_THREADS;
 }
 
+/* A weight format as the GPU paths see it: a ggml block type, or MLX
+ * affine (bits > 0; t is then QN_U32). */
+typedef struct {
+    qn_dtype t;
+    int bits, group;
+} wformat;
+
+static wformat block_format(qn_dtype t) { return (wformat){t, 0, 0}; }
+static wformat mlx_format(qn_mlx_quant p) { return (wformat){QN_U32, p.bits, p.group_size}; }
+
+/* ---- the MLX affine matvec's launch shape (matvec_affine.cu) */
+
+/* Threads a block: a thread takes a 32-weight unit of each row of a group
+ * at a time; short rows get the fewest warps that cover them. */
+static unsigned affine_threads(int64_t K) {
+    int64_t units = K / 32;
+    return units <= 32 ? 32 : units <= 64 ? 64 : units <= 96 ? 96 : 32 * QN_AFFINE_WARPS;
+}
+
+static int affine_rows_out(int bits, bool glu) { return glu ? QN_AFFINE_ROWS(bits) / 2 : QN_AFFINE_ROWS(bits); }
+
+typedef struct {
+    unsigned threads, smem, grid_x;
+    int stages, groups; /* pipeline depth; row groups a block */
+} affine_geom;
+
+/* Pipeline stages as deep as leave room for two blocks a multiprocessor
+ * (two to four), and a grid that is resident at once with equal work a
+ * block: `pairs` (routed) share the GPU's blocks. */
+static qn_status affine_geometry(const char *op, const qn_device *dev, int bits, bool glu, int64_t N, int64_t K,
+                                 int64_t pairs, affine_geom *g) {
+    const int64_t optin = qn_cuda_smem_optin(dev), sms = dev->info.sm_count > 0 ? dev->info.sm_count : 1;
+    g->threads = affine_threads(K);
+    g->stages = 4;
+    while (g->stages > 2 && 2 * QN_AFFINE_SMEM(bits, (int64_t)g->threads, K, g->stages) > optin) g->stages--;
+    const int64_t smem = QN_AFFINE_SMEM(bits, (int64_t)g->threads, K, g->stages);
+    if (smem > optin)
+        return qn_error(QN_ERR_UNSUPPORTED, "%s: rows of %lld weights need %lld bytes of shared memory, the GPU has %lld",
+                        op, (long long)K, (long long)smem, (long long)optin);
+    g->smem = (unsigned)smem;
+    int64_t per_sm = (optin + 1024) / (smem + 1024), G = (N + affine_rows_out(bits, glu) - 1) / affine_rows_out(bits, glu);
+    per_sm = per_sm < 1 ? 1 : per_sm > 3 ? 3 : per_sm; /* three blocks' registers fill a multiprocessor */
+    int64_t blocks = sms * per_sm / pairs;
+    blocks = blocks < 1 ? 1 : blocks > G ? G : blocks;
+    g->groups = (int)((G + blocks - 1) / blocks);
+    g->grid_x = (unsigned)((G + g->groups - 1) / g->groups);
+    return QN_OK;
+}
+
 /* ---- the tensor-core path (matmul.cu) */
 
 #define MM_MAX_EXPERTS 4096 /* mm_route keeps two ints an expert in shared memory */
 
-/* Compute dtype: f16, but bf16 for weights whose values may exceed f16. */
-static qn_dtype mm_dtype(qn_dtype t) { return t == QN_F32 || t == QN_BF16 ? QN_BF16 : QN_F16; }
+/* Compute dtype: f16, but bf16 for weights whose values may exceed f16.
+ * MLX weights are f16 (a dequantized weight is s * q + b of the model's
+ * own small weights). */
+static qn_dtype mm_dtype(wformat f) { return f.t == QN_F32 || f.t == QN_BF16 ? QN_BF16 : QN_F16; }
 
-/* Dynamic shared memory of the kernel for weights of type t and tiles of
+/* Dynamic shared memory of the kernel for weights of format f and tiles of
  * bm token rows (plain types are 8-element blocks to the kernel). */
-static unsigned mm_smem(qn_dtype t, int bm) {
-    int64_t e = qn_dtype_block_elems(t), qk = e == 1 ? 8 : e, bytes = qn_dtype_block_bytes(t) * (e == 1 ? 8 : 1);
+static unsigned mm_smem(wformat f, int bm) {
+    if (f.bits) return (unsigned)QN_MM_AFFINE_SMEM(f.bits, bm);
+    int64_t e = qn_dtype_block_elems(f.t), qk = e == 1 ? 8 : e, bytes = qn_dtype_block_bytes(f.t) * (e == 1 ? 8 : 1);
     return (unsigned)QN_MM_SMEM(qk, bytes, bm);
 }
 
-static bool mm_fits(const qn_device *dev, qn_dtype t, int bm) {
-    return dev->backend == QN_BACKEND_CUDA && mm_smem(t, bm) <= (unsigned)qn_cuda_smem_optin(dev);
+static bool mm_fits(const qn_device *dev, wformat f, int bm) {
+    return dev->backend == QN_BACKEND_CUDA && mm_smem(f, bm) <= (unsigned)qn_cuda_smem_optin(dev);
+}
+
+/* The kernel of format f for tiles of bm tokens: its name and defines. */
+static void mm_kernel(wformat f, int bm, char *fn, size_t fn_len, char *defines, size_t def_len) {
+    if (f.bits) {
+        snprintf(fn, fn_len, "mm_affine_%d", bm);
+        snprintf(defines, def_len, "-DQN_AFFINE_BITS=%d", f.bits);
+    } else {
+        snprintf(fn, fn_len, "mm_%s_%d", qn_dtype_name(f.t), bm);
+        snprintf(defines, def_len, "-DQN_BLOCK=%s", qn_dtype_name(f.t));
+    }
 }
 
 /* Token rows a tile: 128, unless tiles of 64 finish sooner. A tile of 64
@@ -102,29 +165,29 @@ static qn_status mm_x(qn_encoder *enc, const qn_tensor *x, int64_t slots, long l
     return QN_OK;
 }
 
-static qn_status mm_launch(qn_encoder *enc, const char *op, qn_dtype wt, int bm, qn_mm_gguf_w wa, qn_mm_args a,
+/* wa: the loader's weight record (qn_mm_gguf_w, qn_affine_w). */
+static qn_status mm_launch(qn_encoder *enc, const char *op, wformat f, int bm, void *wa, qn_mm_args a,
                            int64_t row_tiles, int64_t token_tiles) {
     char fn[48], defines[32];
-    snprintf(fn, sizeof fn, "mm_%s_%d", qn_dtype_name(wt), bm);
-    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(wt));
-    void *args[] = {&wa, &a};
+    mm_kernel(f, bm, fn, sizeof fn, defines, sizeof defines);
+    void *args[] = {wa, &a};
     return qn_cuda_launch(enc, op, "matmul.cu", defines, fn, (qn_dim3){(unsigned)row_tiles, (unsigned)token_tiles, 1},
-                          (qn_dim3){QN_MM_THREADS, 1, 1}, mm_smem(wt, bm), args);
+                          (qn_dim3){QN_MM_THREADS, 1, 1}, mm_smem(f, bm), args);
 }
 
 /* Weight rows a tile's outputs cover: 128, or 64 of gate and up each. */
 static int64_t mm_row_tiles(int64_t N, bool glu) { return (N + (glu ? 63 : 127)) / (glu ? 64 : 128); }
 
-static bool mm_dense_ok(const qn_device *dev, qn_dtype t, int64_t N, int64_t M, bool glu) {
-    return M > MV_MAX_TOKENS && mm_fits(dev, t, mm_bm(dev, mm_row_tiles(N, glu), M)) && (M + 63) / 64 <= 65535;
+static bool mm_dense_ok(const qn_device *dev, wformat f, int64_t N, int64_t M, bool glu) {
+    return M > MV_MAX_TOKENS && mm_fits(dev, f, mm_bm(dev, mm_row_tiles(N, glu), M)) && (M + 63) / 64 <= 65535;
 }
 
 /* Token rows a tile of the routed tensor-core path (64, or 128 where the
  * experts average 128 pairs), or 0 where the request takes the matvec. */
-static int mm_routed_bm(const qn_device *dev, qn_dtype t, int64_t E, int64_t top_k, int64_t M) {
+static int mm_routed_bm(const qn_device *dev, wformat f, int64_t E, int64_t top_k, int64_t M) {
     const int64_t P = top_k * M;
     const int bm = P >= 128 * E ? 128 : 64;
-    bool ok = M > MV_MAX_TOKENS && E <= MM_MAX_EXPERTS && P <= INT32_MAX && mm_fits(dev, t, bm) &&
+    bool ok = M > MV_MAX_TOKENS && E <= MM_MAX_EXPERTS && P <= INT32_MAX && mm_fits(dev, f, bm) &&
               qn_mm_max_tiles(P, E, bm) <= 65535;
     return ok ? bm : 0;
 }
@@ -137,6 +200,89 @@ static qn_status plan_shape(const char *op, qn_device *dev, int64_t n, int64_t k
     return QN_OK;
 }
 
+static qn_status plan_cpu(int64_t n, int64_t m, char *out, size_t len) {
+    snprintf(out, len, "cpu: dequantize each row, dot with %lld token(s), %lld rows across threads", (long long)m,
+             (long long)n);
+    return QN_OK;
+}
+
+/* The tensor-core kernel's name, as the plans print it. */
+static void mm_name(wformat f, int bm, char *out, size_t len) {
+    char fn[48], defines[32];
+    mm_kernel(f, bm, fn, sizeof fn, defines, sizeof defines);
+    if (f.bits) snprintf(out, len, "%s (%d-bit, groups of %d)", fn, f.bits, f.group);
+    else snprintf(out, len, "%s", fn);
+}
+
+/* The matvec of format f, as the plans print it. */
+static void mv_name(wformat f, bool routed, char *out, size_t len) {
+    if (f.bits) snprintf(out, len, "affine_matvec%s (%d-bit, groups of %d)", routed ? "_id" : "", f.bits, f.group);
+    else snprintf(out, len, "matvec%s_%s", routed ? "_id" : "", qn_dtype_name(f.t));
+}
+
+/* The matvec's blocks (x, and y for the routed form) and threads. */
+static void mv_shape(const qn_device *dev, wformat f, int64_t n, int64_t k, int64_t pairs, char *out, size_t len) {
+    affine_geom g;
+    if (f.bits && affine_geometry("plan", dev, f.bits, false, n, k, pairs, &g) == QN_OK)
+        snprintf(out, len, "%u x %lld block(s) of %u threads, %d row group(s) of %d rows a block, %d-stage cp.async pipeline",
+                 g.grid_x, (long long)pairs, g.threads, g.groups, affine_rows_out(f.bits, false), g.stages);
+    else if (f.bits)
+        snprintf(out, len, "rows too long for its shared memory");
+    else
+        snprintf(out, len, "%lld x %lld block(s) of %u threads, %d rows a block", (long long)((n + MV_ROWS - 1) / MV_ROWS),
+                 (long long)pairs, mv_threads(dev, f.t, k, n), MV_ROWS);
+}
+
+static qn_status plan_dense(qn_device *dev, wformat f, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
+    if (dev->backend == QN_BACKEND_CPU) return plan_cpu(n, m, out, len);
+    char name[96], shape[160];
+    if (mm_dense_ok(dev, f, n, m, false)) {
+        int bm = mm_bm(dev, mm_row_tiles(n, false), m);
+        qn_dtype dt = mm_dtype(f);
+        mm_name(f, bm, name, sizeof name);
+        snprintf(out, len,
+                 "%s: tensor cores (mma m16n8k16, %s operands, f32 sums), tiles of 128 rows x %d tokens, "
+                 "grid %lld x %lld; x converted to %s first (mm_x_prep) unless it is %s",
+                 name, qn_dtype_name(dt), bm, (long long)mm_row_tiles(n, false), (long long)((m + bm - 1) / bm),
+                 qn_dtype_name(dt), qn_dtype_name(dt));
+        return QN_OK;
+    }
+    mv_name(f, false, name, sizeof name);
+    mv_shape(dev, f, n, k, 1, shape, sizeof shape);
+    snprintf(out, len, "%s: %s; %lld launch(es) of up to %d tokens", name, shape,
+             (long long)((m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS), MV_MAX_TOKENS);
+    return QN_OK;
+}
+
+static qn_status plan_routed(const char *op, qn_device *dev, wformat f, int64_t n, int64_t k, int64_t m,
+                             int64_t n_experts, int64_t top_k, char *out, size_t len) {
+    if (n_experts < 1 || top_k < 1)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: n_experts=%lld top_k=%lld", op, (long long)n_experts,
+                        (long long)top_k);
+    if (dev->backend == QN_BACKEND_CPU) {
+        snprintf(out, len, "cpu: for each (slot, token) pair, the expert's rows dequantized and dotted, rows across "
+                           "threads");
+        return QN_OK;
+    }
+    char name[96], shape[160];
+    const int bm = mm_routed_bm(dev, f, n_experts, top_k, m);
+    if (bm) {
+        qn_dtype dt = mm_dtype(f);
+        mm_name(f, bm, name, sizeof name);
+        snprintf(out, len,
+                 "mm_route (pairs grouped by expert on the device) then %s: tensor cores (%s operands, f32 "
+                 "sums), tiles of 128 rows x up to %d pairs of one expert, grid %lld x %lld (tiles past the list "
+                 "return); x converted to %s first (mm_x_prep) unless it is %s",
+                 name, qn_dtype_name(dt), bm, (long long)mm_row_tiles(n, false),
+                 (long long)qn_mm_max_tiles(top_k * m, n_experts, bm), qn_dtype_name(dt), qn_dtype_name(dt));
+        return QN_OK;
+    }
+    mv_name(f, true, name, sizeof name);
+    mv_shape(dev, f, n, k, top_k * m, shape, sizeof shape);
+    snprintf(out, len, "%s: %s, one launch", name, shape);
+    return QN_OK;
+}
+
 static qn_status plan_check(const char *op, qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m,
                             char *out, size_t len) {
     QN_TRY(plan_shape(op, dev, n, k, m, out, len));
@@ -146,59 +292,15 @@ static qn_status plan_check(const char *op, qn_device *dev, qn_dtype wtype, int6
     return QN_OK;
 }
 
-static qn_status plan_cpu(int64_t n, int64_t m, char *out, size_t len) {
-    snprintf(out, len, "cpu: dequantize each row, dot with %lld token(s), %lld rows across threads", (long long)m,
-             (long long)n);
-    return QN_OK;
-}
-
-static qn_status plan_cpu_id(char *out, size_t len) {
-    snprintf(out, len, "cpu: for each (slot, token) pair, the expert's rows dequantized and dotted, rows across threads");
-    return QN_OK;
+qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
+    QN_TRY(plan_check("qn_qmatmul_plan", dev, wtype, n, k, m, out, len));
+    return plan_dense(dev, block_format(wtype), n, k, m, out, len);
 }
 
 qn_status qn_qmatmul_id_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, int64_t n_experts,
                              int64_t top_k, char *out, size_t len) {
     QN_TRY(plan_check("qn_qmatmul_id_plan", dev, wtype, n, k, m, out, len));
-    if (n_experts < 1 || top_k < 1)
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_id_plan: n_experts=%lld top_k=%lld",
-                        (long long)n_experts, (long long)top_k);
-    if (dev->backend == QN_BACKEND_CPU) return plan_cpu_id(out, len);
-    const int bm = mm_routed_bm(dev, wtype, n_experts, top_k, m);
-    if (bm) {
-        qn_dtype dt = mm_dtype(wtype);
-        snprintf(out, len,
-                 "mm_route (pairs grouped by expert on the device) then mm_%s_%d: tensor cores (%s operands, f32 "
-                 "sums), tiles of 128 rows x up to %d pairs of one expert, grid %lld x %lld (tiles past the list "
-                 "return); x converted to %s first (mm_x_prep) unless it is %s",
-                 qn_dtype_name(wtype), bm, qn_dtype_name(dt), bm, (long long)mm_row_tiles(n, false),
-                 (long long)qn_mm_max_tiles(top_k * m, n_experts, bm), qn_dtype_name(dt), qn_dtype_name(dt));
-        return QN_OK;
-    }
-    snprintf(out, len, "matvec_id_%s: %lld x %lld block(s) of %u threads, %d rows a block, one launch",
-             qn_dtype_name(wtype), (long long)((n + MV_ROWS - 1) / MV_ROWS), (long long)(top_k * m),
-             mv_threads(dev, wtype, k, n), MV_ROWS);
-    return QN_OK;
-}
-
-qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
-    QN_TRY(plan_check("qn_qmatmul_plan", dev, wtype, n, k, m, out, len));
-    if (dev->backend == QN_BACKEND_CPU) return plan_cpu(n, m, out, len);
-    if (mm_dense_ok(dev, wtype, n, m, false)) {
-        int bm = mm_bm(dev, mm_row_tiles(n, false), m);
-        qn_dtype dt = mm_dtype(wtype);
-        snprintf(out, len,
-                 "mm_%s_%d: tensor cores (mma m16n8k16, %s operands, f32 sums), tiles of 128 rows x %d tokens, "
-                 "grid %lld x %lld; x converted to %s first (mm_x_prep) unless it is %s",
-                 qn_dtype_name(wtype), bm, qn_dtype_name(dt), bm, (long long)mm_row_tiles(n, false),
-                 (long long)((m + bm - 1) / bm), qn_dtype_name(dt), qn_dtype_name(dt));
-        return QN_OK;
-    }
-    int64_t launches = (m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS;
-    snprintf(out, len, "matvec_%s: %lld block(s) of %u threads, %d rows a block; %lld launch(es) of up to %d tokens",
-             qn_dtype_name(wtype), (long long)((n + MV_ROWS - 1) / MV_ROWS), mv_threads(dev, wtype, k, n), MV_ROWS,
-             (long long)launches, MV_MAX_TOKENS);
-    return QN_OK;
+    return plan_routed("qn_qmatmul_id_plan", dev, block_format(wtype), n, k, m, n_experts, top_k, out, len);
 }
 
 /* Weights: a known type, whole blocks back to back in each row, K a multiple
@@ -272,6 +374,11 @@ static qn_qmatmul_args make_args(qn_encoder *enc, const qn_tensor *y, const oper
     return a;
 }
 
+static wformat operand_format(const operand *o) {
+    return o->mlx ? mlx_format((qn_mlx_quant){o->mlx->bits, o->mlx->group_size}) : block_format(o->w.dtype);
+}
+
+static qn_affine_w affine_w(const operand *g, const operand *u);
 static qn_status affine_dense(const char *op, qn_encoder *enc, const qn_qmatmul_args *a, const operand *g,
                               const operand *u);
 static qn_status affine_routed(const char *op, qn_encoder *enc, const qn_qmatmul_args *a, const operand *g,
@@ -315,28 +422,30 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g,
                         (long long)x.ne[1]);
     qn_qmatmul_args a = make_args(enc, &y, g, u, &x, NULL, act); /* flags: for a failed CPU scratch allocation */
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
-    if (g->mlx) return affine_dense(op, enc, &a, g, u);
 
-    if (mm_dense_ok(enc->dev, w.dtype, w.ne[1], x.ne[1], up != NULL)) {
+    const wformat f = operand_format(g);
+    if (mm_dense_ok(enc->dev, f, w.ne[1], x.ne[1], up != NULL)) {
         int64_t M = x.ne[1], row_tiles = mm_row_tiles(w.ne[1], up != NULL);
         int bm = mm_bm(enc->dev, row_tiles, M);
-        qn_dtype dt = mm_dtype(w.dtype);
+        qn_dtype dt = mm_dtype(f);
         uint64_t scratch = 0;
-        size_t need = mm_x_bytes(x.dtype, dt, M, w.ne[0]);
+        size_t need = mm_x_bytes(x.dtype, dt, M, g->K);
         if (need) QN_TRY(qn_cuda_encoder_scratch(enc, need, &scratch));
         qn_mm_args ma = {0};
         QN_TRY(mm_x(enc, &x, 1, 0, x.nb[1], M, dt, scratch, &ma));
         ma.y = qn_tensor_addr(&y);
         ma.y_nb1 = y.nb[1] / 4;
         ma.N = w.ne[1];
-        ma.K = w.ne[0];
+        ma.K = g->K;
         ma.M = M;
         ma.top_k = 1;
         ma.glu = up != NULL;
         ma.act = act;
-        qn_mm_gguf_w wa = {qn_tensor_addr(&w), up ? qn_tensor_addr(up) : 0, w.nb[1], 0};
-        return mm_launch(enc, op + 3, w.dtype, bm, wa, ma, row_tiles, (M + bm - 1) / bm);
+        qn_mm_gguf_w gw = {qn_tensor_addr(&w), up ? qn_tensor_addr(up) : 0, w.nb[1], 0};
+        qn_affine_w aw = g->mlx ? affine_w(g, u) : (qn_affine_w){.group_shift = 0};
+        return mm_launch(enc, op + 3, f, bm, g->mlx ? (void *)&aw : (void *)&gw, ma, row_tiles, (M + bm - 1) / bm);
     }
+    if (g->mlx) return affine_dense(op, enc, &a, g, u);
 
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(w.dtype));
@@ -394,7 +503,8 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: y must be contiguous f32 [N, top_k=%lld, tokens=%lld]", op,
                         (long long)top_k, (long long)M);
     const int64_t P = top_k * M;
-    const int bm = g->mlx ? 0 : mm_routed_bm(enc->dev, w.dtype, E, top_k, M);
+    const wformat f = operand_format(g);
+    const int bm = mm_routed_bm(enc->dev, f, E, top_k, M);
     const int64_t max_tiles = bm ? qn_mm_max_tiles(P, E, bm) : 0;
     const bool mm = bm > 0;
     if (!mm && P > 65535)
@@ -402,13 +512,12 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
                         (long long)P);
     qn_qmatmul_args a = make_args(enc, &y, g, u, &x, &ids, act);
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul_id, &a, sizeof a);
-    if (g->mlx) return affine_routed(op, enc, &a, g, u);
 
     if (mm) {
         /* scratch: x rows (when converted), then the tile list and pair lists */
-        const qn_dtype dt = mm_dtype(w.dtype);
+        const qn_dtype dt = mm_dtype(f);
         const int64_t slots = x.ne[1];
-        const size_t xbytes = mm_x_bytes(x.dtype, dt, slots * M, w.ne[0]);
+        const size_t xbytes = mm_x_bytes(x.dtype, dt, slots * M, g->K);
         const size_t tbytes = round256((size_t)(4 + 4 * max_tiles) * 4);
         uint64_t scratch;
         QN_TRY(qn_cuda_encoder_scratch(enc, xbytes + tbytes + (size_t)P * 4, &scratch));
@@ -423,7 +532,7 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
         ma.y = qn_tensor_addr(&y);
         ma.y_nb1 = w.ne[1];
         ma.N = w.ne[1];
-        ma.K = w.ne[0];
+        ma.K = g->K;
         ma.M = M;
         ma.tiles = tiles;
         ma.pairs = pairs;
@@ -431,9 +540,12 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
         ma.x_per_slot = slots > 1;
         ma.glu = up != NULL;
         ma.act = act;
-        qn_mm_gguf_w wa = {qn_tensor_addr(&w), up ? qn_tensor_addr(up) : 0, w.nb[1], w.nb[2]};
-        return mm_launch(enc, op + 3, w.dtype, bm, wa, ma, mm_row_tiles(w.ne[1], up != NULL), max_tiles);
+        qn_mm_gguf_w gw = {qn_tensor_addr(&w), up ? qn_tensor_addr(up) : 0, w.nb[1], w.nb[2]};
+        qn_affine_w aw = g->mlx ? affine_w(g, u) : (qn_affine_w){.group_shift = 0};
+        return mm_launch(enc, op + 3, f, bm, g->mlx ? (void *)&aw : (void *)&gw, ma, mm_row_tiles(w.ne[1], up != NULL),
+                         max_tiles);
     }
+    if (g->mlx) return affine_routed(op, enc, &a, g, u);
 
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_id_%s", qn_dtype_name(w.dtype));
@@ -486,37 +598,36 @@ static qn_status check_mlx(const char *op, qn_encoder *enc, const char *name, op
     return QN_OK;
 }
 
-static unsigned affine_threads(int64_t K) {
-    int64_t units = K / 32; /* a thread's step: 32 weights of each of the block's rows */
-    return units <= 32 ? 32 : units <= 64 ? 64 : units <= 96 ? 96 : 32 * QN_AFFINE_WARPS;
+/* The weights' record (gate and up, or the one weight twice). */
+static qn_affine_w affine_w(const operand *g, const operand *u) {
+    const qn_mlx_weight *gw = g->mlx, *uw = u ? u->mlx : g->mlx;
+    qn_affine_w w = {{qn_tensor_addr(&gw->q), qn_tensor_addr(&uw->q)},
+                     {qn_tensor_addr(&gw->scales), qn_tensor_addr(&uw->scales)},
+                     {qn_tensor_addr(&gw->biases), qn_tensor_addr(&uw->biases)},
+                     gw->q.nb[1], gw->scales.nb[1], gw->biases.nb[1],
+                     gw->q.nb[2], gw->scales.nb[2], gw->biases.nb[2],
+                     0, gw->scales.dtype};
+    while ((1 << w.group_shift) < gw->group_size) w.group_shift++;
+    return w;
 }
 
-static int affine_rows_out(int bits, bool glu) { return glu ? QN_AFFINE_ROWS(bits) / 2 : QN_AFFINE_ROWS(bits); }
-
-/* The kernels' arguments but for x, y and the tokens. */
+/* The matvec's arguments but for x, y and the tokens, and its launch. */
 static qn_affine_args affine_args(const qn_qmatmul_args *a, const operand *g, const operand *u) {
-    const qn_mlx_weight *gw = g->mlx, *uw = u ? u->mlx : g->mlx;
-    qn_affine_args k = {0};
-    k.q[0] = qn_tensor_addr(&gw->q), k.q[1] = qn_tensor_addr(&uw->q);
-    k.s[0] = qn_tensor_addr(&gw->scales), k.s[1] = qn_tensor_addr(&uw->scales);
-    k.b[0] = qn_tensor_addr(&gw->biases), k.b[1] = qn_tensor_addr(&uw->biases);
-    k.q_row = gw->q.nb[1], k.s_row = gw->scales.nb[1], k.b_row = gw->biases.nb[1];
-    k.q_expert = gw->q.nb[2], k.s_expert = gw->scales.nb[2], k.b_expert = gw->biases.nb[2];
-    k.N = gw->q.ne[1], k.K = g->K;
-    while ((1 << k.group_shift) < gw->group_size) k.group_shift++;
-    k.stype = gw->scales.dtype, k.xt = a->x.dtype, k.act = a->act;
+    qn_affine_args k = {.w = affine_w(g, u), .N = g->w.ne[1], .K = g->K, .xt = a->x.dtype, .act = a->act};
     return k;
 }
 
-static qn_status affine_launch(qn_encoder *enc, const char *op, const qn_affine_args *k, const operand *g, bool glu,
+static qn_status affine_launch(qn_encoder *enc, const char *op, qn_affine_args *k, const operand *g, bool glu,
                                bool routed, unsigned pairs) {
+    affine_geom geo;
+    QN_TRY(affine_geometry(op, enc->dev, g->mlx->bits, glu, k->N, k->K, pairs, &geo));
+    k->stages = geo.stages, k->groups = geo.groups;
     char fn[32], defines[32];
     snprintf(fn, sizeof fn, "affine_matvec%s%s", glu ? "_glu" : "", routed ? "_id" : "");
     snprintf(defines, sizeof defines, "-DQN_AFFINE_BITS=%d", g->mlx->bits);
-    int rows = affine_rows_out(g->mlx->bits, glu);
-    qn_dim3 grid = {(unsigned)((k->N + rows - 1) / rows), pairs, 1}, block = {affine_threads(k->K), 1, 1};
     void *args[] = {(void *)k};
-    return qn_cuda_launch(enc, op + 3, "matvec_affine.cu", defines, fn, grid, block, 0, args);
+    return qn_cuda_launch(enc, op + 3, "matvec_affine.cu", defines, fn, (qn_dim3){geo.grid_x, pairs, 1},
+                          (qn_dim3){geo.threads, 1, 1}, geo.smem, args);
 }
 
 static qn_status affine_dense(const char *op, qn_encoder *enc, const qn_qmatmul_args *a, const operand *g,
@@ -579,25 +690,11 @@ static qn_status mlx_plan_check(const char *who, qn_device *dev, qn_mlx_quant p,
 
 qn_status qn_qmatmul_mlx_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
     QN_TRY(mlx_plan_check("qn_qmatmul_mlx_plan", dev, p, n, k, m, out, len));
-    if (dev->backend == QN_BACKEND_CPU) return plan_cpu(n, m, out, len);
-    int rows = affine_rows_out(p.bits, false);
-    snprintf(out, len,
-             "affine_matvec (%d-bit, groups of %d): %lld block(s) of %u threads, %d rows a block; %lld launch(es) of up "
-             "to %d tokens",
-             p.bits, p.group_size, (long long)((n + rows - 1) / rows), affine_threads(k), rows,
-             (long long)((m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS), MV_MAX_TOKENS);
-    return QN_OK;
+    return plan_dense(dev, mlx_format(p), n, k, m, out, len);
 }
 
 qn_status qn_qmatmul_mlx_id_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, int64_t n_experts,
                                  int64_t top_k, char *out, size_t len) {
     QN_TRY(mlx_plan_check("qn_qmatmul_mlx_id_plan", dev, p, n, k, m, out, len));
-    if (n_experts < 1 || top_k < 1)
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_mlx_id_plan: n_experts=%lld top_k=%lld",
-                        (long long)n_experts, (long long)top_k);
-    if (dev->backend == QN_BACKEND_CPU) return plan_cpu_id(out, len);
-    int rows = affine_rows_out(p.bits, false);
-    snprintf(out, len, "affine_matvec_id (%d-bit, groups of %d): %lld x %lld block(s) of %u threads, %d rows a block, one launch",
-             p.bits, p.group_size, (long long)((n + rows - 1) / rows), (long long)(top_k * m), affine_threads(k), rows);
-    return QN_OK;
+    return plan_routed("qn_qmatmul_mlx_id_plan", dev, mlx_format(p), n, k, m, n_experts, top_k, out, len);
 }

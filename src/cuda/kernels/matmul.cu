@@ -55,6 +55,17 @@
 #define MM_NT QN_MM_THREADS
 #define MM_BN QN_MM_BN
 
+#if defined(QN_BLOCK) || defined(QN_AFFINE_BITS)
+
+/* The weight row of tile row r (the loaders' setup): gate (or the only
+ * weight) row n0 + r, with a GLU up rows for r >= MM_BN / 2 (*up set),
+ * clamped to N - 1. */
+__device__ __forceinline__ long long qn_mm_tile_row(int r, int glu, long long n0, long long N, bool *up) {
+    *up = glu && r >= MM_BN / 2;
+    const long long n = n0 + (glu ? r % (MM_BN / 2) : r);
+    return n < N ? n : N - 1;
+}
+
 #ifdef QN_BLOCK
 
 /* ---- the ggml block loader */
@@ -95,9 +106,8 @@ struct qn_mm_gguf {
     static __device__ void setup(const wargs &wa, unsigned char *rows, int glu, long long n0, int e, long long N) {
         unsigned long long *base = (unsigned long long *)rows;
         for (int r = threadIdx.x; r < MM_BN; r += MM_NT) {
-            const bool up = glu && r >= MM_BN / 2;
-            long long n = n0 + (glu ? r % (MM_BN / 2) : r);
-            if (n >= N) n = N - 1;
+            bool up;
+            const long long n = qn_mm_tile_row(r, glu, n0, N, &up);
             base[r] = (up ? wa.up : wa.w) + (unsigned long long)e * wa.expert_bytes + n * wa.row_bytes;
         }
     }
@@ -157,6 +167,122 @@ struct qn_mm_gguf {
         }
     }
 };
+
+#endif /* QN_BLOCK */
+
+#ifdef QN_AFFINE_BITS
+#include "affine.cuh"
+
+/* ---- the MLX affine loader (affine.cuh): a step is 128 weights of every
+ * row, four units. Its raw bytes are the q words and the step's 1 to 4
+ * scales and biases, each copied as the 16-byte chunks around them (those
+ * chunks lie in the tensors' allocations, which start 16-byte aligned; the
+ * copy's source size cuts the end). A unit dequantizes as the reference
+ * does, s * q + b in f32, then rounds to f16. */
+struct qn_mm_affine {
+    typedef qn_affine_w wargs;
+    enum {
+        BITS = QN_AFFINE_BITS,
+        DT = QN_KT_F16,
+        KT = 128,
+        QB = 16 * BITS, /* q bytes of a row a step */
+        QCH = QB / 16 + 1, SCH = 2, /* chunks of q, of scales (and of biases) */
+        RP = QN_MM_AFFINE_RAW_PITCH(BITS),
+        RAW_BYTES = MM_BN * RP,
+        ROW_BYTES = QN_MM_AFFINE_ROW_BYTES,
+    };
+
+    /* row state: q, scale and bias row addresses, then the group shift and
+     * the scale dtype for dequant */
+    static __device__ void setup(const wargs &wa, unsigned char *rows, int glu, long long n0, int e, long long N) {
+        unsigned long long *base = (unsigned long long *)rows;
+        for (int r = threadIdx.x; r < MM_BN; r += MM_NT) {
+            bool m;
+            const long long n = qn_mm_tile_row(r, glu, n0, N, &m);
+            /* selects, not wa.q[m]: a variable index would copy the record to local memory */
+            base[r] = (m ? wa.q[1] : wa.q[0]) + e * wa.q_expert + n * wa.q_row;
+            base[MM_BN + r] = (m ? wa.s[1] : wa.s[0]) + e * wa.s_expert + n * wa.s_row;
+            base[2 * MM_BN + r] = (m ? wa.b[1] : wa.b[0]) + e * wa.b_expert + n * wa.b_row;
+        }
+        if (threadIdx.x == 0) {
+            int *info = (int *)(base + 3 * MM_BN);
+            info[0] = wa.group_shift;
+            info[1] = wa.stype;
+        }
+    }
+
+    /* Elements and scales of step s: the first element, the q bytes and
+     * the scale bytes. */
+    static __device__ __forceinline__ void step_span(int s, long long K, int gs, int ssz, long long &e0, int &qbytes,
+                                                     int &sbytes) {
+        e0 = (long long)s * KT;
+        const int ne = (int)(K - e0 < KT ? K - e0 : KT); /* a whole number of groups */
+        qbytes = ne * BITS / 8;
+        sbytes = (ne >> gs) * ssz;
+    }
+
+    static __device__ void issue(const wargs &wa, const unsigned char *rows, unsigned char *raw, int s, long long K) {
+        const unsigned long long *base = (const unsigned long long *)rows;
+        long long e0;
+        int qbytes, sbytes;
+        const int ssz = wa.stype == QN_KT_F32 ? 4 : 2;
+        step_span(s, K, wa.group_shift, ssz, e0, qbytes, sbytes);
+        const unsigned dst = smem_addr(raw);
+        constexpr int CH = QCH + 2 * SCH;
+        for (int i = threadIdx.x; i < MM_BN * CH; i += MM_NT) {
+            const int r = i / CH, c = i % CH;
+            unsigned long long src;
+            int bytes, at;
+            if (c < QCH) src = base[r] + e0 * BITS / 8, bytes = qbytes, at = 16 * c;
+            else if (c < QCH + SCH) src = base[MM_BN + r] + (e0 >> wa.group_shift) * ssz, bytes = sbytes, at = 16 * (c - QCH);
+            else src = base[2 * MM_BN + r] + (e0 >> wa.group_shift) * ssz, bytes = sbytes, at = 16 * (c - QCH - SCH);
+            const unsigned long long a = (src & ~15ull) + at;
+            const long long left = (long long)(src + bytes - a);
+            const int slot = c < QCH ? 0 : c < QCH + SCH ? QB + 16 : QB + 16 + 16 * SCH;
+            if (left > 0) cp_async16(dst + r * RP + slot + at, (const void *)a, left < 16 ? (int)left : 16);
+        }
+    }
+
+    /* A thread a unit: consecutive threads take a row's four units. */
+    static __device__ void dequant(const unsigned char *rows, const unsigned char *raw, int s, long long K,
+                                   unsigned short *tile) {
+        const unsigned long long *base = (const unsigned long long *)rows;
+        const int *info = (const int *)(base + 3 * MM_BN);
+        const int gs = info[0], st = info[1], ssz = st == QN_KT_F32 ? 4 : 2;
+        constexpr int P = KT + 8;
+        for (int i = threadIdx.x; i < MM_BN * 4; i += MM_NT) {
+            const int r = i / 4, u = i % 4;
+            const long long e0 = (long long)s * KT + 32 * u;
+            uint4 *dst = (uint4 *)(tile + r * P + 32 * u);
+            if (e0 >= K) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) dst[j] = make_uint4(0u, 0u, 0u, 0u);
+                continue;
+            }
+            const unsigned char *slot = raw + r * RP;
+            const unsigned long long qsrc = base[r] + (long long)s * QB, ssrc = base[MM_BN + r] + (((long long)s * KT) >> gs) * ssz;
+            unsigned w[BITS];
+#pragma unroll
+            for (int k = 0; k < BITS; k++) w[k] = *(const unsigned *)(slot + (qsrc & 15) + u * 4 * BITS + 4 * k);
+            const int at = (int)(ssrc & 15) + ((32 * u) >> gs) * ssz;
+            const unsigned sb = ssz == 4 ? *(const unsigned *)(slot + QB + 16 + at) : *(const unsigned short *)(slot + QB + 16 + at);
+            const unsigned bb = ssz == 4 ? *(const unsigned *)(slot + QB + 16 + 16 * SCH + at)
+                                         : *(const unsigned short *)(slot + QB + 16 + 16 * SCH + at);
+            const float sc = qn_af_float(sb, st), bi = qn_af_float(bb, st);
+            float v[32];
+#pragma unroll
+            for (int e = 0; e < 32; e++) {
+                const unsigned q = qn_af<BITS>::field(w, e) >> qn_af<BITS>::pos(e);
+                v[e] = __fadd_rn(__fmul_rn(sc, __uint_as_float(q | 0x4B000000u) - 8388608.0f), bi);
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                dst[j] = make_uint4(pack2<DT>(v[8 * j], v[8 * j + 1]), pack2<DT>(v[8 * j + 2], v[8 * j + 3]),
+                                    pack2<DT>(v[8 * j + 4], v[8 * j + 5]), pack2<DT>(v[8 * j + 6], v[8 * j + 7]));
+        }
+    }
+};
+#endif /* QN_AFFINE_BITS */
 
 /* ---- the kernel */
 
@@ -317,7 +443,21 @@ __device__ __forceinline__ void qn_mm(const typename L::wargs &wa, const qn_mm_a
         qn_mm<qn_mm_gguf<QN_CAT(qn_, name)>, bm>(wa, a);                                        \
     }
 #define MATMUL_EXPAND(name) MATMUL(name, 64) MATMUL(name, 128)
+#ifdef QN_BLOCK
 MATMUL_EXPAND(QN_BLOCK)
+#endif
+
+#define MATMUL_AFFINE(bm)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(MM_NT, 1) mm_affine_##bm(qn_affine_w wa, qn_mm_args a) {    \
+        static_assert(QN_MM_AFFINE_SMEM(QN_AFFINE_BITS, bm) == 4 * (MM_BN + bm) * (qn_mm_affine::KT + 8) +   \
+                                                                  2 * qn_mm_affine::RAW_BYTES + 16 * bm +  \
+                                                                  qn_mm_affine::ROW_BYTES,                  \
+                      "QN_MM_AFFINE_SMEM matches the kernel's layout");                                     \
+        qn_mm<qn_mm_affine, bm>(wa, a);                                                                      \
+    }
+#ifdef QN_AFFINE_BITS
+MATMUL_AFFINE(64) MATMUL_AFFINE(128)
+#endif
 
 #else /* ---- type-independent kernels */
 

@@ -58,6 +58,17 @@ typedef struct {
     (4 * (QN_MM_BN + (bm)) * (QN_MM_KT(qk, bytes) + 8) + 2 * QN_MM_BN * QN_MM_RAW_PITCH(qk, bytes) + \
      16 * (bm) + 8 * QN_MM_BN)
 
+/* The MLX affine loader (QN_AFFINE_BITS modules): a step is 128 weights of
+ * a row, whose q words (16 * bits bytes) and 1 to 4 scales and biases are
+ * copied as the 16-byte chunks around them: a row's raw slot holds
+ * 16 * bits + 16 bytes of q and 32 of scales, 32 of biases. Its row state:
+ * three addresses a row, then the group shift and the scale dtype. */
+#define QN_MM_AFFINE_RAW_PITCH(bits) (16 * (bits) + 16 + 2 * 32)
+#define QN_MM_AFFINE_ROW_BYTES (24 * QN_MM_BN + 16)
+#define QN_MM_AFFINE_SMEM(bits, bm)                                                                            \
+    (4 * (QN_MM_BN + (bm)) * (128 + 8) + 2 * QN_MM_BN * QN_MM_AFFINE_RAW_PITCH(bits) + 16 * (bm) + \
+     QN_MM_AFFINE_ROW_BYTES)
+
 /* The routed form's lists, built on the device by mm_route (ints):
  * tiles[0] the number of tiles, tile t at tiles + 4 + 4 t as {expert, first
  * entry of pairs, rows}; pairs: the j of every valid (slot, token) pair,
