@@ -7,7 +7,9 @@ int qn_bench_transfer(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_gguf_upload(qn_device *dev, const qn_bench_opts *opts);
 /* quantized matmul */
 int qn_bench_matvec(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_matmul(qn_device *dev, const qn_bench_opts *opts);
 int qn_bench_id_vs_plain(qn_device *dev, const qn_bench_opts *opts);
+int qn_bench_mlx_matvec(qn_device *dev, const qn_bench_opts *opts);
 /* transformer ops */
 int qn_bench_ops(qn_device *dev, const qn_bench_opts *opts);
 /* attention */
@@ -31,9 +33,15 @@ const qn_bench_case qn_bench_cases[] = {
     {"gguf-upload", "runtime", "open a 1 GiB GGUF (16 f16 tensors) and upload every tensor to the device",
      qn_bench_gguf_upload},
     /* quantized matmul cases */
-    {"matvec", "matvec", "quantized matvec/matmul on ANCHORS.md's shapes, beside llama.cpp", qn_bench_matvec},
+    {"matvec", "matvec", "quantized matvec (1 token) on ANCHORS.md's shapes, beside llama.cpp", qn_bench_matvec},
+    {"matmul", "matvec",
+     "quantized prefill matmul on tensor cores (512 tokens, moe 512 tokens, the matvec crossover, Gemma 3 270M "
+     "shapes), beside llama.cpp",
+     qn_bench_matmul},
     {"moe-id-vs-plain", "matvec", "expert-routed matvec's per-expert cost against the plain one (q6_K 2816x8192)",
      qn_bench_id_vs_plain},
+    {"mlx-matvec", "matvec", "MLX affine matvec, 4 and 8 bits, groups of 64, 8B shapes, beside llama.cpp's q4_0/q8_0",
+     qn_bench_mlx_matvec},
     /* transformer ops cases */
     {"ops", "ops",
      "norms, RoPE, SwiGLU, softmax, embedding, MoE routing, sampling: 1 and 512 tokens of an 8B shape, vs the read ceiling",

@@ -239,7 +239,11 @@ void qn_encoder_profile_clear(qn_encoder *enc);
 /* Capture the ops encoded between begin and end as a graph; replay runs them
  * again with the same buffers. Values that change between replays (a
  * position, a sequence length) live in device memory that ops read, so one
- * capture serves every step. While capturing nothing executes. */
+ * capture serves every step. While capturing nothing executes. Some ops
+ * (the routed and large-batch quantized matmul) use working memory owned by
+ * the encoder they were captured on: keep that encoder alive while the graph
+ * is used, and do not replay the graph on another encoder while the first
+ * has work in flight. */
 typedef struct qn_graph qn_graph;
 
 qn_status qn_graph_begin(qn_encoder *enc);
@@ -755,6 +759,29 @@ qn_status qn_qmatmul_glu_id(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_ten
 /* Which kernel(s) a request of N x K weights of `wtype` times M tokens runs
  * on `dev`, as text. */
 qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len);
+/* The same for an expert-routed request of `top_k` of `n_experts` experts. */
+qn_status qn_qmatmul_id_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, int64_t n_experts,
+                             int64_t top_k, char *out, size_t len);
+
+/* The same products with W in MLX's affine format (qn_mlx_weight: bits 2,
+ * 3, 4, 6 or 8, groups of 32, 64 or 128, f16, bf16 or f32 scales and
+ * biases in contiguous rows): W is N rows of K weights, q [K * bits / 32,
+ * N], scales and biases [K / group, N]; for the routed form [.., N,
+ * n_experts], as MLX's SwitchGLU stacks its experts. x, y, ids and act as
+ * above. On the GPU, q rows start at multiples of 16 bytes (4 and 8 bits),
+ * 8 bytes (2 and 6 bits) or 4 bytes (3 bits), and x values must stay below
+ * 2^43 in magnitude. */
+qn_status qn_qmatmul_mlx(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *w, qn_tensor x);
+qn_status qn_qmatmul_mlx_glu(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *gate, const qn_mlx_weight *up,
+                             qn_tensor x, qn_act act);
+qn_status qn_qmatmul_mlx_id(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *w, qn_tensor x, qn_tensor ids);
+qn_status qn_qmatmul_mlx_glu_id(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *gate, const qn_mlx_weight *up,
+                                qn_tensor x, qn_tensor ids, qn_act act);
+/* Which kernel(s) an MLX affine request of N x K weights times M tokens
+ * (routed: with n_experts experts, top_k a token) runs on `dev`, as text. */
+qn_status qn_qmatmul_mlx_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, char *out, size_t len);
+qn_status qn_qmatmul_mlx_id_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, int64_t n_experts,
+                                 int64_t top_k, char *out, size_t len);
 
 /* ------------------------------------------------ quantized matmul (end) */
 

@@ -89,7 +89,14 @@ struct qn_encoder {
     qn_cpu_cmd_list pending; /* encoded, not yet committed */
     /* CUDA */
     void *stream;              /* CUstream */
-    uint64_t scratch;          /* CUdeviceptr: qn_cuda_encoder_scratch's, 0 until used */
+    uint64_t merge_scratch;    /* CUdeviceptr: qn_cuda_encoder_merge_scratch's, 0 until used */
+    /* Device scratch of ops that need working memory (qn_cuda_encoder_scratch):
+     * grown on demand; a replaced area stays allocated until the encoder is
+     * destroyed, since graphs captured earlier may still use it. */
+    uint64_t scratch;
+    size_t scratch_bytes;
+    uint64_t *retired;
+    size_t nretired;
     qn_cuda_event_pair *evs;   /* profile events, one pair an op */
     size_t nev, evcap;
 };

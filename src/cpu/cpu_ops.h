@@ -54,6 +54,10 @@ typedef struct {
     int glu, act;           /* act: a qn_act */
     int n_experts, top_k;   /* routed form */
     uint64_t flags;         /* the encoder's flag word (routed form; CPU) */
+    /* MLX affine weights (bits > 0): w and up are the packed q, these their
+     * scales and biases. */
+    qn_kt w_scales, w_biases, up_scales, up_biases;
+    int bits, group;
 } qn_qmatmul_args;
 void qn_cpu_qmatmul(qn_device *dev, const void *args);
 void qn_cpu_qmatmul_id(qn_device *dev, const void *args);

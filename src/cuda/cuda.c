@@ -157,6 +157,8 @@ qn_status qn_cuda_mem_info(qn_device *dev, uint64_t *free_bytes, uint64_t *total
     return QN_OK;
 }
 
+int qn_cuda_smem_optin(const qn_device *dev) { return dev->cuda->smem_block; }
+
 qn_status qn_cuda_synchronize(qn_device *dev) {
     QN_TRY(enter(dev, "qn_device_synchronize"));
     QN_CU(cu(dev)->api->cuCtxSynchronize(), "qn_device_synchronize");
@@ -282,9 +284,15 @@ void qn_cuda_encoder_fini(qn_encoder *enc) {
         enc->stream = NULL;
     }
     if (enc->flags_addr != (uint64_t)(uintptr_t)&enc->cpu_flags) api->cuMemFree(enc->flags_addr);
-    if (enc->scratch) api->cuMemFree(enc->scratch);
-    enc->scratch = 0;
+    if (enc->merge_scratch) api->cuMemFree(enc->merge_scratch);
+    enc->merge_scratch = 0;
     enc->flags_addr = (uint64_t)(uintptr_t)&enc->cpu_flags;
+    if (enc->scratch) api->cuMemFree(enc->scratch);
+    for (size_t i = 0; i < enc->nretired; i++) api->cuMemFree(enc->retired[i]);
+    free(enc->retired);
+    enc->scratch = 0;
+    enc->retired = NULL;
+    enc->nretired = 0;
     for (size_t i = 0; i < enc->evcap; i++) {
         if (enc->evs[i].start) api->cuEventDestroy(enc->evs[i].start);
         if (enc->evs[i].end) api->cuEventDestroy(enc->evs[i].end);
@@ -292,21 +300,21 @@ void qn_cuda_encoder_fini(qn_encoder *enc) {
     free(enc->evs);
 }
 
-qn_status qn_cuda_encoder_scratch(qn_encoder *enc, uint64_t *addr) {
-    if (!enc->scratch) {
-        void *zero = calloc(1, QN_CUDA_SCRATCH_BYTES);
+qn_status qn_cuda_encoder_merge_scratch(qn_encoder *enc, uint64_t *addr) {
+    if (!enc->merge_scratch) {
+        void *zero = calloc(1, QN_CUDA_MERGE_SCRATCH_BYTES);
         if (!zero) return qn_error(QN_ERR_OUT_OF_MEMORY, "encoder scratch: out of host memory");
         uint64_t p = 0;
-        qn_status s = qn_cuda_alloc(enc->dev, QN_CUDA_SCRATCH_BYTES, &p);
-        if (s == QN_OK) s = qn_cuda_write(enc->dev, p, zero, QN_CUDA_SCRATCH_BYTES);
+        qn_status s = qn_cuda_alloc(enc->dev, QN_CUDA_MERGE_SCRATCH_BYTES, &p);
+        if (s == QN_OK) s = qn_cuda_write(enc->dev, p, zero, QN_CUDA_MERGE_SCRATCH_BYTES);
         free(zero);
         if (s != QN_OK) {
             if (p) qn_cuda_free(enc->dev, p);
             return s;
         }
-        enc->scratch = p;
+        enc->merge_scratch = p;
     }
-    *addr = enc->scratch;
+    *addr = enc->merge_scratch;
     return QN_OK;
 }
 
@@ -320,6 +328,24 @@ qn_status qn_cuda_encoder_wait(qn_encoder *enc) {
     if (flags) QN_CU(api->cuMemcpyHtoDAsync(enc->flags_addr, &zero, sizeof zero, enc->stream), "qn_encoder_wait");
     QN_CU(api->cuStreamSynchronize(enc->stream), "qn_encoder_wait");
     return qn_encoder_flags_status(enc, flags);
+}
+
+qn_status qn_cuda_encoder_scratch(qn_encoder *enc, size_t bytes, uint64_t *addr) {
+    if (bytes > enc->scratch_bytes) {
+        /* grow by half again at least, so a run of rising sizes allocates
+         * (and retires) a few areas, not one per size */
+        size_t want = bytes > enc->scratch_bytes / 2 * 3 ? bytes : enc->scratch_bytes / 2 * 3;
+        uint64_t *r = realloc(enc->retired, (enc->nretired + 1) * sizeof *r);
+        if (!r) return qn_error(QN_ERR_OUT_OF_MEMORY, "encoder scratch: out of host memory");
+        enc->retired = r;
+        uint64_t p;
+        QN_TRY(qn_cuda_alloc(enc->dev, want, &p));
+        if (enc->scratch) enc->retired[enc->nretired++] = enc->scratch;
+        enc->scratch = p;
+        enc->scratch_bytes = want;
+    }
+    *addr = enc->scratch;
+    return QN_OK;
 }
 
 qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler) {

@@ -15,6 +15,8 @@ qn_status qn_cuda_device_open(qn_device *dev, int index);
 void qn_cuda_device_close(qn_device *dev);
 qn_status qn_cuda_mem_info(qn_device *dev, uint64_t *free_bytes, uint64_t *total_bytes);
 qn_status qn_cuda_synchronize(qn_device *dev);
+/* Bytes of dynamic shared memory one block may use (after opting in). */
+int qn_cuda_smem_optin(const qn_device *dev);
 
 qn_status qn_cuda_alloc(qn_device *dev, size_t bytes, uint64_t *addr);
 void qn_cuda_free(qn_device *dev, uint64_t addr);
@@ -28,15 +30,19 @@ qn_status qn_cuda_encoder_wait(qn_encoder *enc);
 qn_status qn_cuda_encoder_profile(qn_encoder *enc);
 void qn_cuda_encoder_profile_clear(qn_encoder *enc);
 /* Device memory for the ops whose blocks merge their partial results
- * through it (sampling): QN_CUDA_SCRATCH_BYTES, made and zeroed on the
- * encoder's first request. It begins with QN_CUDA_SCRATCH_COUNTERS u32
+ * through it (sampling): QN_CUDA_MERGE_SCRATCH_BYTES, made and zeroed on the
+ * encoder's first request. It begins with QN_CUDA_MERGE_SCRATCH_COUNTERS u32
  * counters (the last-block tickets), which every op leaves at zero for the
  * next op or graph replay and never uses for anything else; the rest is
  * free for each op's data. Ops on one stream run one after another, so they
  * share it. A graph captured on the encoder keeps using this memory. */
-#define QN_CUDA_SCRATCH_BYTES (1u << 20)
-#define QN_CUDA_SCRATCH_COUNTERS 4096u
-qn_status qn_cuda_encoder_scratch(qn_encoder *enc, uint64_t *addr);
+#define QN_CUDA_MERGE_SCRATCH_BYTES (1u << 20)
+#define QN_CUDA_MERGE_SCRATCH_COUNTERS 4096u
+qn_status qn_cuda_encoder_merge_scratch(qn_encoder *enc, uint64_t *addr);
+/* At least `bytes` of device memory for the op being encoded, valid in
+ * stream order: the encoder's later ops (and replays of graphs captured on
+ * it) may reuse it, so an op must be done with it when it ends. */
+qn_status qn_cuda_encoder_scratch(qn_encoder *enc, size_t bytes, uint64_t *addr);
 /* Make `waiter`'s later work wait for all work encoded so far on `signaler`. */
 qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler);
 

@@ -1,11 +1,19 @@
 /* The quantized matrix product family: y = x · Wᵀ for weights in any block
- * type, dense or expert-routed, plain or with a fused gate/up activation.
+ * type or in MLX's affine format, dense or expert-routed, plain or with a
+ * fused gate/up activation.
  *
- * Routing: on the GPU every request goes to the matvec kernels
- * (matvec.cu): one launch covers up to 8 tokens, larger batches launch once
- * per 8 tokens. qn_qmatmul_plan names the kernels a request runs. On the
- * CPU every request goes to the threaded reference (src/cpu/qmatmul.c). */
+ * Routing on the GPU: up to MV_MAX_TOKENS tokens go to the matvec kernels
+ * (matvec.cu, one launch); more go to the tensor-core matmul (matmul.cu):
+ * x converted once to the compute dtype (mm_x_prep), for the routed form
+ * the (slot, token) pairs grouped by expert on the device (mm_route), then
+ * one matmul launch. A device without the shared memory the matmul needs
+ * runs the matvec once per MV_MAX_TOKENS tokens instead. qn_qmatmul_plan
+ * names the kernels a request runs (qn_qmatmul_mlx_plan for MLX weights,
+ * whose matvec is matvec_affine.cu). On the CPU every request goes to the
+ * threaded reference (src/cpu/qmatmul.c). */
 #include "cpu/cpu_ops.h"
+#include "cuda/kernels/affine.h"
+#include "cuda/kernels/matmul_args.cuh"
 #include "ops/ops.h"
 
 #include <stdio.h>
@@ -36,24 +44,263 @@ static unsigned mv_threads(const qn_device *dev, qn_dtype t, int64_t K, int64_t 
     return parts <= 64 ? 64 : MV_THREADS;
 }
 
-qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
-    if (!dev || !out || len == 0) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_plan: NULL argument");
-    if (!weight_type_ok(wtype))
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_plan: weights of dtype %s are not supported",
-                        qn_dtype_name(wtype) ? qn_dtype_name(wtype) : "(invalid)");
+/* A weight format as the GPU paths see it: a ggml block type, or MLX
+ * affine (bits > 0; t is then QN_U32). */
+typedef struct {
+    qn_dtype t;
+    int bits, group;
+} wformat;
+
+static wformat block_format(qn_dtype t) { return (wformat){t, 0, 0}; }
+static wformat mlx_format(qn_mlx_quant p) { return (wformat){QN_U32, p.bits, p.group_size}; }
+
+/* ---- the MLX affine matvec's launch shape (matvec_affine.cu) */
+
+/* Threads a block: a thread takes a 32-weight unit of each row of a group
+ * at a time; short rows get the fewest warps that cover them. */
+static unsigned affine_threads(int64_t K) {
+    int64_t units = K / 32;
+    return units <= 32 ? 32 : units <= 64 ? 64 : units <= 96 ? 96 : 32 * QN_AFFINE_WARPS;
+}
+
+static int affine_rows_out(int bits, bool glu) { return glu ? QN_AFFINE_ROWS(bits) / 2 : QN_AFFINE_ROWS(bits); }
+
+typedef struct {
+    unsigned threads, smem, grid_x;
+    int stages, groups; /* pipeline depth; row groups a block */
+} affine_geom;
+
+/* Pipeline stages as deep as leave room for two blocks a multiprocessor
+ * (two to four), and a grid that is resident at once with equal work a
+ * block: `pairs` (routed) share the GPU's blocks. */
+static qn_status affine_geometry(const char *op, const qn_device *dev, int bits, bool glu, int64_t N, int64_t K,
+                                 int64_t pairs, affine_geom *g) {
+    const int64_t optin = qn_cuda_smem_optin(dev), sms = dev->info.sm_count > 0 ? dev->info.sm_count : 1;
+    g->threads = affine_threads(K);
+    g->stages = 4;
+    while (g->stages > 2 && 2 * QN_AFFINE_SMEM(bits, (int64_t)g->threads, K, g->stages) > optin) g->stages--;
+    const int64_t smem = QN_AFFINE_SMEM(bits, (int64_t)g->threads, K, g->stages);
+    if (smem > optin)
+        return qn_error(QN_ERR_UNSUPPORTED, "%s: rows of %lld weights need %lld bytes of shared memory, the GPU has %lld",
+                        op, (long long)K, (long long)smem, (long long)optin);
+    g->smem = (unsigned)smem;
+    int64_t per_sm = (optin + 1024) / (smem + 1024), G = (N + affine_rows_out(bits, glu) - 1) / affine_rows_out(bits, glu);
+    per_sm = per_sm < 1 ? 1 : per_sm > 3 ? 3 : per_sm; /* three blocks' registers fill a multiprocessor */
+    int64_t blocks = sms * per_sm / pairs;
+    blocks = blocks < 1 ? 1 : blocks > G ? G : blocks;
+    g->groups = (int)((G + blocks - 1) / blocks);
+    g->grid_x = (unsigned)((G + g->groups - 1) / g->groups);
+    return QN_OK;
+}
+
+/* ---- the tensor-core path (matmul.cu) */
+
+#define MM_MAX_EXPERTS 4096 /* mm_route keeps two ints an expert in shared memory */
+
+/* Compute dtype: f16, but bf16 for weights whose values may exceed f16.
+ * MLX weights are f16 (a dequantized weight is s * q + b of the model's
+ * own small weights). */
+static qn_dtype mm_dtype(wformat f) { return f.t == QN_F32 || f.t == QN_BF16 ? QN_BF16 : QN_F16; }
+
+/* Dynamic shared memory of the kernel for weights of format f and tiles of
+ * bm token rows (plain types are 8-element blocks to the kernel). */
+static unsigned mm_smem(wformat f, int bm) {
+    if (f.bits) return (unsigned)QN_MM_AFFINE_SMEM(f.bits, bm);
+    int64_t e = qn_dtype_block_elems(f.t), qk = e == 1 ? 8 : e, bytes = qn_dtype_block_bytes(f.t) * (e == 1 ? 8 : 1);
+    return (unsigned)QN_MM_SMEM(qk, bytes, bm);
+}
+
+static bool mm_fits(const qn_device *dev, wformat f, int bm) {
+    return dev->backend == QN_BACKEND_CUDA && mm_smem(f, bm) <= (unsigned)qn_cuda_smem_optin(dev);
+}
+
+/* The kernel of format f for tiles of bm tokens: its name and defines. */
+static void mm_kernel(wformat f, int bm, char *fn, size_t fn_len, char *defines, size_t def_len) {
+    if (f.bits) {
+        snprintf(fn, fn_len, "mm_affine_%d", bm);
+        snprintf(defines, def_len, "-DQN_AFFINE_BITS=%d", f.bits);
+    } else {
+        snprintf(fn, fn_len, "mm_%s_%d", qn_dtype_name(f.t), bm);
+        snprintf(defines, def_len, "-DQN_BLOCK=%s", qn_dtype_name(f.t));
+    }
+}
+
+/* Token rows a tile: 128, unless tiles of 64 finish sooner. A tile of 64
+ * costs about 0.55 of one of 128 (the weight dequantization is the same,
+ * the mma half), and the grid runs in waves of one block a multiprocessor. */
+static int mm_bm(const qn_device *dev, int64_t row_tiles, int64_t tokens) {
+    int64_t sms = dev->info.sm_count > 0 ? dev->info.sm_count : 1;
+    int64_t w128 = (row_tiles * ((tokens + 127) / 128) + sms - 1) / sms;
+    int64_t w64 = (row_tiles * ((tokens + 63) / 64) + sms - 1) / sms;
+    return 100 * w128 <= 55 * w64 ? 128 : 64;
+}
+
+static size_t round256(size_t n) { return (n + 255) / 256 * 256; }
+
+/* x as the kernel reads it: rows of `slots` x `tokens` (slot stride
+ * slot_nb, token stride tok_nb). In the compute dtype already, it is used
+ * in place; else mm_x_prep converts it into scratch (rows, then their
+ * multipliers). Fills a's x fields. */
+static size_t mm_x_bytes(qn_dtype xt, qn_dtype dt, int64_t rows, int64_t K) {
+    return xt == dt ? 0 : round256((size_t)(rows * K * 2)) + round256((size_t)rows * 4);
+}
+
+static qn_status mm_x(qn_encoder *enc, const qn_tensor *x, int64_t slots, long long slot_nb,
+                      long long tok_nb, int64_t tokens, qn_dtype dt, uint64_t scratch, qn_mm_args *a) {
+    long long K = x->ne[0], ne1 = slots;
+    a->x = qn_tensor_addr(x);
+    a->x_slot_nb = slot_nb;
+    a->x_tok_nb = tok_nb;
+    a->x_scale = 0;
+    if (x->dtype == dt) return QN_OK;
+    uint64_t out = scratch, scale = scratch + round256((size_t)(slots * tokens * K * 2)), xp = a->x;
+    int xt = x->dtype, dti = dt;
+    void *args[] = {&xp, &ne1, &slot_nb, &tok_nb, &K, &xt, &dti, &out, &scale};
+    QN_TRY(qn_cuda_launch(enc, "mm_x_prep", "matmul.cu", "", "mm_x_prep", (qn_dim3){(unsigned)(slots * tokens), 1, 1},
+                          (qn_dim3){256, 1, 1}, 0, args));
+    a->x = out;
+    a->x_scale = scale;
+    a->x_slot_nb = 2 * K;
+    a->x_tok_nb = 2 * K * slots;
+    return QN_OK;
+}
+
+/* wa: the loader's weight record (qn_mm_gguf_w, qn_affine_w). */
+static qn_status mm_launch(qn_encoder *enc, const char *op, wformat f, int bm, void *wa, qn_mm_args a,
+                           int64_t row_tiles, int64_t token_tiles) {
+    char fn[48], defines[32];
+    mm_kernel(f, bm, fn, sizeof fn, defines, sizeof defines);
+    void *args[] = {wa, &a};
+    return qn_cuda_launch(enc, op, "matmul.cu", defines, fn, (qn_dim3){(unsigned)row_tiles, (unsigned)token_tiles, 1},
+                          (qn_dim3){QN_MM_THREADS, 1, 1}, mm_smem(f, bm), args);
+}
+
+/* Weight rows a tile's outputs cover: 128, or 64 of gate and up each. */
+static int64_t mm_row_tiles(int64_t N, bool glu) { return (N + (glu ? 63 : 127)) / (glu ? 64 : 128); }
+
+static bool mm_dense_ok(const qn_device *dev, wformat f, int64_t N, int64_t M, bool glu) {
+    return M > MV_MAX_TOKENS && mm_fits(dev, f, mm_bm(dev, mm_row_tiles(N, glu), M)) && (M + 63) / 64 <= 65535;
+}
+
+/* Token rows a tile of the routed tensor-core path (64, or 128 where the
+ * experts average 128 pairs), or 0 where the request takes the matvec. */
+static int mm_routed_bm(const qn_device *dev, wformat f, int64_t E, int64_t top_k, int64_t M) {
+    const int64_t P = top_k * M;
+    const int bm = P >= 128 * E ? 128 : 64;
+    bool ok = M > MV_MAX_TOKENS && E <= MM_MAX_EXPERTS && P <= INT32_MAX && mm_fits(dev, f, bm) &&
+              qn_mm_max_tiles(P, E, bm) <= 65535;
+    return ok ? bm : 0;
+}
+
+static qn_status plan_shape(const char *op, qn_device *dev, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
+    if (!dev || !out || len == 0) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: NULL argument", op);
     if (n < 1 || k < 1 || m < 1)
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_plan: shape n=%lld k=%lld m=%lld", (long long)n,
-                        (long long)k, (long long)m);
-    if (dev->backend == QN_BACKEND_CPU) {
-        snprintf(out, len, "cpu: dequantize each row, dot with %lld token(s), %lld rows across threads", (long long)m,
-                 (long long)n);
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: shape n=%lld k=%lld m=%lld", op, (long long)n, (long long)k,
+                        (long long)m);
+    return QN_OK;
+}
+
+static qn_status plan_cpu(int64_t n, int64_t m, char *out, size_t len) {
+    snprintf(out, len, "cpu: dequantize each row, dot with %lld token(s), %lld rows across threads", (long long)m,
+             (long long)n);
+    return QN_OK;
+}
+
+/* The tensor-core kernel's name, as the plans print it. */
+static void mm_name(wformat f, int bm, char *out, size_t len) {
+    char fn[48], defines[32];
+    mm_kernel(f, bm, fn, sizeof fn, defines, sizeof defines);
+    if (f.bits) snprintf(out, len, "%s (%d-bit, groups of %d)", fn, f.bits, f.group);
+    else snprintf(out, len, "%s", fn);
+}
+
+/* The matvec of format f, as the plans print it. */
+static void mv_name(wformat f, bool routed, char *out, size_t len) {
+    if (f.bits) snprintf(out, len, "affine_matvec%s (%d-bit, groups of %d)", routed ? "_id" : "", f.bits, f.group);
+    else snprintf(out, len, "matvec%s_%s", routed ? "_id" : "", qn_dtype_name(f.t));
+}
+
+/* The matvec's blocks (x, and y for the routed form) and threads. */
+static void mv_shape(const qn_device *dev, wformat f, int64_t n, int64_t k, int64_t pairs, char *out, size_t len) {
+    affine_geom g;
+    if (f.bits && affine_geometry("plan", dev, f.bits, false, n, k, pairs, &g) == QN_OK)
+        snprintf(out, len, "%u x %lld block(s) of %u threads, %d row group(s) of %d rows a block, %d-stage cp.async pipeline",
+                 g.grid_x, (long long)pairs, g.threads, g.groups, affine_rows_out(f.bits, false), g.stages);
+    else if (f.bits)
+        snprintf(out, len, "rows too long for its shared memory");
+    else
+        snprintf(out, len, "%lld x %lld block(s) of %u threads, %d rows a block", (long long)((n + MV_ROWS - 1) / MV_ROWS),
+                 (long long)pairs, mv_threads(dev, f.t, k, n), MV_ROWS);
+}
+
+static qn_status plan_dense(qn_device *dev, wformat f, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
+    if (dev->backend == QN_BACKEND_CPU) return plan_cpu(n, m, out, len);
+    char name[96], shape[160];
+    if (mm_dense_ok(dev, f, n, m, false)) {
+        int bm = mm_bm(dev, mm_row_tiles(n, false), m);
+        qn_dtype dt = mm_dtype(f);
+        mm_name(f, bm, name, sizeof name);
+        snprintf(out, len,
+                 "%s: tensor cores (mma m16n8k16, %s operands, f32 sums), tiles of 128 rows x %d tokens, "
+                 "grid %lld x %lld; x converted to %s first (mm_x_prep) unless it is %s",
+                 name, qn_dtype_name(dt), bm, (long long)mm_row_tiles(n, false), (long long)((m + bm - 1) / bm),
+                 qn_dtype_name(dt), qn_dtype_name(dt));
         return QN_OK;
     }
-    int64_t launches = (m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS;
-    snprintf(out, len, "matvec_%s: %lld block(s) of %u threads, %d rows a block; %lld launch(es) of up to %d tokens",
-             qn_dtype_name(wtype), (long long)((n + MV_ROWS - 1) / MV_ROWS), mv_threads(dev, wtype, k, n), MV_ROWS,
-             (long long)launches, MV_MAX_TOKENS);
+    mv_name(f, false, name, sizeof name);
+    mv_shape(dev, f, n, k, 1, shape, sizeof shape);
+    snprintf(out, len, "%s: %s; %lld launch(es) of up to %d tokens", name, shape,
+             (long long)((m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS), MV_MAX_TOKENS);
     return QN_OK;
+}
+
+static qn_status plan_routed(const char *op, qn_device *dev, wformat f, int64_t n, int64_t k, int64_t m,
+                             int64_t n_experts, int64_t top_k, char *out, size_t len) {
+    if (n_experts < 1 || top_k < 1)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: n_experts=%lld top_k=%lld", op, (long long)n_experts,
+                        (long long)top_k);
+    if (dev->backend == QN_BACKEND_CPU) {
+        snprintf(out, len, "cpu: for each (slot, token) pair, the expert's rows dequantized and dotted, rows across "
+                           "threads");
+        return QN_OK;
+    }
+    char name[96], shape[160];
+    const int bm = mm_routed_bm(dev, f, n_experts, top_k, m);
+    if (bm) {
+        qn_dtype dt = mm_dtype(f);
+        mm_name(f, bm, name, sizeof name);
+        snprintf(out, len,
+                 "mm_route (pairs grouped by expert on the device) then %s: tensor cores (%s operands, f32 "
+                 "sums), tiles of 128 rows x up to %d pairs of one expert, grid %lld x %lld (tiles past the list "
+                 "return); x converted to %s first (mm_x_prep) unless it is %s",
+                 name, qn_dtype_name(dt), bm, (long long)mm_row_tiles(n, false),
+                 (long long)qn_mm_max_tiles(top_k * m, n_experts, bm), qn_dtype_name(dt), qn_dtype_name(dt));
+        return QN_OK;
+    }
+    mv_name(f, true, name, sizeof name);
+    mv_shape(dev, f, n, k, top_k * m, shape, sizeof shape);
+    snprintf(out, len, "%s: %s, one launch", name, shape);
+    return QN_OK;
+}
+
+static qn_status plan_check(const char *op, qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m,
+                            char *out, size_t len) {
+    QN_TRY(plan_shape(op, dev, n, k, m, out, len));
+    if (!weight_type_ok(wtype))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: weights of dtype %s are not supported", op,
+                        qn_dtype_name(wtype) ? qn_dtype_name(wtype) : "(invalid)");
+    return QN_OK;
+}
+
+qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
+    QN_TRY(plan_check("qn_qmatmul_plan", dev, wtype, n, k, m, out, len));
+    return plan_dense(dev, block_format(wtype), n, k, m, out, len);
+}
+
+qn_status qn_qmatmul_id_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, int64_t n_experts,
+                             int64_t top_k, char *out, size_t len) {
+    QN_TRY(plan_check("qn_qmatmul_id_plan", dev, wtype, n, k, m, out, len));
+    return plan_routed("qn_qmatmul_id_plan", dev, block_format(wtype), n, k, m, n_experts, top_k, out, len);
 }
 
 /* Weights: a known type, whole blocks back to back in each row, K a multiple
@@ -73,6 +320,69 @@ static qn_status check_weight(const char *op, qn_encoder *enc, const char *name,
                         qn_dtype_name(w->dtype), (long long)w->ne[0]);
     return QN_OK;
 }
+
+/* A weight operand: rows of one block type, or an MLX affine weight. */
+typedef struct {
+    qn_tensor w;              /* the rows; for MLX, the packed q (set by the check) */
+    const qn_mlx_weight *mlx; /* the MLX weight, NULL for block types */
+    bool affine;              /* MLX (mlx may be NULL before the check) */
+    int64_t K;                /* weights a row (set by the check) */
+} operand;
+
+static operand block_operand(qn_tensor w) { return (operand){w, NULL, false, 0}; }
+static operand mlx_operand(const qn_mlx_weight *w) { return (operand){{0}, w, true, 0}; }
+
+static qn_status check_mlx(const char *op, qn_encoder *enc, const char *name, operand *o);
+
+static qn_status check_operand(const char *op, qn_encoder *enc, const char *name, operand *o) {
+    if (o->affine) return check_mlx(op, enc, name, o);
+    QN_TRY(check_weight(op, enc, name, &o->w));
+    o->K = o->w.ne[0];
+    return QN_OK;
+}
+
+/* Same dtype, shape and strides (the kernels read gate and up rows with
+ * the same offsets). */
+static bool same_layout(const qn_tensor *a, const qn_tensor *b) {
+    return a->dtype == b->dtype && memcmp(a->ne, b->ne, sizeof a->ne) == 0 && a->nb[1] == b->nb[1] &&
+           (a->ne[2] == 1 || a->nb[2] == b->nb[2]);
+}
+
+static qn_status check_up(const char *op, qn_encoder *enc, const operand *g, operand *u) {
+    QN_TRY(check_operand(op, enc, "up", u));
+    bool same = same_layout(&g->w, &u->w);
+    if (g->mlx)
+        same = same && g->mlx->bits == u->mlx->bits && g->mlx->group_size == u->mlx->group_size &&
+               same_layout(&g->mlx->scales, &u->mlx->scales) && same_layout(&g->mlx->biases, &u->mlx->biases);
+    if (!same) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: gate and up weights differ in type, shape or stride", op);
+    return QN_OK;
+}
+
+/* The CPU's argument record (the GPU's for block types). */
+static qn_qmatmul_args make_args(qn_encoder *enc, const qn_tensor *y, const operand *g, const operand *u,
+                                 const qn_tensor *x, const qn_tensor *ids, int act) {
+    qn_qmatmul_args a = {.y = qn_op_kt(y), .w = qn_op_kt(&g->w), .up = qn_op_kt(u ? &u->w : &g->w), .x = qn_op_kt(x),
+                         .ids = ids ? qn_op_kt(ids) : (qn_kt){0}, .glu = u != NULL, .act = act,
+                         .n_experts = (int)g->w.ne[2], .top_k = ids ? (int)ids->ne[0] : 0,
+                         .flags = qn_encoder_flags(enc)};
+    if (g->mlx) {
+        const qn_mlx_weight *um = u ? u->mlx : g->mlx;
+        a.w_scales = qn_op_kt(&g->mlx->scales), a.w_biases = qn_op_kt(&g->mlx->biases);
+        a.up_scales = qn_op_kt(&um->scales), a.up_biases = qn_op_kt(&um->biases);
+        a.bits = g->mlx->bits, a.group = g->mlx->group_size;
+    }
+    return a;
+}
+
+static wformat operand_format(const operand *o) {
+    return o->mlx ? mlx_format((qn_mlx_quant){o->mlx->bits, o->mlx->group_size}) : block_format(o->w.dtype);
+}
+
+static qn_affine_w affine_w(const operand *g, const operand *u);
+static qn_status affine_dense(const char *op, qn_encoder *enc, const qn_qmatmul_args *a, const operand *g,
+                              const operand *u);
+static qn_status affine_routed(const char *op, qn_encoder *enc, const qn_qmatmul_args *a, const operand *g,
+                               const operand *u);
 
 /* x: float rows of K contiguous values; on the GPU 16-byte aligned. */
 static qn_status check_x(const char *op, qn_encoder *enc, const qn_tensor *x, int64_t K) {
@@ -99,27 +409,43 @@ static qn_status check_y(const char *op, qn_encoder *enc, const qn_tensor *y, in
     return QN_OK;
 }
 
-static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor w, const qn_tensor *up, qn_tensor x,
-                       int act) {
-    QN_TRY(check_weight(op, enc, "w", &w));
-    if (up) {
-        QN_TRY(check_weight(op, enc, "up", up));
-        if (up->dtype != w.dtype || up->ne[0] != w.ne[0] || up->ne[1] != w.ne[1] || up->nb[1] != w.nb[1])
-            return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: gate and up weights differ in type, shape or stride", op);
-    }
+static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g, operand *u, qn_tensor x, int act) {
+    QN_TRY(check_operand(op, enc, "w", g));
+    if (u) QN_TRY(check_up(op, enc, g, u));
+    const qn_tensor w = g->w, *up = u ? &u->w : NULL;
     if (w.ne[2] != 1 || w.ne[3] != 1 || x.ne[2] != 1 || x.ne[3] != 1 || y.ne[2] != 1 || y.ne[3] != 1)
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: W, x and y must be 2-D (use qn_qmatmul_id for experts)", op);
-    QN_TRY(check_x(op, enc, &x, w.ne[0]));
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: W, x and y must be 2-D (use the _id form for experts)", op);
+    QN_TRY(check_x(op, enc, &x, g->K));
     QN_TRY(check_y(op, enc, &y, w.ne[1]));
     if (y.ne[1] != x.ne[1])
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: y has %lld tokens, x %lld", op, (long long)y.ne[1],
                         (long long)x.ne[1]);
-    qn_qmatmul_args a = {qn_op_kt(&y), qn_op_kt(&w), up ? qn_op_kt(up) : qn_op_kt(&w), qn_op_kt(&x),
-                         (qn_kt){0}, up != NULL, act, 0, 0, 0};
-    if (enc->dev->backend == QN_BACKEND_CPU) {
-        a.flags = qn_encoder_flags(enc); /* for a failed scratch allocation */
-        return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
+    qn_qmatmul_args a = make_args(enc, &y, g, u, &x, NULL, act); /* flags: for a failed CPU scratch allocation */
+    if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
+
+    const wformat f = operand_format(g);
+    if (mm_dense_ok(enc->dev, f, w.ne[1], x.ne[1], up != NULL)) {
+        int64_t M = x.ne[1], row_tiles = mm_row_tiles(w.ne[1], up != NULL);
+        int bm = mm_bm(enc->dev, row_tiles, M);
+        qn_dtype dt = mm_dtype(f);
+        uint64_t scratch = 0;
+        size_t need = mm_x_bytes(x.dtype, dt, M, g->K);
+        if (need) QN_TRY(qn_cuda_encoder_scratch(enc, need, &scratch));
+        qn_mm_args ma = {0};
+        QN_TRY(mm_x(enc, &x, 1, 0, x.nb[1], M, dt, scratch, &ma));
+        ma.y = qn_tensor_addr(&y);
+        ma.y_nb1 = y.nb[1] / 4;
+        ma.N = w.ne[1];
+        ma.K = g->K;
+        ma.M = M;
+        ma.top_k = 1;
+        ma.glu = up != NULL;
+        ma.act = act;
+        qn_mm_gguf_w gw = {qn_tensor_addr(&w), up ? qn_tensor_addr(up) : 0, w.nb[1], 0};
+        qn_affine_w aw = g->mlx ? affine_w(g, u) : (qn_affine_w){.group_shift = 0};
+        return mm_launch(enc, op + 3, f, bm, g->mlx ? (void *)&aw : (void *)&gw, ma, row_tiles, (M + bm - 1) / bm);
     }
+    if (g->mlx) return affine_dense(op, enc, &a, g, u);
 
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(w.dtype));
@@ -138,7 +464,8 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor w
 }
 
 qn_status qn_qmatmul(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x) {
-    return dense("qn_qmatmul", enc, y, w, NULL, x, 0);
+    operand g = block_operand(w);
+    return dense("qn_qmatmul", enc, y, &g, NULL, x, 0);
 }
 
 static qn_status check_act(const char *op, qn_act act) {
@@ -150,27 +477,24 @@ static qn_status check_act(const char *op, qn_act act) {
 
 qn_status qn_qmatmul_glu(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, qn_tensor x, qn_act act) {
     QN_TRY(check_act("qn_qmatmul_glu", act));
-    return dense("qn_qmatmul_glu", enc, y, gate, &up, x, (int)act);
+    operand g = block_operand(gate), u = block_operand(up);
+    return dense("qn_qmatmul_glu", enc, y, &g, &u, x, (int)act);
 }
 
 /* Expert-routed: W [K, N, E], ids i32 [top_k, M], x [K, 1 or top_k, M],
  * y f32 [N, top_k, M] contiguous. */
-static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor w, const qn_tensor *up, qn_tensor x,
+static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g, operand *u, qn_tensor x,
                         qn_tensor ids, int act) {
-    QN_TRY(check_weight(op, enc, "w", &w));
-    if (up) {
-        QN_TRY(check_weight(op, enc, "up", up));
-        if (up->dtype != w.dtype || memcmp(up->ne, w.ne, sizeof w.ne) != 0 || up->nb[1] != w.nb[1] ||
-            up->nb[2] != w.nb[2])
-            return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: gate and up weights differ in type, shape or stride", op);
-    }
+    QN_TRY(check_operand(op, enc, "w", g));
+    if (u) QN_TRY(check_up(op, enc, g, u));
+    const qn_tensor w = g->w, *up = u ? &u->w : NULL;
     QN_TRY(qn_op_check(op, enc, "ids", &ids));
     if (ids.dtype != QN_I32 || ids.nb[0] != 4 || ids.ne[2] != 1 || ids.ne[3] != 1)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: ids must be i32 [top_k, tokens] (is %s)", op,
                         qn_dtype_name(ids.dtype));
     int64_t top_k = ids.ne[0], M = ids.ne[1], E = w.ne[2];
     if (w.ne[3] != 1) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: W must be [K, N, n_experts]", op);
-    QN_TRY(check_x(op, enc, &x, w.ne[0]));
+    QN_TRY(check_x(op, enc, &x, g->K));
     if ((x.ne[1] != 1 && x.ne[1] != top_k) || x.ne[2] != M || x.ne[3] != 1)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: x is [%lld, %lld, %lld], expected [K, 1 or top_k=%lld, tokens=%lld]",
                         op, (long long)x.ne[0], (long long)x.ne[1], (long long)x.ne[2], (long long)top_k, (long long)M);
@@ -178,12 +502,50 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor 
     if (y.ne[1] != top_k || y.ne[2] != M || y.ne[3] != 1 || y.nb[1] != 4 * y.ne[0] || y.nb[2] != y.nb[1] * top_k)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: y must be contiguous f32 [N, top_k=%lld, tokens=%lld]", op,
                         (long long)top_k, (long long)M);
-    if (top_k * M > 65535)
+    const int64_t P = top_k * M;
+    const wformat f = operand_format(g);
+    const int bm = mm_routed_bm(enc->dev, f, E, top_k, M);
+    const int64_t max_tiles = bm ? qn_mm_max_tiles(P, E, bm) : 0;
+    const bool mm = bm > 0;
+    if (!mm && P > 65535)
         return qn_error(QN_ERR_UNSUPPORTED, "%s: %lld (expert, token) pairs exceed one launch's 65535", op,
-                        (long long)(top_k * M));
-    qn_qmatmul_args a = {qn_op_kt(&y), qn_op_kt(&w), up ? qn_op_kt(up) : qn_op_kt(&w), qn_op_kt(&x), qn_op_kt(&ids),
-                         up != NULL, act, (int)E, (int)top_k, qn_encoder_flags(enc)};
+                        (long long)P);
+    qn_qmatmul_args a = make_args(enc, &y, g, u, &x, &ids, act);
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul_id, &a, sizeof a);
+
+    if (mm) {
+        /* scratch: x rows (when converted), then the tile list and pair lists */
+        const qn_dtype dt = mm_dtype(f);
+        const int64_t slots = x.ne[1];
+        const size_t xbytes = mm_x_bytes(x.dtype, dt, slots * M, g->K);
+        const size_t tbytes = round256((size_t)(4 + 4 * max_tiles) * 4);
+        uint64_t scratch;
+        QN_TRY(qn_cuda_encoder_scratch(enc, xbytes + tbytes + (size_t)P * 4, &scratch));
+        uint64_t tiles = scratch + xbytes, pairs = tiles + tbytes, idp = qn_tensor_addr(&ids), flags = a.flags;
+        long long ids_nb1 = ids.nb[1] / 4, Ml = M;
+        int tk = (int)top_k, n_experts = (int)E, bmi = bm;
+        void *rargs[] = {&idp, &ids_nb1, &tk, &Ml, &n_experts, &bmi, &tiles, &pairs, &flags};
+        QN_TRY(qn_cuda_launch(enc, "mm_route", "matmul.cu", "", "mm_route", (qn_dim3){1, 1, 1}, (qn_dim3){1024, 1, 1},
+                              (unsigned)(8 * E), rargs));
+        qn_mm_args ma = {0};
+        QN_TRY(mm_x(enc, &x, slots, x.nb[1], x.nb[2], M, dt, scratch, &ma));
+        ma.y = qn_tensor_addr(&y);
+        ma.y_nb1 = w.ne[1];
+        ma.N = w.ne[1];
+        ma.K = g->K;
+        ma.M = M;
+        ma.tiles = tiles;
+        ma.pairs = pairs;
+        ma.top_k = (int)top_k;
+        ma.x_per_slot = slots > 1;
+        ma.glu = up != NULL;
+        ma.act = act;
+        qn_mm_gguf_w gw = {qn_tensor_addr(&w), up ? qn_tensor_addr(up) : 0, w.nb[1], w.nb[2]};
+        qn_affine_w aw = g->mlx ? affine_w(g, u) : (qn_affine_w){.group_shift = 0};
+        return mm_launch(enc, op + 3, f, bm, g->mlx ? (void *)&aw : (void *)&gw, ma, mm_row_tiles(w.ne[1], up != NULL),
+                         max_tiles);
+    }
+    if (g->mlx) return affine_routed(op, enc, &a, g, u);
 
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_id_%s", qn_dtype_name(w.dtype));
@@ -201,11 +563,138 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor 
 }
 
 qn_status qn_qmatmul_id(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor ids) {
-    return routed("qn_qmatmul_id", enc, y, w, NULL, x, ids, 0);
+    operand g = block_operand(w);
+    return routed("qn_qmatmul_id", enc, y, &g, NULL, x, ids, 0);
 }
 
 qn_status qn_qmatmul_glu_id(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, qn_tensor x, qn_tensor ids,
                             qn_act act) {
     QN_TRY(check_act("qn_qmatmul_glu_id", act));
-    return routed("qn_qmatmul_glu_id", enc, y, gate, &up, x, ids, (int)act);
+    operand g = block_operand(gate), u = block_operand(up);
+    return routed("qn_qmatmul_glu_id", enc, y, &g, &u, x, ids, (int)act);
+}
+
+/* ---- MLX affine weights (matvec_affine.cu) */
+
+/* Alignment of a q row on the GPU: the kernel reads a 32-weight unit (bits
+ * words) with the widest loads that divide it. */
+static int64_t affine_align(int bits) { return bits % 4 == 0 ? 16 : bits % 2 == 0 ? 8 : 4; }
+
+static qn_status check_mlx(const char *op, qn_encoder *enc, const char *name, operand *o) {
+    const qn_mlx_weight *w = o->mlx;
+    int64_t cols;
+    QN_TRY(qn_mlx_weight_check(op, enc, w, &cols));
+    int64_t sb = qn_dtype_block_bytes(w->scales.dtype);
+    if (w->scales.nb[0] != sb || w->biases.nb[0] != sb)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s scales and biases must be contiguous within a row", op, name);
+    if (enc->dev->backend == QN_BACKEND_CUDA) {
+        int64_t al = affine_align(w->bits);
+        if (qn_tensor_addr(&w->q) % (uint64_t)al || w->q.nb[1] % al || w->q.nb[2] % al || w->q.nb[3] % al)
+            return qn_error(QN_ERR_UNSUPPORTED, "%s: %s q rows of %d-bit weights must start at multiples of %lld bytes on the GPU",
+                            op, name, w->bits, (long long)al);
+    }
+    o->w = w->q;
+    o->K = cols;
+    return QN_OK;
+}
+
+/* The weights' record (gate and up, or the one weight twice). */
+static qn_affine_w affine_w(const operand *g, const operand *u) {
+    const qn_mlx_weight *gw = g->mlx, *uw = u ? u->mlx : g->mlx;
+    qn_affine_w w = {{qn_tensor_addr(&gw->q), qn_tensor_addr(&uw->q)},
+                     {qn_tensor_addr(&gw->scales), qn_tensor_addr(&uw->scales)},
+                     {qn_tensor_addr(&gw->biases), qn_tensor_addr(&uw->biases)},
+                     gw->q.nb[1], gw->scales.nb[1], gw->biases.nb[1],
+                     gw->q.nb[2], gw->scales.nb[2], gw->biases.nb[2],
+                     0, gw->scales.dtype};
+    while ((1 << w.group_shift) < gw->group_size) w.group_shift++;
+    return w;
+}
+
+/* The matvec's arguments but for x, y and the tokens, and its launch. */
+static qn_affine_args affine_args(const qn_qmatmul_args *a, const operand *g, const operand *u) {
+    qn_affine_args k = {.w = affine_w(g, u), .N = g->w.ne[1], .K = g->K, .xt = a->x.dtype, .act = a->act};
+    return k;
+}
+
+static qn_status affine_launch(qn_encoder *enc, const char *op, qn_affine_args *k, const operand *g, bool glu,
+                               bool routed, unsigned pairs) {
+    affine_geom geo;
+    QN_TRY(affine_geometry(op, enc->dev, g->mlx->bits, glu, k->N, k->K, pairs, &geo));
+    k->stages = geo.stages, k->groups = geo.groups;
+    char fn[32], defines[32];
+    snprintf(fn, sizeof fn, "affine_matvec%s%s", glu ? "_glu" : "", routed ? "_id" : "");
+    snprintf(defines, sizeof defines, "-DQN_AFFINE_BITS=%d", g->mlx->bits);
+    void *args[] = {(void *)k};
+    return qn_cuda_launch(enc, op + 3, "matvec_affine.cu", defines, fn, (qn_dim3){geo.grid_x, pairs, 1},
+                          (qn_dim3){geo.threads, 1, 1}, geo.smem, args);
+}
+
+static qn_status affine_dense(const char *op, qn_encoder *enc, const qn_qmatmul_args *a, const operand *g,
+                              const operand *u) {
+    qn_affine_args k = affine_args(a, g, u);
+    k.x_tok = a->x.nb[1], k.y_tok = a->y.nb[1] / 4;
+    for (int64_t t0 = 0; t0 < a->x.ne[1]; t0 += MV_MAX_TOKENS) {
+        k.x = a->x.addr + (uint64_t)(t0 * a->x.nb[1]), k.y = a->y.addr + (uint64_t)(t0 * a->y.nb[1]);
+        k.nx = (int)(a->x.ne[1] - t0 < MV_MAX_TOKENS ? a->x.ne[1] - t0 : MV_MAX_TOKENS);
+        QN_TRY(affine_launch(enc, op, &k, g, u != NULL, false, 1));
+    }
+    return QN_OK;
+}
+
+static qn_status affine_routed(const char *op, qn_encoder *enc, const qn_qmatmul_args *a, const operand *g,
+                               const operand *u) {
+    qn_affine_args k = affine_args(a, g, u);
+    k.x = a->x.addr, k.y = a->y.addr, k.x_tok = a->x.nb[2], k.x_slot = a->x.ne[1] == 1 ? 0 : a->x.nb[1];
+    k.ids = a->ids.addr, k.ids_tok = a->ids.nb[1] / 4, k.flags = a->flags;
+    k.top_k = a->top_k, k.n_experts = a->n_experts, k.nx = 1;
+    return affine_launch(enc, op, &k, g, u != NULL, true, (unsigned)(a->top_k * a->ids.ne[1]));
+}
+
+qn_status qn_qmatmul_mlx(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *w, qn_tensor x) {
+    operand g = mlx_operand(w);
+    return dense("qn_qmatmul_mlx", enc, y, &g, NULL, x, 0);
+}
+
+qn_status qn_qmatmul_mlx_glu(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *gate, const qn_mlx_weight *up,
+                             qn_tensor x, qn_act act) {
+    QN_TRY(check_act("qn_qmatmul_mlx_glu", act));
+    operand g = mlx_operand(gate), u = mlx_operand(up);
+    return dense("qn_qmatmul_mlx_glu", enc, y, &g, &u, x, (int)act);
+}
+
+qn_status qn_qmatmul_mlx_id(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *w, qn_tensor x, qn_tensor ids) {
+    operand g = mlx_operand(w);
+    return routed("qn_qmatmul_mlx_id", enc, y, &g, NULL, x, ids, 0);
+}
+
+qn_status qn_qmatmul_mlx_glu_id(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *gate, const qn_mlx_weight *up,
+                                qn_tensor x, qn_tensor ids, qn_act act) {
+    QN_TRY(check_act("qn_qmatmul_mlx_glu_id", act));
+    operand g = mlx_operand(gate), u = mlx_operand(up);
+    return routed("qn_qmatmul_mlx_glu_id", enc, y, &g, &u, x, ids, (int)act);
+}
+
+static qn_status mlx_plan_check(const char *who, qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m,
+                                char *out, size_t len) {
+    QN_TRY(plan_shape(who, dev, n, k, m, out, len));
+    if (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 6 && p.bits != 8)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: bits %d is not 2, 3, 4, 6 or 8", who, p.bits);
+    if (p.group_size != 32 && p.group_size != 64 && p.group_size != 128)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: group size %d is not 32, 64 or 128", who, p.group_size);
+    if (k % p.group_size != 0)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: k = %lld is not a multiple of the group size %d", who,
+                        (long long)k, p.group_size);
+    return QN_OK;
+}
+
+qn_status qn_qmatmul_mlx_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
+    QN_TRY(mlx_plan_check("qn_qmatmul_mlx_plan", dev, p, n, k, m, out, len));
+    return plan_dense(dev, mlx_format(p), n, k, m, out, len);
+}
+
+qn_status qn_qmatmul_mlx_id_plan(qn_device *dev, qn_mlx_quant p, int64_t n, int64_t k, int64_t m, int64_t n_experts,
+                                 int64_t top_k, char *out, size_t len) {
+    QN_TRY(mlx_plan_check("qn_qmatmul_mlx_id_plan", dev, p, n, k, m, out, len));
+    return plan_routed("qn_qmatmul_mlx_id_plan", dev, mlx_format(p), n, k, m, n_experts, top_k, out, len);
 }

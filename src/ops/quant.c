@@ -60,6 +60,9 @@ qn_status qn_mlx_weight_check(const char *op, qn_encoder *enc, const qn_mlx_weig
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: scales are %s but biases %s", op, qn_dtype_name(w->scales.dtype),
                         qn_dtype_name(w->biases.dtype));
     *cols = w->q.ne[0] * 32 / w->bits;
+    if (w->q.ne[0] * 32 % w->bits != 0 || *cols % w->group_size != 0)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: q rows of %lld words are not whole groups of %d %d-bit weights", op,
+                        (long long)w->q.ne[0], w->group_size, w->bits);
     if (w->scales.ne[0] * w->group_size != *cols || w->biases.ne[0] != w->scales.ne[0])
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %lld columns need %lld scales and biases per row, got %lld and %lld",
                         op, (long long)*cols, (long long)(*cols / w->group_size), (long long)w->scales.ne[0],

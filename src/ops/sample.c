@@ -80,14 +80,14 @@ qn_status qn_sample(qn_encoder *enc, qn_tensor token, qn_tensor logprob, qn_tens
     a.slice = QN_SAMPLE_SLICE;
     while (topk && (V + a.slice - 1) / a.slice * p->top_k > QN_SAMPLE_MERGE) a.slice *= 2;
     const int64_t slices = (V + a.slice - 1) / a.slice;
-    const int64_t data = QN_CUDA_SCRATCH_BYTES - 4 * QN_CUDA_SCRATCH_COUNTERS;
+    const int64_t data = QN_CUDA_MERGE_SCRATCH_BYTES - 4 * QN_CUDA_MERGE_SCRATCH_COUNTERS;
     a.scratch_row = (16 + 16 * slices + (topk ? 8 * slices * p->top_k : 0) + 15) / 16 * 16;
     int64_t chunk = data / a.scratch_row;
-    if (chunk > QN_CUDA_SCRATCH_COUNTERS) chunk = QN_CUDA_SCRATCH_COUNTERS;
+    if (chunk > QN_CUDA_MERGE_SCRATCH_COUNTERS) chunk = QN_CUDA_MERGE_SCRATCH_COUNTERS;
     uint64_t scratch;
-    QN_TRY(qn_cuda_encoder_scratch(enc, &scratch));
+    QN_TRY(qn_cuda_encoder_merge_scratch(enc, &scratch));
     a.tickets = scratch;
-    a.scratch = scratch + 4 * QN_CUDA_SCRATCH_COUNTERS;
+    a.scratch = scratch + 4 * QN_CUDA_MERGE_SCRATCH_COUNTERS;
     /* top_k stages the slice's keys, then the slices' candidates, in
      * shared memory */
     const int64_t keys = a.slice < QN_SAMPLE_STAGE_KEYS ? a.slice : QN_SAMPLE_STAGE_KEYS;
