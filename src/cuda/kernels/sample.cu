@@ -25,8 +25,9 @@
  *      global memory), written in id order;
  *   the last block: the row's max and softmax sum from the slices'; greedy
  *   is done. top_k: the slices' candidates staged in shared memory, the
- *   same select over them, a rank sort of the top_k, and warp 0 applies
- *   top_p, min_p and temperature and draws. Without top_k the row's max and sum go to scratch for
+ *   same select over them (stopping once up to CAP candidates hold the
+ *   top_k), a rank sort, and warp 0 applies top_p, min_p and temperature
+ *   to the top_k and draws. Without top_k the row's max and sum go to scratch for
  *   sample_draw.
  * sample_draw (temperature without top_k, after sample): each block sums
  *   its slice's weights exp((l - max) / temperature) over the min_p
