@@ -279,15 +279,15 @@ static void test_shapes(void **state) {
     check_case((gdn_shape){128, 128, 1, 1, 300, 2, QN_F32, QN_F32, false, -2.0f, -0.5f}, false);
 }
 
-/* Many heads and sequences: the GPU's state kernel then gives each block
- * 32 or 64 rows of a head's state instead of 16 (64 blocks or more). */
+/* Many heads and sequences (state grids of 128 to 256 blocks), grouped
+ * value heads, every head size pair. */
 static void test_many_heads(void **state) {
     (void)state;
-    check_case((gdn_shape){128, 128, 8, 32, 130, 1, QN_F32, QN_F32, false, -0.1f, 0.0f}, false); /* 64 rows */
-    check_case((gdn_shape){128, 128, 4, 16, 70, 1, QN_F32, QN_F32, true, -0.1f, 0.0f}, false);   /* 32 rows */
-    check_case((gdn_shape){128, 256, 4, 8, 100, 2, QN_F32, QN_F32, false, -0.1f, 0.0f}, false);  /* 64 rows */
-    check_case((gdn_shape){256, 128, 2, 8, 65, 2, QN_BF16, QN_F32, false, -0.1f, 0.0f}, false);  /* 32 rows */
-    check_case((gdn_shape){256, 256, 4, 8, 64, 2, QN_F32, QN_F32, false, -0.1f, 0.0f}, false);   /* 32 rows */
+    check_case((gdn_shape){128, 128, 8, 32, 130, 1, QN_F32, QN_F32, false, -0.1f, 0.0f}, false);
+    check_case((gdn_shape){128, 128, 4, 16, 70, 1, QN_F32, QN_F32, true, -0.1f, 0.0f}, false);
+    check_case((gdn_shape){128, 256, 4, 8, 100, 2, QN_F32, QN_F32, false, -0.1f, 0.0f}, false);
+    check_case((gdn_shape){256, 128, 2, 8, 65, 2, QN_BF16, QN_F32, false, -0.1f, 0.0f}, false);
+    check_case((gdn_shape){256, 256, 4, 8, 64, 2, QN_F32, QN_F32, false, -0.1f, 0.0f}, false);
 }
 
 /* bf16 and f16 activations (g and beta too), within their rounding. */
