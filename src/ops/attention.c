@@ -35,7 +35,8 @@ static attn_plan plan(qn_device *dev, bool prefill, int64_t d, int64_t hq, int64
         blocks = (int64_t)pl.tiles * (d / QN_ATTN_PF_DV(d)) * hkv;
         resident = (int64_t)QN_ATTN_PF_MINB(d) * dev->info.sm_count;
         max_splits = cap / (2 * QN_ATTN_PF_KEYS(d)); /* two key tiles a slice at least */
-        limit = QN_ATTN_PF_MAX_SPLITS;
+        if (n > 65535) max_splits = 1;               /* the merge's grid has a row of blocks per token */
+        limit = QN_ATTN_MAX_SPLITS;
     } else {
         int smem_block = 0, smem_sm = 0;
         if (dev->backend == QN_BACKEND_CUDA) qn_cuda_smem_limits(dev, &smem_block, &smem_sm);
@@ -61,13 +62,17 @@ static attn_plan plan(qn_device *dev, bool prefill, int64_t d, int64_t hq, int64
     return pl;
 }
 
-/* Scratch elements when the op splits: per split and row group (kv head x
- * row tile, and for prefill x value half), partials (acc, m, l) of each
- * row (decode 8, prefill 64) and a flag word. */
-static int64_t scratch_elems(const qn_device *dev, const attn_plan *pl, bool prefill, int64_t d, int64_t hkv) {
+/* Scratch elements when the op splits: decode's partials (acc, m, l) per
+ * split and row of a row tile, and a flag word per split and tile;
+ * prefill's partials per split and query row. */
+static int64_t scratch_elems(const qn_device *dev, const attn_plan *pl, bool prefill, int64_t d, int64_t hq,
+                             int64_t n, int64_t hkv) {
     if (dev->backend != QN_BACKEND_CUDA || pl->splits == 1) return 0;
-    const int64_t cols = prefill ? QN_ATTN_PF_DV(d) : d, groups = (int64_t)pl->tiles * (d / cols) * hkv;
-    return (int64_t)pl->splits * groups * (pl->rows * (cols + 2) + 1);
+    if (!prefill) {
+        const int64_t groups = (int64_t)pl->tiles * hkv;
+        return (int64_t)pl->splits * groups * (QN_ATTN_DEC_ROWS * (d + 2) + 1);
+    }
+    return (int64_t)pl->splits * n * hq * (d + 2);
 }
 
 qn_status qn_flash_attn_scratch(qn_device *dev, bool prefill, qn_tensor q, qn_tensor k, int64_t *elems) {
@@ -79,7 +84,7 @@ qn_status qn_flash_attn_scratch(qn_device *dev, bool prefill, qn_tensor q, qn_te
         return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_flash_attn_scratch: n_q_heads %lld is not a multiple of n_kv_heads %lld",
                         (long long)q.ne[1], (long long)k.ne[2]);
     attn_plan pl = plan(dev, prefill, q.ne[0], q.ne[1], q.ne[2], k.ne[2], k.ne[1], k.dtype == QN_Q8_0);
-    *elems = scratch_elems(dev, &pl, prefill, q.ne[0], k.ne[2]);
+    *elems = scratch_elems(dev, &pl, prefill, q.ne[0], q.ne[1], q.ne[2], k.ne[2]);
     return QN_OK;
 }
 
@@ -157,7 +162,7 @@ static qn_status flash_attn(const char *op, bool prefill, qn_encoder *enc, qn_te
     if (pl.tiles > 65535)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %lld query heads a kv head x %lld tokens is too many", op,
                         (long long)(hq / hkv), (long long)n);
-    const int64_t need = scratch_elems(enc->dev, &pl, prefill, d, hkv);
+    const int64_t need = scratch_elems(enc->dev, &pl, prefill, d, hq, n, hkv);
     qn_kt sk = {0};
     if (need > 0) {
         if (!scratch)
@@ -195,7 +200,11 @@ static qn_status flash_attn(const char *op, bool prefill, qn_encoder *enc, qn_te
     snprintf(fn, sizeof fn, "attn_prefill_%s", dt);
     qn_dim3 grid = {(unsigned)(pl.tiles * (d / QN_ATTN_PF_DV(d))), (unsigned)hkv, (unsigned)pl.splits};
     void *args[] = {&a.out, &a.q, &a.k, &a.v, &a.pos, &a.sinks, &saddr, &a.p};
-    return qn_cuda_launch(enc, name, SRC, defines, fn, grid, (qn_dim3){32 * QN_ATTN_PF_WARPS, 1, 1}, pl.smem, args);
+    QN_TRY(qn_cuda_launch(enc, name, SRC, defines, fn, grid, (qn_dim3){32 * QN_ATTN_PF_WARPS, 1, 1}, pl.smem, args));
+    if (pl.splits == 1) return QN_OK;
+    void *rargs[] = {&a.out, &a.sinks, &saddr, &a.p};
+    return qn_cuda_launch(enc, "flash_attn_reduce", SRC, defines, "attn_reduce", (qn_dim3){(unsigned)hq, (unsigned)n, 1},
+                          (qn_dim3){128, 1, 1}, 0, rargs);
 }
 
 qn_status qn_flash_attn_decode(qn_encoder *enc, qn_tensor out, qn_tensor q, qn_tensor k, qn_tensor v, qn_tensor pos,

@@ -1,6 +1,7 @@
 /* Flash attention over the KV cache: decode (1 to 8 query tokens, K and V
- * in f16, bf16 or q8_0) and prefill (f16 or bf16), both on tensor cores,
- * each merging the partial softmaxes of its split blocks itself.
+ * in f16, bf16 or q8_0, merging its split blocks' partial softmaxes
+ * itself) and prefill (f16 or bf16, with a kernel merging its splits),
+ * both on tensor cores.
  *
  * Compiled once per head dim: -DQN_ATTN_D=64, 80, 96, 128, 256 or 512.
  *
@@ -622,6 +623,34 @@ DECODE_KERNEL(bf16, QN_KT_BF16)
 DECODE_KERNEL(q8_0, QN_KT_Q8_0)
 #endif
 
+/* ---- the merge of prefill's split partials
+ *
+ * Grid (n_q_heads, n_tokens), 128 threads: out = sum_s w_s acc_s / (sum_s
+ * w_s l_s + sink), w_s = 2^(m_s - max m). Bytes: S * (D + 2) floats read and
+ * D written per row. */
+extern "C" __global__ void __launch_bounds__(128) attn_reduce(qn_kt out, qn_kt sinks, const float *scratch,
+                                                              qn_attn_params p) {
+    __shared__ float w[QN_ATTN_MAX_SPLITS];
+    const int h = blockIdx.x, t = blockIdx.y, S = p.n_splits;
+    const long long rows = (long long)p.n_tokens * p.n_q_heads, row = (long long)t * p.n_q_heads + h;
+    const float *ml = scratch + (long long)S * rows * HD;
+    float mn = NEG_INF;
+    for (int s = 0; s < S; s++) mn = fmaxf(mn, ml[(s * rows + row) * 2]);
+    const float mref = mn == NEG_INF ? 0.0f : mn;
+    for (int s = threadIdx.x; s < S; s += blockDim.x) w[s] = exp2f(ml[(s * rows + row) * 2] - mref);
+    __syncthreads();
+    float sum = 0.0f;
+    for (int s = 0; s < S; s++) sum += w[s] * ml[(s * rows + row) * 2 + 1];
+    if (sinks.addr) sum += exp2f(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - mref);
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    float *orow = (float *)qn_kt_at(&out, 0, h, t, 0);
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+        float a = 0.0f;
+        for (int s = 0; s < S; s++) a += w[s] * scratch[(s * rows + row) * HD + d];
+        orow[d] = a * inv;
+    }
+}
+
 /* ---- prefill
  *
  * Tensor cores: mma.sync m16n8k16, f16 or bf16 inputs, f32 accumulation.
@@ -638,10 +667,8 @@ DECODE_KERNEL(q8_0, QN_KT_Q8_0)
  * At head 512 a block covers half of the value columns (the grid's x
  * alternates halves) and computes S for its half.
  *
- * The keys are cut into at most n_splits slices of two tiles or more
- * (how many, from the visible length at run time). A lone split writes out
- * (normalised, with the sink); several write partials and merge as above
- * (rows of 64, columns DV, a row group per kv head, row tile and half).
+ * With one split the block writes out (normalised, with the sink); with
+ * more it writes partials to scratch for attn_reduce.
  * FLOPs: 4 * rows * keys * D per kv-head group; bytes: K and V once per
  * row tile, q and out once. */
 
@@ -666,6 +693,19 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const int G = p.group, R = G * p.n_tokens, C = p.capacity;
     const int p0 = qn_attn_p0(&pos);
 
+    /* Q tile to shared memory, rounded to the K dtype; rows past the last
+     * are zeros */
+    for (int i = tid; i < BM * (HD / 2); i += NT) {
+        const int r = i / (HD / 2), d = (i % (HD / 2)) * 2, rg = tile * BM + r;
+        float x0 = 0.0f, x1 = 0.0f;
+        if (rg < R) {
+            const float *qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
+            x0 = qrow[d];
+            x1 = qrow[d + 1];
+        }
+        *(unsigned *)(sQ + r * QS + d) = pack2<DT>(x0, x1);
+    }
+
     /* The visible keys of this thread's two rows (g and g + 8 of its
      * warp's 16), and of the block: its first row's token has the lowest
      * bounds and its last valid row's the highest. */
@@ -679,12 +719,10 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     int lo_first, hi_first, lo_last, hi_last;
     qn_attn_keys(&p, p0, tile * BM / G, &lo_first, &hi_first);
     qn_attn_keys(&p, p0, (min(tile * BM + BM, R) - 1) / G, &lo_last, &hi_last);
-    /* splits take whole tiles, two at least each; the others return */
-    const int all_tiles = (max(hi_last - lo_first, 0) + BN - 1) / BN;
-    const int nsplit = max(1, min(p.n_splits, all_tiles / 2));
-    if (split >= nsplit) return;
-    const int t0 = (int)((long long)split * all_tiles / nsplit), t1 = (int)((long long)(split + 1) * all_tiles / nsplit);
-    const int blo = lo_first + BN * t0, bhi = min(lo_first + BN * t1, hi_last), ntiles = t1 - t0;
+    const int len = max(hi_last - lo_first, 0);
+    const int chunk = ((len + p.n_splits - 1) / p.n_splits + BN - 1) / BN * BN;
+    const int blo = min(lo_first + split * chunk, lo_first + len), bhi = min(blo + chunk, lo_first + len);
+    const int ntiles = (bhi - blo + BN - 1) / BN;
     /* tiles from full_lo to full_hi are visible to every row: no mask */
     const int full_lo = lo_last, full_hi = min(hi_first, bhi);
     const int off = blo - blo % C;
@@ -694,6 +732,18 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const long long knb = k.nb[1], vnb = v.nb[1];
     const unsigned sQa = smem_addr(sQ), sKa = smem_addr(sK), sVa = smem_addr(sV);
 
+    /* Copy tile j0 of K (all D columns) or V (this block's DV columns). */
+    auto load_tile = [&](unsigned dst, const char *base, long long nb, int cols, int stride, int j0) {
+        const int chunks = cols / 8;
+        for (int i = tid; i < BN * chunks; i += NT) {
+            const int r = i / chunks, ch = i % chunks, j = j0 + r;
+            int row = j - off;
+            if (row >= C) row -= C;
+            const bool ok = j < bhi;
+            cp_async16(dst + (r * stride + ch * 8) * 2, ok ? base + row * nb + ch * 16 : base, ok ? 16 : 0);
+        }
+    };
+
     /* ldmatrix addresses of this lane: Q rows of the warp (A), K rows as
      * B's columns (two n-tiles of 8 keys by 16 d), V rows transposed (two
      * n-tiles of 8 columns by 16 keys) */
@@ -701,24 +751,20 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     const unsigned koff = ((lane % 8 + (lane / 16) * 8) * QS + ((lane / 8) % 2) * 8) * 2;
     const unsigned voff = ((lane % 8 + ((lane / 8) % 2) * 8) * VS + (lane / 16) * 8) * 2;
 
-    const float cap_l2 = p.softcap * QN_ATTN_LOG2E;
+    const float sl2 = p.scale * QN_ATTN_LOG2E, cap_l2 = p.softcap * QN_ATTN_LOG2E;
+    const float scale_cap = p.softcap > 0.0f ? p.scale / p.softcap : 0.0f;
     float o[DV / 8][4];
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
 
     if (ntiles > 0) {
-        copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, blo, bhi, off, C, tid);
+        load_tile(sKa, kb, knb, HD, QS, blo);
         cp_commit();
     }
-    /* Q tile to shared memory while K's first tile is on its way, scaled so
-     * S is the base-2 logit (with a softcap, the logit over the cap) and
-     * rounded to the K dtype; rows past the last are zeros */
-    load_q<DT, NT, BM, false>(qn_attn_smem, QS, q, tile * BM, R - tile * BM, kvh, G,
-                              p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E);
     for (int it = 0; it < ntiles; it++) {
         const int j0 = blo + it * BN;
-        copy_rows<NT, DV / 8>(sVa, VS, vb, vnb, BN, j0, bhi, off, C, tid);
+        load_tile(sVa, vb, vnb, DV, VS, j0);
         cp_commit();
         cp_wait<1>(); /* K of this tile has landed (V may still be coming) */
         __syncthreads();
@@ -740,58 +786,48 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
         }
 
         /* base-2 logits; element e of n-tile n is row g + 8 * (e / 2), key
-         * j0 + 8 n + 2 c + e % 2. Uniform branches around whole loops, so
-         * the common case (no cap, no mask) has no per-element work. */
-        if (p.softcap > 0.0f)
-#pragma unroll
-            for (int n = 0; n < BN / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) s[n][e] = cap_l2 * tanh_approx(s[n][e]);
-        if (!(j0 >= full_lo && j0 + BN <= full_hi))
-#pragma unroll
-            for (int n = 0; n < BN / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int j = j0 + n * 8 + 2 * c + (e & 1), rr = e >> 1;
-                    if (!(j < bhi && j >= rlo[rr] && j < rhi[rr])) s[n][e] = NEG_INF;
-                }
-        /* online softmax; the reference max moves only when a logit passes
-         * it by more than 8 (weights stay below 2^8), sparing most rescales */
+         * j0 + 8 n + 2 c + e % 2 */
+        const bool full = j0 >= full_lo && j0 + BN <= full_hi;
         float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
         for (int n = 0; n < BN / 8; n++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+            for (int e = 0; e < 4; e++) {
+                float x = p.softcap > 0.0f ? cap_l2 * tanh_approx(s[n][e] * scale_cap) : s[n][e] * sl2;
+                if (!full) {
+                    const int j = j0 + n * 8 + 2 * c + (e & 1), rr = e >> 1;
+                    if (!(j < bhi && j >= rlo[rr] && j < rhi[rr])) x = NEG_INF;
+                }
+                s[n][e] = x;
+                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            }
+        float mref[2];
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-        }
-        if (__any_sync(0xffffffffu, mx[0] > m[0] + 8.0f || mx[1] > m[1] + 8.0f)) {
+            const float mn = fmaxf(m[rr], mx[rr]);
+            mref[rr] = mn == NEG_INF ? 0.0f : mn;
+            const float corr = exp2f(m[rr] - mref[rr]);
+            m[rr] = mn;
+            l[rr] *= corr;
 #pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                const float mn = fmaxf(m[rr], mx[rr]), corr = mn == NEG_INF ? 1.0f : ex2(m[rr] - mn);
-                m[rr] = mn;
-                l[rr] *= corr;
-#pragma unroll
-                for (int n = 0; n < DV / 8; n++) {
-                    o[n][2 * rr] *= corr;
-                    o[n][2 * rr + 1] *= corr;
-                }
+            for (int n = 0; n < DV / 8; n++) {
+                o[n][2 * rr] *= corr;
+                o[n][2 * rr + 1] *= corr;
             }
         }
-        const float mref[2] = {m[0] == NEG_INF ? 0.0f : m[0], m[1] == NEG_INF ? 0.0f : m[1]};
 #pragma unroll
         for (int n = 0; n < BN / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                s[n][e] = ex2(s[n][e] - mref[e >> 1]);
+                s[n][e] = exp2f(s[n][e] - mref[e >> 1]);
                 l[e >> 1] += s[n][e];
             }
 
         __syncthreads(); /* every warp is done with this K tile */
         if (it + 1 < ntiles) {
-            copy_rows<NT, HD / 8>(sKa, QS, kb, knb, BN, j0 + BN, bhi, off, C, tid);
+            load_tile(sKa, kb, knb, HD, QS, j0 + BN);
             cp_commit();
             cp_wait<1>(); /* V of this tile has landed */
         } else {
@@ -821,17 +857,17 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
         l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
         l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
     }
-    const qn_partials P = partials_at(scratch, p.n_splits, gridDim.x * gridDim.y, BM, DV, kvh * gridDim.x + blockIdx.x);
+    const long long rows = (long long)p.n_tokens * p.n_q_heads;
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-        const int r = warp * 16 + g + rr * 8, rg = tile * BM + r;
+        const int rg = tile * BM + warp * 16 + g + rr * 8;
         if (rg >= R) continue;
         const int t = rg / G, h = kvh * G + rg % G;
-        if (nsplit == 1) {
+        if (p.n_splits == 1) {
             float sum = l[rr];
             if (sinks.addr)
-                sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E -
-                           (m[rr] == NEG_INF ? 0.0f : m[rr]));
+                sum += exp2f(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E -
+                             (m[rr] == NEG_INF ? 0.0f : m[rr]));
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
             float *orow = (float *)qn_kt_at(&out, 0, h, t, 0);
 #pragma unroll
@@ -840,23 +876,19 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
                 orow[dv0 + n * 8 + 2 * c + 1] = o[n][2 * rr + 1] * inv;
             }
         } else {
-            float *arow = P.acc + split * P.acc_sp + r * DV;
+            const long long row = (long long)split * rows + (long long)t * p.n_q_heads + h;
+            float *arow = scratch + row * HD;
 #pragma unroll
             for (int n = 0; n < DV / 8; n++) {
-                arow[n * 8 + 2 * c] = o[n][2 * rr];
-                arow[n * 8 + 2 * c + 1] = o[n][2 * rr + 1];
+                arow[dv0 + n * 8 + 2 * c] = o[n][2 * rr];
+                arow[dv0 + n * 8 + 2 * c + 1] = o[n][2 * rr + 1];
             }
-            if (c == 0) {
-                P.ml[split * P.ml_sp + r * 2] = m[rr];
-                P.ml[split * P.ml_sp + r * 2 + 1] = l[rr];
+            if (dv0 == 0 && c == 0) {
+                float *ml = scratch + (long long)p.n_splits * rows * HD + row * 2;
+                ml[0] = m[rr];
+                ml[1] = l[rr];
             }
         }
-    }
-    if (nsplit > 1) {
-        float *sW = (float *)qn_attn_smem, *sMs = sW + QN_ATTN_PF_MAX_SPLITS * BM, *sInv = sMs + QN_ATTN_PF_MAX_SPLITS * BM;
-        if (publish_split(P, split, nsplit, (int *)(sInv + BM)))
-            merge_splits<NT, BM, DV>(P, nsplit, min(BM, R - tile * BM), out, sinks, tile * BM, G, kvh, dv0, sW, sMs,
-                                     sInv);
     }
 }
 

@@ -27,6 +27,11 @@
 #define QN_ATTN_LOG2E 1.4426950408889634f
 
 
+/* Partial softmaxes of prefill's split blocks: an op launches at most this
+ * many splits (the reduce kernel keeps one weight per split in shared
+ * memory). */
+#define QN_ATTN_MAX_SPLITS 1024
+
 /* Passed to the kernels by value; the same fields in C and CUDA C++. */
 typedef struct {
     float scale;    /* logit = scale * q.k                          */
@@ -131,9 +136,6 @@ QN_HD int qn_attn_dec_smem(int d, int q8, int stages) {
  * (8 halves of padding keep ldmatrix rows on distinct banks). */
 #define QN_ATTN_PF_SMEM(d)                                                                              \
     ((QN_ATTN_PF_ROWS * ((d) + 8) + QN_ATTN_PF_KEYS(d) * ((d) + 8) + QN_ATTN_PF_KEYS(d) * (QN_ATTN_PF_DV(d) + 8)) * 2)
-/* Splits of a prefill row tile's keys (the merge keeps a weight and a max
- * per split and row in shared memory: 16 KiB). */
-#define QN_ATTN_PF_MAX_SPLITS 32
 /* Prefill blocks resident per multiprocessor (the kernel's launch bound). */
 #define QN_ATTN_PF_MINB(d) ((d) <= 128 ? 3 : (d) <= 256 ? 2 : 1)
 
