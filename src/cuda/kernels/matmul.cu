@@ -50,20 +50,6 @@
 #include "blocks.cuh"
 #include "matmul_args.cuh"
 #include "mma.cuh"
-
-/* One 16-byte chunk of a raw span into shared memory (dst: its shared
- * address, p: the same place as a pointer): a cp.async where all 16 bytes
- * lie in the span, else only the `left` bytes that do, one by one, and
- * zeros after them. The span's last chunk may end at the end of its
- * tensor's allocation, and a 16-byte copy there would read past it even
- * with a smaller source size. */
-__device__ __forceinline__ void mm_copy_chunk(unsigned dst, unsigned char *p, unsigned long long a, long long left) {
-    if (left >= 16) {
-        cp_async16(dst, (const void *)a, 16);
-        return;
-    }
-    for (int j = 0; j < 16; j++) p[j] = j < left ? ((const unsigned char *)a)[j] : 0;
-}
 #include "ops_math.cuh"
 
 #define MM_NT QN_MM_THREADS
@@ -135,7 +121,7 @@ struct qn_mm_gguf {
 
     /* 16-byte copies of the aligned span around each row's bytes; the
      * bytes before a row's start lie in its allocation (which starts
-     * 16-byte aligned), the last chunk is cut at the span's end. */
+     * 16-byte aligned), the end is cut exactly by the copy's source size. */
     static __device__ void issue(const wargs &, const unsigned char *rows, unsigned char *raw, int s, long long K) {
         const unsigned long long *base = (const unsigned long long *)rows;
         long long first;
@@ -147,7 +133,7 @@ struct qn_mm_gguf {
             const int r = i / CH, c = i % CH;
             const unsigned long long src = base[r] + first, a = (src & ~15ull) + 16 * c;
             const long long left = (long long)(src + bytes - a);
-            if (left > 0) mm_copy_chunk(dst + r * RP + 16 * c, raw + r * RP + 16 * c, a, left);
+            if (left > 0) cp_async16(dst + r * RP + 16 * c, (const void *)a, left < 16 ? (int)left : 16);
         }
     }
 
@@ -253,7 +239,7 @@ struct qn_mm_affine {
             const unsigned long long a = (src & ~15ull) + at;
             const long long left = (long long)(src + bytes - a);
             const int slot = c < QCH ? 0 : c < QCH + SCH ? QB + 16 : QB + 16 + 16 * SCH;
-            if (left > 0) mm_copy_chunk(dst + r * RP + slot + at, raw + r * RP + slot + at, a, left);
+            if (left > 0) cp_async16(dst + r * RP + slot + at, (const void *)a, left < 16 ? (int)left : 16);
         }
     }
 
