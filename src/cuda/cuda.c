@@ -167,10 +167,17 @@ qn_status qn_cuda_synchronize(qn_device *dev) {
 
 /* ---- memory */
 
+/* Every allocation carries this much slack past its end: kernels copy
+ * rows in aligned 16-byte pieces (cp.async with a source size), and the
+ * piece holding a tensor's last bytes may reach up to 15 bytes beyond them. */
+#define QN_CUDA_ALLOC_SLACK 16
+
 qn_status qn_cuda_alloc(qn_device *dev, size_t bytes, uint64_t *addr) {
     QN_TRY(enter(dev, "qn_buffer_alloc"));
     CUdeviceptr p = 0;
-    CUresult r = cu(dev)->api->cuMemAlloc(&p, bytes ? bytes : 1);
+    if (bytes > SIZE_MAX - QN_CUDA_ALLOC_SLACK)
+        return qn_error(QN_ERR_OUT_OF_MEMORY, "qn_buffer_alloc: %zu bytes is more than any device holds", bytes);
+    CUresult r = cu(dev)->api->cuMemAlloc(&p, bytes + QN_CUDA_ALLOC_SLACK);
     if (r != 0) {
         char what[96];
         snprintf(what, sizeof what, "cuMemAlloc(%zu bytes)", bytes);
