@@ -70,28 +70,22 @@ typedef struct {
     int stages, groups; /* pipeline depth; row groups a block */
 } affine_geom;
 
-/* As many blocks a multiprocessor as their shared memory allows (up to
- * four: their registers), then pipeline stages as deep as still fit (two
- * to four); a grid resident at once with equal work a block, the `pairs`
- * (routed) sharing the GPU's blocks. The multiprocessor's shared memory is
- * taken as the block opt-in limit plus the 1 KB it reserves a block. */
+/* Pipeline stages as deep as leave room for two blocks a multiprocessor
+ * (two to four), and a grid that is resident at once with equal work a
+ * block: `pairs` (routed) share the GPU's blocks. */
 static qn_status affine_geometry(const char *op, const qn_device *dev, int bits, bool glu, int64_t N, int64_t K,
                                  int64_t pairs, affine_geom *g) {
     const int64_t optin = qn_cuda_smem_optin(dev), sms = dev->info.sm_count > 0 ? dev->info.sm_count : 1;
     g->threads = affine_threads(K);
-    int64_t per_sm = 4, smem = 0;
-    for (; per_sm >= 1; per_sm--) {
-        for (g->stages = 4; g->stages >= 2; g->stages--) {
-            smem = QN_AFFINE_SMEM(bits, (int64_t)g->threads, K, g->stages);
-            if (per_sm * (smem + 1024) <= optin + 1024) break;
-        }
-        if (g->stages >= 2) break;
-    }
-    if (per_sm < 1)
+    g->stages = 4;
+    while (g->stages > 2 && 2 * QN_AFFINE_SMEM(bits, (int64_t)g->threads, K, g->stages) > optin) g->stages--;
+    const int64_t smem = QN_AFFINE_SMEM(bits, (int64_t)g->threads, K, g->stages);
+    if (smem > optin)
         return qn_error(QN_ERR_UNSUPPORTED, "%s: rows of %lld weights need %lld bytes of shared memory, the GPU has %lld",
-                        op, (long long)K, (long long)QN_AFFINE_SMEM(bits, (int64_t)g->threads, K, 2), (long long)optin);
+                        op, (long long)K, (long long)smem, (long long)optin);
     g->smem = (unsigned)smem;
-    const int64_t G = (N + affine_rows_out(bits, glu) - 1) / affine_rows_out(bits, glu);
+    int64_t per_sm = (optin + 1024) / (smem + 1024), G = (N + affine_rows_out(bits, glu) - 1) / affine_rows_out(bits, glu);
+    per_sm = per_sm < 1 ? 1 : per_sm > 3 ? 3 : per_sm; /* three blocks' registers fill a multiprocessor */
     int64_t blocks = sms * per_sm / pairs;
     blocks = blocks < 1 ? 1 : blocks > G ? G : blocks;
     g->groups = (int)((G + blocks - 1) / blocks);

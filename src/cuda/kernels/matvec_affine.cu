@@ -88,31 +88,12 @@ __device__ void af_stage_x(const char *xr, int xt, long long units, float4 *xq, 
     }
 }
 
-/* sum(q x) * 2^-64 over a unit, from its words and its scaled x: two
- * chains of FMAs, so a row's products do not wait on one another. */
+/* sum(q x) * 2^-64 over a unit, from its words and its scaled x. */
 __device__ __forceinline__ float af_unit_dot(const unsigned (&w)[BITS], const float (&xs)[32]) {
-    float acc0 = 0.0f, acc1 = 0.0f;
+    float acc = 0.0f;
 #pragma unroll
-    for (int e = 0; e < 32; e += 2) {
-        acc0 = fmaf(__uint_as_float(AF::field(w, e)), xs[e], acc0);
-        acc1 = fmaf(__uint_as_float(AF::field(w, e + 1)), xs[e + 1], acc1);
-    }
-    return acc0 + acc1;
-}
-
-/* NR raw scales (or biases) as floats: one warp-uniform branch on the
- * dtype, then one instruction a value. */
-__device__ __forceinline__ void af_floats(const unsigned (&raw)[NR], int dtype, float (&out)[NR]) {
-    if (dtype == QN_KT_F16) {
-#pragma unroll
-        for (int r = 0; r < NR; r++) out[r] = qn_af_float(raw[r], QN_KT_F16);
-    } else if (dtype == QN_KT_BF16) {
-#pragma unroll
-        for (int r = 0; r < NR; r++) out[r] = __uint_as_float(raw[r] << 16);
-    } else {
-#pragma unroll
-        for (int r = 0; r < NR; r++) out[r] = __uint_as_float(raw[r]);
-    }
+    for (int e = 0; e < 32; e++) acc = fmaf(__uint_as_float(AF::field(w, e)), xs[e], acc);
+    return acc;
 }
 
 /* A unit's words of one row from shared memory (its NCH chunks). */
@@ -161,37 +142,19 @@ __device__ __forceinline__ void af_wait(int pending) {
     else cp_wait<1>();
 }
 
-/* An item's place: unit stretch c of K, group g of the block's, token t.
- * Items run c fastest; cursors step without division. */
-struct af_cursor {
-    int c, g, t;
-};
-
-__device__ __forceinline__ void af_step(af_cursor &k, int C, int ng) {
-    if (++k.c == C) {
-        k.c = 0;
-        if (++k.g == ng) k.g = 0, k.t++;
-    }
-}
-
 /* y = W x for a.nx tokens (dense) or one (slot, token) pair (routed); with
- * GLU y = act(G x) * (U x). Rows past N repeat the last and are not written.
- * Row offsets are 32-bit products (a row's bytes, and N, fit in 32 bits);
- * experts' offsets are 64-bit. */
+ * GLU y = act(G x) * (U x). Rows past N repeat the last and are not written. */
 template <bool GLU, bool ROUTED>
 __device__ __forceinline__ void af_matvec(const qn_affine_args &a) {
     constexpr int NO = GLU ? NR / 2 : NR; /* output rows a group */
     __shared__ float red[2][QN_AFFINE_WARPS][NR]; /* by group parity: one barrier a group */
-    const int T = blockDim.x, tid = threadIdx.x, lane = tid & 31, S = a.stages, N = (int)a.N, st = a.w.stype;
-    const int units = (int)(a.K >> 5), C = (units + T - 1) / T, G = (N + NO - 1) / NO, g0 = blockIdx.x * a.groups;
-    const int ng = G - g0 < a.groups ? G - g0 : a.groups, ssz = st == QN_KT_F32 ? 4 : 2, gs = a.w.group_shift;
+    const int T = blockDim.x, tid = threadIdx.x, lane = tid & 31, S = a.stages;
+    const long long units = a.K >> 5, C = (units + T - 1) / T, G = (a.N + NO - 1) / NO;
+    const long long g0 = (long long)blockIdx.x * a.groups, ng = G - g0 < a.groups ? G - g0 : a.groups;
     if (ng <= 0) return;
-    const unsigned q_row = (unsigned)a.w.q_row, s_row = (unsigned)a.w.s_row, b_row = (unsigned)a.w.b_row;
     const char *x = (const char *)a.x;
     float *y = (float *)a.y;
-    const char *qb[2] = {(const char *)a.w.q[0], (const char *)a.w.q[1]};
-    const char *sb[2] = {(const char *)a.w.s[0], (const char *)a.w.s[1]};
-    const char *bb[2] = {(const char *)a.w.b[0], (const char *)a.w.b[1]};
+    long long qe = 0, se = 0, be = 0;
     int nx = a.nx;
     if (ROUTED) {
         const int j = blockIdx.y, slot = j % a.top_k, tok = j / a.top_k;
@@ -200,31 +163,29 @@ __device__ __forceinline__ void af_matvec(const qn_affine_args &a) {
             if (tid == 0 && blockIdx.x == 0) atomicOr((int *)a.flags, QN_FLAG_BAD_EXPERT);
             return;
         }
-#pragma unroll
-        for (int m = 0; m < 2; m++)
-            qb[m] += e * a.w.q_expert, sb[m] += e * a.w.s_expert, bb[m] += e * a.w.b_expert;
+        qe = e * a.w.q_expert, se = e * a.w.s_expert, be = e * a.w.b_expert;
         x += slot * a.x_slot + tok * a.x_tok;
         y += (long long)j * a.N;
         nx = 1;
     }
-    float4 *xq = (float4 *)(af_smem + S * NR * T * UB);
+    float4 *xq = (float4 *)(af_smem + (long long)S * NR * T * UB);
     float *xsum = (float *)(xq + 8 * units);
     const unsigned stage0 = smem_addr(af_smem);
+    const long long items = nx * ng * C;
 
-    /* weight row of row r of group g: the gate's (or the only weight's)
-     * row for r < NO, up's for r >= NO (GLU) */
-    auto row = [&](int g, int r) -> unsigned {
-        const int n = (g0 + g) * NO + r % NO;
-        return (unsigned)(n < N ? n : N - 1);
+    /* row r of group g: gate (or the only) weight row g * NO + r % NO, up rows for r >= NO */
+    auto row = [&](long long g, int r) -> long long {
+        const long long n = g * NO + r % NO;
+        return n < a.N ? n : a.N - 1;
     };
-    /* this thread's units of item k into stage `s`; a group committed always */
-    auto issue = [&](const af_cursor &k, int s) {
-        const int u = k.c * T + tid;
-        if (k.t < nx && u < units) {
-            const unsigned dst = stage0 + (unsigned)s * (NR * NCH * T * CB) + tid * CB;
+    auto issue = [&](long long i) {
+        const long long u = i % C * T + tid;
+        if (i < items && u < units) {
+            const long long g = g0 + i / C % ng;
+            const unsigned dst = stage0 + (unsigned)(i % S) * (NR * NCH * T * CB) + tid * CB;
 #pragma unroll
             for (int r = 0; r < NR; r++) {
-                const char *src = qb[GLU && r >= NO] + (size_t)row(k.g, r) * q_row + u * UB;
+                const char *src = (const char *)a.w.q[GLU && r >= NO] + qe + row(g, r) * a.w.q_row + u * UB;
 #pragma unroll
                 for (int j = 0; j < NCH; j++) {
                     const unsigned d = dst + (r * NCH + j) * T * CB;
@@ -235,81 +196,72 @@ __device__ __forceinline__ void af_matvec(const qn_affine_args &a) {
         }
         cp_commit();
     };
-    /* item k's scales and biases (raw bits) */
-    auto scales = [&](const af_cursor &k, unsigned (&s)[NR], unsigned (&b)[NR]) {
-        const int u = k.c * T + tid;
-        if (k.t >= nx || u >= units) return;
-        const int off = ((u << 5) >> gs) * ssz;
+    auto scales = [&](long long i, unsigned (&s)[NR], unsigned (&b)[NR]) {
+        const long long u = i % C * T + tid;
+        if (i >= items || u >= units) return;
+        const long long g = g0 + i / C % ng, gi = (u << 5) >> a.w.group_shift;
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             const int m = GLU && r >= NO;
-            const unsigned n = row(k.g, r);
-            const char *sp = sb[m] + (size_t)n * s_row + off, *bp = bb[m] + (size_t)n * b_row + off;
-            s[r] = ssz == 4 ? *(const unsigned *)sp : *(const unsigned short *)sp;
-            b[r] = ssz == 4 ? *(const unsigned *)bp : *(const unsigned short *)bp;
+            s[r] = qn_af_scale_bits((const char *)a.w.s[m] + se + row(g, r) * a.w.s_row, gi, a.w.stype);
+            b[r] = qn_af_scale_bits((const char *)a.w.b[m] + be + row(g, r) * a.w.b_row, gi, a.w.stype);
         }
     };
 
-    af_cursor cur = {0, 0, 0}, ahead = cur, next = cur;
-    for (int i = 0; i < S - 1; i++, af_step(ahead, C, ng)) issue(ahead, i);
+    for (int i = 0; i < S - 1; i++) issue(i);
     unsigned sc[NR], bi[NR], sc_next[NR], bi_next[NR];
-    scales(cur, sc, bi);
-    af_step(next, C, ng);
+    scales(0, sc, bi);
     float acc[NR], accb[NR];
 #pragma unroll
     for (int r = 0; r < NR; r++) acc[r] = accb[r] = 0.0f;
-    int t_staged = -1, parity = 0, s_cur = 0, s_ahead = S - 1;
-    for (; cur.t < nx; af_step(cur, C, ng)) {
-        if (cur.t != t_staged) {
+    long long t_staged = -1;
+    int parity = 0;
+    for (long long i = 0; i < items; i++) {
+        const long long c = i % C, gl = i / C % ng, t = i / (C * ng);
+        if (t != t_staged) {
             __syncthreads(); /* the previous token's x is no longer read */
-            af_stage_x(x + cur.t * a.x_tok, a.xt, units, xq, xsum);
+            af_stage_x(x + t * a.x_tok, a.xt, units, xq, xsum);
             __syncthreads();
-            t_staged = cur.t;
+            t_staged = t;
         }
-        issue(ahead, s_ahead);
-        af_step(ahead, C, ng);
-        s_ahead = s_ahead + 1 == S ? 0 : s_ahead + 1;
-        scales(next, sc_next, bi_next);
-        af_step(next, C, ng);
-        af_wait(S - 1); /* this item's copies landed (this thread's: the only ones it reads) */
-        const int u = cur.c * T + tid;
+        issue(i + S - 1);
+        scales(i + 1, sc_next, bi_next);
+        af_wait(S - 1); /* item i's copies landed (this thread's: the only ones it reads) */
+        const long long u = c * T + tid;
         if (u < units) {
-            float xs[32], scf[NR], bif[NR];
+            float xs[32];
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 const float4 f = xq[j * units + u];
                 xs[4 * j] = f.x, xs[4 * j + 1] = f.y, xs[4 * j + 2] = f.z, xs[4 * j + 3] = f.w;
             }
             const float sx = xsum[u];
-            af_floats(sc, st, scf);
-            af_floats(bi, st, bif);
-            const unsigned char *stg = af_smem + s_cur * (NR * NCH * T * CB) + tid * CB;
+            const unsigned char *st = af_smem + (i % S) * (NR * NCH * T * CB) + tid * CB;
 #pragma unroll
             for (int r = 0; r < NR; r++) {
                 unsigned w[BITS];
-                af_lds(stg + r * NCH * T * CB, T * CB, w);
-                acc[r] = fmaf(scf[r], af_unit_dot(w, xs), acc[r]);
-                accb[r] = fmaf(bif[r], sx, accb[r]);
+                af_lds(st + r * NCH * T * CB, T * CB, w);
+                acc[r] = fmaf(qn_af_float(sc[r], a.w.stype), af_unit_dot(w, xs), acc[r]);
+                accb[r] = fmaf(qn_af_float(bi[r], a.w.stype), sx, accb[r]);
             }
         }
-        s_cur = s_cur + 1 == S ? 0 : s_cur + 1;
 #pragma unroll
         for (int r = 0; r < NR; r++) sc[r] = sc_next[r], bi[r] = bi_next[r];
-        if (cur.c == C - 1) { /* the group's sums */
+        if (c == C - 1) { /* the group's sums */
             float v[NR];
 #pragma unroll
             for (int r = 0; r < NR; r++) v[r] = fmaf(acc[r], 0x1p64f, accb[r]), acc[r] = accb[r] = 0.0f;
             const float total = af_warp_sums(v, lane);
             if ((lane & (32 / NR - 1)) == 0) red[parity][tid >> 5][(lane >> (5 - af_log2(NR))) & (NR - 1)] = total;
             __syncthreads();
-            const int n = (g0 + cur.g) * NO + tid;
-            if (tid < NO && n < N) {
+            const long long n = (g0 + gl) * NO + tid;
+            if (tid < NO && n < a.N) {
                 float g = 0.0f, up = 0.0f;
                 for (int w = 0; w < (T >> 5); w++) {
                     g += red[parity][w][tid];
                     if (GLU) up += red[parity][w][NO + tid];
                 }
-                y[cur.t * a.y_tok + n] = GLU ? qn_act_apply(a.act, g, 0.0f) * up : g;
+                y[t * a.y_tok + n] = GLU ? qn_act_apply(a.act, g, 0.0f) * up : g;
             }
             parity ^= 1;
         }
@@ -317,18 +269,18 @@ __device__ __forceinline__ void af_matvec(const qn_affine_args &a) {
     cp_wait<0>();
 }
 
-extern "C" __global__ void __launch_bounds__(32 * QN_AFFINE_WARPS, 4) affine_matvec(const __grid_constant__ qn_affine_args a) {
+extern "C" __global__ void __launch_bounds__(32 * QN_AFFINE_WARPS) affine_matvec(const __grid_constant__ qn_affine_args a) {
     af_matvec<false, false>(a);
 }
-extern "C" __global__ void __launch_bounds__(32 * QN_AFFINE_WARPS, 4)
+extern "C" __global__ void __launch_bounds__(32 * QN_AFFINE_WARPS)
     affine_matvec_glu(const __grid_constant__ qn_affine_args a) {
     af_matvec<true, false>(a);
 }
-extern "C" __global__ void __launch_bounds__(32 * QN_AFFINE_WARPS, 4)
+extern "C" __global__ void __launch_bounds__(32 * QN_AFFINE_WARPS)
     affine_matvec_id(const __grid_constant__ qn_affine_args a) {
     af_matvec<false, true>(a);
 }
-extern "C" __global__ void __launch_bounds__(32 * QN_AFFINE_WARPS, 4)
+extern "C" __global__ void __launch_bounds__(32 * QN_AFFINE_WARPS)
     affine_matvec_glu_id(const __grid_constant__ qn_affine_args a) {
     af_matvec<true, true>(a);
 }
