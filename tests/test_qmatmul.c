@@ -4,7 +4,10 @@
  *
  * Error bound: f32 accumulation of K products, summed per part and scaled
  * per block, so |y - ref| <= 1e-4 (sum|w x| + max|w| sum|x|) + 1e-6; the
- * second term covers the affine types, which add min * sum(x) per block. */
+ * second term covers the affine types, which add min * sum(x) per block.
+ * On the GPU, quantized weights are dotted with x rounded to int8 in blocks
+ * of 32 (scale max|x| / 127, as llama.cpp does): each x value moves by at
+ * most half a step, which adds sum |w_i| max|x of i's block| / 254. */
 #include "util.h"
 
 #include <math.h>
@@ -78,15 +81,21 @@ static double act_ref(qn_act act, double g) {
 
 /* Reference dot of weight row `r` with x values, and its error scale. */
 static double ref_dot(const weights *w, int64_t r, const float *x, double *scale) {
-    double acc = 0, sabs = 0, sx = 0, wmax = 0;
+    const bool x_int8 = qt_on_gpu() && qn_dtype_block_elems(w->t) > 1;
+    double acc = 0, sabs = 0, sx = 0, wmax = 0, xround = 0, amax = 0;
     for (int64_t k = 0; k < w->K; k++) {
         double a = w->deq[r * w->K + k];
         acc += a * x[k];
         sabs += fabs(a * x[k]);
         sx += fabs(x[k]);
         wmax = fabs(a) > wmax ? fabs(a) : wmax;
+        if (k % 32 == 0) {
+            amax = 0;
+            for (int64_t j = k; j < k + 32; j++) amax = fabs(x[j]) > amax ? fabs(x[j]) : amax;
+        }
+        xround += fabs(a) * amax / 254;
     }
-    *scale = 1e-4 * (sabs + wmax * sx) + 1e-6;
+    *scale = 1e-4 * (sabs + wmax * sx) + 1e-6 + (x_int8 ? xround : 0);
     return acc;
 }
 
@@ -103,6 +112,56 @@ static void check(const char *what, qn_dtype t, float got, double want, double t
                  (long long)m, (double)got, want, tol);
 }
 
+/* Weight rows `pad` bytes apart beyond their size (a strided view). */
+static qn_buffer *upload_rows(const weights *w, int64_t pad, qn_tensor *view) {
+    int64_t row = qn_dtype_row_bytes(w->t, w->K), stride = row + pad;
+    uint8_t *b = calloc((size_t)(stride * w->rows), 1);
+    for (int64_t r = 0; r < w->rows; r++) memcpy(b + r * stride, (uint8_t *)w->bytes + r * row, (size_t)row);
+    qn_buffer *buf = upload(QN_U8, 1, (int64_t[]){stride * w->rows}, b, (size_t)(stride * w->rows));
+    free(b);
+    *view = qn_tensor_make(buf, 0, w->t, w->K, w->rows, 1, 1);
+    view->nb[1] = stride;
+    view->nb[2] = view->nb[3] = stride * w->rows;
+    return buf;
+}
+
+/* y = W x and y = act(G x) (U x) for M tokens, against the reference. */
+static void dense_case(qn_encoder *enc, qn_dtype t, int64_t K, int64_t N, int64_t M, qn_dtype xt, qn_act act,
+                       int64_t pad) {
+    weights g = make_weights(t, K, N), u = make_weights(t, K, N);
+    float *xv;
+    void *xb = make_x(xt, K * M, &xv);
+    qn_tensor tw, tu;
+    qn_buffer *bw = upload_rows(&g, pad, &tw), *bu = upload_rows(&u, pad, &tu);
+    qn_buffer *bx = upload(xt, 2, (int64_t[]){K, M}, xb, (size_t)(K * M * qn_dtype_block_bytes(xt)));
+    qn_buffer *by = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
+    qn_buffer *bg = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
+    QT_OK(qn_qmatmul(enc, qn_tensor_of(by), tw, qn_tensor_of(bx)));
+    QT_OK(qn_qmatmul_glu(enc, qn_tensor_of(bg), tw, tu, qn_tensor_of(bx), act));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *y = qt_read_all(by), *yg = qt_read_all(bg);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double sg, su;
+            double rg = ref_dot(&g, n, xv + m * K, &sg), ru = ref_dot(&u, n, xv + m * K, &su);
+            check("matmul", t, y[m * N + n], rg, sg, n, m);
+            /* act is smooth with slope under 1.2: the gate's error scales by |u| */
+            double want = act_ref(act, rg) * ru;
+            check("glu", t, yg[m * N + n], want, 1.2 * sg * fabs(ru) + su * fabs(act_ref(act, rg)) + 1e-6, n, m);
+        }
+    free(y);
+    free(yg);
+    qn_buffer_free(bw);
+    qn_buffer_free(bu);
+    qn_buffer_free(bx);
+    qn_buffer_free(by);
+    qn_buffer_free(bg);
+    free(xb);
+    free(xv);
+    free_weights(&g);
+    free_weights(&u);
+}
+
 /* Dense and GLU, every weight type, K at the smallest block count and at
  * three blocks, odd N, tokens 1, 3, 8 (one launch) and 11 (two). */
 static void test_dense_and_glu(void **state) {
@@ -114,42 +173,28 @@ static void test_dense_and_glu(void **state) {
         for (int kb = 0; kb < 2; kb++) {
             qn_dtype t = TYPES[ti];
             int64_t blk = qn_dtype_block_elems(t) == 1 ? 8 : qn_dtype_block_elems(t);
-            int64_t K = blk * (kb == 0 ? 1 : 3), N = 37, M = Ms[(ti + kb) % 4];
-            qn_dtype xt = XTYPES[(ti + kb) % 3];
-            qn_act act = (qn_act)((ti + kb) % 3);
-            weights g = make_weights(t, K, N), u = make_weights(t, K, N);
-            float *xv;
-            void *xb = make_x(xt, K * M, &xv);
-            qn_buffer *bw = upload(t, 2, (int64_t[]){K, N}, g.bytes, g.nbytes);
-            qn_buffer *bu = upload(t, 2, (int64_t[]){K, N}, u.bytes, u.nbytes);
-            qn_buffer *bx = upload(xt, 2, (int64_t[]){K, M}, xb, (size_t)(K * M * qn_dtype_block_bytes(xt)));
-            qn_buffer *by = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
-            qn_buffer *bg = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
-            QT_OK(qn_qmatmul(enc, qn_tensor_of(by), qn_tensor_of(bw), qn_tensor_of(bx)));
-            QT_OK(qn_qmatmul_glu(enc, qn_tensor_of(bg), qn_tensor_of(bw), qn_tensor_of(bu), qn_tensor_of(bx), act));
-            QT_OK(qn_encoder_commit_wait(enc));
-            float *y = qt_read_all(by), *yg = qt_read_all(bg);
-            for (int64_t m = 0; m < M; m++)
-                for (int64_t n = 0; n < N; n++) {
-                    double sg, su;
-                    double rg = ref_dot(&g, n, xv + m * K, &sg), ru = ref_dot(&u, n, xv + m * K, &su);
-                    check("matmul", t, y[m * N + n], rg, sg, n, m);
-                    /* act is smooth with slope under 1.2: the gate's error scales by |u| */
-                    double want = act_ref(act, rg) * ru;
-                    check("glu", t, yg[m * N + n], want, 1.2 * sg * fabs(ru) + su * fabs(act_ref(act, rg)) + 1e-6, n, m);
-                }
-            free(y);
-            free(yg);
-            qn_buffer_free(bw);
-            qn_buffer_free(bu);
-            qn_buffer_free(bx);
-            qn_buffer_free(by);
-            qn_buffer_free(bg);
-            free(xb);
-            free(xv);
-            free_weights(&g);
-            free_weights(&u);
+            dense_case(enc, t, blk * (kb == 0 ? 1 : 3), 37, Ms[(ti + kb) % 4], XTYPES[(ti + kb) % 3],
+                       (qn_act)((ti + kb) % 3), 0);
         }
+    qn_encoder_destroy(enc);
+}
+
+/* The shapes the GPU streams in several stages: rows longer than a stage
+ * (16 KB; taken in pieces, the last one shorter), more rows than one round
+ * of stages covers, and strided rows at each type's smallest alignment (the
+ * lowest set bit of its block size). */
+static void test_long_and_many_rows(void **state) {
+    (void)state;
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(qt_device(), &enc));
+    const qn_dtype types[6] = {QN_Q4_0, QN_Q8_0, QN_Q6_K, QN_MXFP4, QN_Q4_K, QN_F16};
+    for (int ti = 0; ti < 6; ti++) {
+        qn_dtype t = types[ti];
+        int64_t blk = qn_dtype_block_elems(t) == 1 ? 8 : qn_dtype_block_elems(t);
+        int64_t bb = qn_dtype_row_bytes(t, blk);
+        dense_case(enc, t, (16384 / bb + 2) * blk, 300, 3, QN_F32, (qn_act)(ti % 3), qn_dtype_block_bytes(t) & -qn_dtype_block_bytes(t));
+        dense_case(enc, t, 2048, 5000, 1, QN_BF16, QN_ACT_SILU, 0);
+    }
     qn_encoder_destroy(enc);
 }
 
@@ -263,6 +308,7 @@ static void test_errors_and_plan(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_and_glu),
+        cmocka_unit_test(test_long_and_many_rows),
         cmocka_unit_test(test_routed),
         cmocka_unit_test(test_errors_and_plan),
     };

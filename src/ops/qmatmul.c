@@ -11,9 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MV_ROWS 4        /* rows a block: matvec.cu's MV_ROWS */
-#define MV_THREADS 128   /* threads a block at most: 32 * matvec.cu's MV_WARPS */
-#define MV_MAX_TOKENS 8  /* tokens one matvec launch covers */
+#include "cuda/kernels/matvec_args.cuh"
 
 static bool weight_type_ok(qn_dtype t) {
     switch (t) {
@@ -24,16 +22,57 @@ static bool weight_type_ok(qn_dtype t) {
     }
 }
 
-/* Threads a block: the block's threads split a row's parts. A short row
- * gets the fewest warps that still cover it in one trip, or, when there are
- * rows enough to fill the GPU several times over anyway (a vocabulary
- * head), a single warp. */
-static unsigned mv_threads(const qn_device *dev, qn_dtype t, int64_t K, int64_t N) {
-    int64_t blk = qn_dtype_block_elems(t) == 1 ? 8 : qn_dtype_block_elems(t);
-    int64_t parts = K / blk * (blk == 256 ? 8 : blk == 32 ? 2 : 1);
-    int64_t blocks = (N + MV_ROWS - 1) / MV_ROWS, sms = dev->info.sm_count > 0 ? dev->info.sm_count : 1;
-    if (parts <= 32 || (parts < MV_THREADS && blocks >= 64 * sms)) return 32;
-    return parts <= 64 ? 64 : MV_THREADS;
+/* The matvec kernels' block: 8 values for plain weights. */
+static int64_t mv_block_elems(qn_dtype t) { return qn_dtype_block_elems(t) == 1 ? 8 : qn_dtype_block_elems(t); }
+
+/* Shared memory of a multiprocessor and the most one block may take, by
+ * compute capability (8.0/8.7: 164 KB, 9.0/10.x: 228 KB, others 100 KB). */
+static void smem_limits(const qn_device *dev, long long *sm, long long *block) {
+    int cc = dev->info.cc_major * 10 + dev->info.cc_minor;
+    *sm = (cc == 80 || cc == 87) ? 164 * 1024 : (cc == 90 || cc == 100 || cc == 103) ? 228 * 1024 : 100 * 1024;
+    *block = *sm - 1024;
+}
+
+/* A matvec launch for weights of type t, K x N, nx tokens (at most; the plan
+ * may take fewer), over `pairs` (slot, token) pairs. */
+static qn_status mv_plan(const qn_device *dev, const char *op, qn_dtype t, int64_t K, int64_t N, int glu, int nx,
+                         int pairs, qn_mv_args *a, qn_dim3 *grid, unsigned *smem) {
+    long long sm, block;
+    smem_limits(dev, &sm, &block);
+    int64_t qk = mv_block_elems(t);
+    int bytes = (int)(qn_dtype_block_bytes(t) * (qk / qn_dtype_block_elems(t)));
+    a->bpr = (int)(K / qk);
+    a->glu = glu;
+    a->nx = nx;
+    unsigned gx;
+    long long s = qn_mv_plan(a, (int)qk, bytes, N, pairs, dev->info.sm_count > 0 ? dev->info.sm_count : 1, sm, block, &gx);
+    if (s < 0)
+        return qn_error(QN_ERR_UNSUPPORTED, "%s: rows of %lld %s values do not fit the GPU's shared memory", op,
+                        (long long)K, qn_dtype_name(t));
+    *grid = (qn_dim3){gx, (unsigned)pairs, 1};
+    *smem = (unsigned)s;
+    return QN_OK;
+}
+
+/* The weights' fields of a launch: addresses, strides, and the end of each
+ * tensor's last row, past which no copy reads. */
+static void mv_weights(qn_mv_args *m, const qn_tensor *w, const qn_tensor *up) {
+    int64_t last = (w->ne[2] - 1) * w->nb[2] + (w->ne[1] - 1) * w->nb[1] + qn_dtype_row_bytes(w->dtype, w->ne[0]);
+    m->w = qn_tensor_addr(w);
+    m->w_end = m->w + (uint64_t)last;
+    m->up = up ? qn_tensor_addr(up) : 0;
+    m->up_end = up ? m->up + (uint64_t)last : 0;
+    m->row_bytes = w->nb[1];
+    m->expert_bytes = w->nb[2];
+    m->N = w->ne[1];
+}
+
+static qn_status mv_launch(qn_encoder *enc, const char *op, qn_dtype t, qn_mv_args *m, qn_dim3 grid, unsigned smem) {
+    char fn[48], defines[32];
+    snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(t));
+    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(t));
+    void *args[] = {m};
+    return qn_cuda_launch(enc, op + 3, "matvec.cu", defines, fn, grid, (qn_dim3){QN_MV_THREADS, 1, 1}, smem, args);
 }
 
 qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
@@ -49,15 +88,26 @@ qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, 
                  (long long)n);
         return QN_OK;
     }
-    int64_t launches = (m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS;
-    snprintf(out, len, "matvec_%s: %lld block(s) of %u threads, %d rows a block; %lld launch(es) of up to %d tokens",
-             qn_dtype_name(wtype), (long long)((n + MV_ROWS - 1) / MV_ROWS), mv_threads(dev, wtype, k, n), MV_ROWS,
-             (long long)launches, MV_MAX_TOKENS);
+    if (k % mv_block_elems(wtype) != 0)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_qmatmul_plan: k=%lld is not a multiple of %lld", (long long)k,
+                        (long long)mv_block_elems(wtype));
+    qn_mv_args a = {0};
+    qn_dim3 grid;
+    unsigned smem;
+    QN_TRY(mv_plan(dev, "qn_qmatmul_plan", wtype, k, n, 0, (int)(m < QN_MV_TOKENS ? m : QN_MV_TOKENS), 1, &a, &grid,
+                   &smem));
+    snprintf(out, len,
+             "matvec_%s: %u blocks of %d threads, each streaming %lld rows through shared memory in stages of %d "
+             "row(s) x %d blocks (%u bytes of shared memory); %lld launch(es) of up to %d tokens",
+             qn_dtype_name(wtype), grid.x, QN_MV_THREADS, (long long)((n + grid.x - 1) / grid.x), a.rs, a.kc, smem,
+             (long long)((m + a.nx - 1) / a.nx), a.nx);
     return QN_OK;
 }
 
 /* Weights: a known type, whole blocks back to back in each row, K a multiple
- * of the block (on the GPU of 8 for plain types: 16-byte loads). */
+ * of the block (on the GPU of 8 for plain types: the kernels take 8 at a
+ * time). Rows and blocks keep the alignment their size allows
+ * (qn_op_check), which is what the kernels assume. */
 static qn_status check_weight(const char *op, qn_encoder *enc, const char *name, const qn_tensor *w) {
     QN_TRY(qn_op_check(op, enc, name, w));
     if (!weight_type_ok(w->dtype))
@@ -66,10 +116,8 @@ static qn_status check_weight(const char *op, qn_encoder *enc, const char *name,
     if (w->nb[0] != qn_dtype_block_bytes(w->dtype))
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s rows are not contiguous (nb[0] = %lld)", op, name,
                         (long long)w->nb[0]);
-    if (enc->dev->backend == QN_BACKEND_CUDA && qn_dtype_block_elems(w->dtype) == 1 &&
-        (w->ne[0] % 8 != 0 || w->nb[1] % 16 != 0 || qn_tensor_addr(w) % 16 != 0))
-        return qn_error(QN_ERR_UNSUPPORTED,
-                        "%s: %s weights on the GPU need rows of a multiple of 8 (got %lld) at 16-byte alignment", op,
+    if (enc->dev->backend == QN_BACKEND_CUDA && w->ne[0] % mv_block_elems(w->dtype) != 0)
+        return qn_error(QN_ERR_UNSUPPORTED, "%s: %s weights on the GPU need rows of a multiple of 8 (got %lld)", op,
                         qn_dtype_name(w->dtype), (long long)w->ne[0]);
     return QN_OK;
 }
@@ -121,18 +169,22 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor w
         return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
     }
 
-    char fn[48], defines[32];
-    snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(w.dtype));
-    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(w.dtype));
-    uint64_t wp = qn_tensor_addr(&w), upp = up ? qn_tensor_addr(up) : 0;
-    long long row_bytes = w.nb[1], N = w.ne[1], K = w.ne[0], x_nb1 = x.nb[1], y_nb1 = y.nb[1] / 4;
-    int xt = x.dtype;
-    qn_dim3 grid = {(unsigned)((N + MV_ROWS - 1) / MV_ROWS), 1, 1}, block = {mv_threads(enc->dev, w.dtype, K, N), 1, 1};
-    for (int64_t t0 = 0; t0 < x.ne[1]; t0 += MV_MAX_TOKENS) {
-        uint64_t xp = qn_tensor_addr(&x) + (uint64_t)(t0 * x.nb[1]), yp = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
-        int nx = (int)(x.ne[1] - t0 < MV_MAX_TOKENS ? x.ne[1] - t0 : MV_MAX_TOKENS);
-        void *args[] = {&wp, &upp, &row_bytes, &N, &K, &xp, &x_nb1, &xt, &nx, &yp, &y_nb1, &act};
-        QN_TRY(qn_cuda_launch(enc, op + 3, "matvec.cu", defines, fn, grid, block, 0, args));
+    qn_mv_args m = {0};
+    qn_dim3 grid;
+    unsigned smem;
+    QN_TRY(mv_plan(enc->dev, op, w.dtype, w.ne[0], w.ne[1], up != NULL, (int)(x.ne[1] < QN_MV_TOKENS ? x.ne[1] : QN_MV_TOKENS),
+                   1, &m, &grid, &smem));
+    mv_weights(&m, &w, up);
+    m.y_nb1 = y.nb[1] / 4;
+    m.xt = x.dtype;
+    m.act = act;
+    const int per_launch = m.nx;
+    for (int64_t t0 = 0; t0 < x.ne[1]; t0 += per_launch) {
+        m.x = qn_tensor_addr(&x) + (uint64_t)(t0 * x.nb[1]);
+        m.y = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
+        m.x_nb1 = x.nb[1];
+        m.nx = (int)(x.ne[1] - t0 < per_launch ? x.ne[1] - t0 : per_launch);
+        QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem));
     }
     return QN_OK;
 }
@@ -185,19 +237,23 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor 
                          up != NULL, act, (int)E, (int)top_k, qn_encoder_flags(enc)};
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul_id, &a, sizeof a);
 
-    char fn[48], defines[32];
-    snprintf(fn, sizeof fn, "matvec_id_%s", qn_dtype_name(w.dtype));
-    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(w.dtype));
-    uint64_t wp = qn_tensor_addr(&w), upp = up ? qn_tensor_addr(up) : 0, xp = qn_tensor_addr(&x),
-             yp = qn_tensor_addr(&y), idp = qn_tensor_addr(&ids), flags = a.flags;
-    long long row_bytes = w.nb[1], expert_bytes = w.nb[2], N = w.ne[1], K = w.ne[0], ids_nb1 = ids.nb[1] / 4;
-    long long x_slot_nb = x.ne[1] == 1 ? 0 : x.nb[1], x_nb1 = x.nb[2];
-    int n_experts = (int)E, tk = (int)top_k, xt = x.dtype;
-    void *args[] = {&wp, &upp, &row_bytes, &expert_bytes, &n_experts, &N, &K, &idp, &ids_nb1, &tk,
-                    &xp, &x_slot_nb, &x_nb1, &xt, &yp, &act, &flags};
-    qn_dim3 grid = {(unsigned)((N + MV_ROWS - 1) / MV_ROWS), (unsigned)(top_k * M), 1},
-            block = {mv_threads(enc->dev, w.dtype, K, N), 1, 1};
-    return qn_cuda_launch(enc, op + 3, "matvec.cu", defines, fn, grid, block, 0, args);
+    qn_mv_args m = {0};
+    qn_dim3 grid;
+    unsigned smem;
+    QN_TRY(mv_plan(enc->dev, op, w.dtype, w.ne[0], w.ne[1], up != NULL, 1, (int)(top_k * M), &m, &grid, &smem));
+    mv_weights(&m, &w, up);
+    m.x = qn_tensor_addr(&x);
+    m.x_slot_nb = x.ne[1] == 1 ? 0 : x.nb[1];
+    m.x_nb1 = x.nb[2];
+    m.xt = x.dtype;
+    m.y = qn_tensor_addr(&y);
+    m.ids = qn_tensor_addr(&ids);
+    m.ids_nb1 = ids.nb[1] / 4;
+    m.flags = a.flags;
+    m.n_experts = (int)E;
+    m.top_k = (int)top_k;
+    m.act = act;
+    return mv_launch(enc, op, w.dtype, &m, grid, smem);
 }
 
 qn_status qn_qmatmul_id(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor ids) {
