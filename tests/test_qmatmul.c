@@ -262,6 +262,47 @@ static void test_routed(void **state) {
     qn_encoder_destroy(enc);
 }
 
+/* A matvec whose weights are the output of the matvec just before it: on
+ * the GPU the second may start while the first finishes, and must not read
+ * its weights early then. */
+static void test_weights_from_previous(void **state) {
+    (void)state;
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(qt_device(), &enc));
+    const int64_t K = 4096, N = 4096;
+    weights g = make_weights(QN_Q4_0, K, N);
+    float *xv, *x2v;
+    void *xb = make_x(QN_F32, K, &xv), *x2b = make_x(QN_F32, 64, &x2v);
+    qn_buffer *bw = upload(QN_Q4_0, 2, (int64_t[]){K, N}, g.bytes, g.nbytes);
+    qn_buffer *bx = upload(QN_F32, 2, (int64_t[]){K, 1}, xb, (size_t)K * 4);
+    qn_buffer *bx2 = upload(QN_F32, 2, (int64_t[]){64, 1}, x2b, 64 * 4);
+    qn_buffer *by = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, 1});
+    qn_buffer *by2 = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){64, 1});
+    QT_OK(qn_qmatmul(enc, qn_tensor_of(by), qn_tensor_of(bw), qn_tensor_of(bx)));
+    /* y [4096] read as f32 weights [64 x 64] */
+    QT_OK(qn_qmatmul(enc, qn_tensor_of(by2), qn_tensor_make(by, 0, QN_F32, 64, 64, 1, 1), qn_tensor_of(bx2)));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *y = qt_read_all(by), *y2 = qt_read_all(by2);
+    weights w2 = {QN_F32, 64, 64, NULL, 0, y};
+    for (int64_t n = 0; n < 64; n++) {
+        double tol, want = ref_dot(&w2, n, x2v, &tol);
+        check("chained", QN_F32, y2[n], want, tol, n, 0);
+    }
+    free(y);
+    free(y2);
+    qn_buffer_free(bw);
+    qn_buffer_free(bx);
+    qn_buffer_free(bx2);
+    qn_buffer_free(by);
+    qn_buffer_free(by2);
+    free(xb);
+    free(xv);
+    free(x2b);
+    free(x2v);
+    free_weights(&g);
+    qn_encoder_destroy(enc);
+}
+
 static void test_errors_and_plan(void **state) {
     (void)state;
     qn_device *dev = qt_device();
@@ -310,6 +351,7 @@ int main(void) {
         cmocka_unit_test(test_dense_and_glu),
         cmocka_unit_test(test_long_and_many_rows),
         cmocka_unit_test(test_routed),
+        cmocka_unit_test(test_weights_from_previous),
         cmocka_unit_test(test_errors_and_plan),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -89,6 +89,10 @@ struct qn_encoder {
     qn_cpu_cmd_list pending; /* encoded, not yet committed */
     /* CUDA */
     void *stream;              /* CUstream */
+    /* The last kernel on the stream follows qn_cuda_launch_pdl's rules and
+     * writes only [pdl_lo, pdl_hi): the next such kernel may start early. */
+    bool pdl_prev;
+    uint64_t pdl_lo, pdl_hi;
     qn_cuda_event_pair *evs;   /* profile events, one pair an op */
     size_t nev, evcap;
 };

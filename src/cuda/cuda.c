@@ -285,6 +285,7 @@ qn_status qn_cuda_encoder_wait(qn_encoder *enc) {
     const qn_cuda_api *api = cu(enc->dev)->api;
     QN_TRY(enter(enc->dev, "qn_encoder_wait"));
     QN_CU(api->cuStreamSynchronize(enc->stream), "qn_encoder_wait");
+    enc->pdl_prev = false; /* a flag copy may follow */
     if (!enc->flags_armed) return QN_OK;
     int flags = 0, zero = 0;
     QN_CU(api->cuMemcpyDtoHAsync(&flags, enc->flags_addr, sizeof flags, enc->stream), "qn_encoder_wait");
@@ -300,6 +301,7 @@ qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler) {
     QN_CU(api->cuEventCreate(&ev, QN_CU_EVENT_DISABLE_TIMING), "qn_worker");
     CUresult r = api->cuEventRecord(ev, signaler->stream);
     if (r == 0) r = api->cuStreamWaitEvent(waiter->stream, ev, 0);
+    waiter->pdl_prev = false; /* the next kernel waits for the signaler's work in full */
     api->cuEventDestroy(ev); /* released once the wait is satisfied */
     if (r != 0) return qn_cuda_fail(r, "qn_worker", "cuStreamWaitEvent");
     return QN_OK;
@@ -399,8 +401,19 @@ done:
     return s;
 }
 
-qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, const char *defines,
-                         const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args) {
+/* The next launch may overlap the kernel before it: that one follows the
+ * programmatic launch rules, the GPU has them, and no profile events sit
+ * between the two. */
+static bool pdl_possible(const qn_encoder *enc) {
+    return enc->pdl_prev && !enc->profiling && enc->dev->info.cc_major >= 9 && cu(enc->dev)->api->cuLaunchKernelEx;
+}
+
+bool qn_cuda_pdl_overlaps(const qn_encoder *enc, uint64_t lo, uint64_t hi) {
+    return pdl_possible(enc) && lo < enc->pdl_hi && enc->pdl_lo < hi;
+}
+
+static qn_status launch(qn_encoder *enc, const char *op, const char *source, const char *defines, const char *fn,
+                        qn_dim3 grid, qn_dim3 block, unsigned smem, void **args, bool pdl, uint64_t lo, uint64_t hi) {
     qn_device *dev = enc->dev;
     const qn_cuda_api *api = cu(dev)->api;
     QN_TRY(enter(dev, op));
@@ -415,22 +428,44 @@ qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, co
         QN_TRY(profile_pair(enc, op, &p));
         QN_CU(api->cuEventRecord(p->start, enc->stream), op);
     }
-    CUresult r = api->cuLaunchKernel(k->f, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem,
-                                     enc->stream, args, NULL);
+    CUresult r;
+    if (pdl && pdl_possible(enc)) {
+        qn_cu_launch_attr attr = {.id = QN_CU_LAUNCH_ATTR_PROGRAMMATIC_STREAM_SERIALIZATION, .val.value = 1};
+        qn_cu_launch_config cfg = {{grid.x, grid.y, grid.z}, {block.x, block.y, block.z}, smem, enc->stream, &attr, 1};
+        r = api->cuLaunchKernelEx(&cfg, k->f, args, NULL);
+    } else {
+        r = api->cuLaunchKernel(k->f, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, enc->stream, args,
+                                NULL);
+    }
     if (r != 0) {
         char what[200];
         snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u, block %ux%ux%u, smem %u)", fn,
                  grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
         return qn_cuda_fail(r, op, what);
     }
+    enc->pdl_prev = pdl;
+    enc->pdl_lo = lo;
+    enc->pdl_hi = hi;
     if (p) QN_CU(api->cuEventRecord(p->end, enc->stream), op);
     return QN_OK;
+}
+
+qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, const char *defines,
+                         const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args) {
+    return launch(enc, op, source, defines, fn, grid, block, smem, args, false, 0, 0);
+}
+
+qn_status qn_cuda_launch_pdl(qn_encoder *enc, const char *op, const char *source, const char *defines,
+                             const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args,
+                             uint64_t writes_lo, uint64_t writes_hi) {
+    return launch(enc, op, source, defines, fn, grid, block, smem, args, true, writes_lo, writes_hi);
 }
 
 /* ---- graphs */
 
 qn_status qn_cuda_graph_begin(qn_encoder *enc) {
     QN_TRY(enter(enc->dev, "qn_graph_begin"));
+    enc->pdl_prev = false;
     /* Relaxed: the first launch of a kernel may load its module mid-capture. */
     QN_CU(cu(enc->dev)->api->cuStreamBeginCapture(enc->stream, QN_CU_CAPTURE_MODE_RELAXED),
           "qn_graph_begin");
@@ -440,6 +475,7 @@ qn_status qn_cuda_graph_begin(qn_encoder *enc) {
 qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g) {
     const qn_cuda_api *api = cu(enc->dev)->api;
     QN_TRY(enter(enc->dev, "qn_graph_end"));
+    enc->pdl_prev = false;
     CUgraph graph = NULL;
     QN_CU(api->cuStreamEndCapture(enc->stream, &graph), "qn_graph_end");
     size_t n = 0;
@@ -458,6 +494,7 @@ qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g) {
 
 qn_status qn_cuda_graph_launch(qn_graph *g, qn_encoder *enc) {
     QN_TRY(enter(enc->dev, "qn_graph_launch"));
+    enc->pdl_prev = false;
     QN_CU(cu(enc->dev)->api->cuGraphLaunch(g->exec, enc->stream), "qn_graph_launch");
     return QN_OK;
 }

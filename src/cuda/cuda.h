@@ -34,6 +34,17 @@ qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler);
  * on the encoder's stream. `op` names the op for profiles and errors. */
 qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, const char *defines,
                          const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args);
+/* Programmatic dependent launch (sm_90 and later): a kernel launched this
+ * way waits (griddepcontrol.wait) before it touches what earlier kernels
+ * wrote, writes only [writes_lo, writes_hi) and lets the next kernel start
+ * (griddepcontrol.launch_dependents) only after its wait. When the kernel
+ * before it on the stream was launched this way too, it may start while
+ * that one finishes; what it reads before waiting must then not be in that
+ * kernel's writes: qn_cuda_pdl_overlaps says whether [lo, hi) is. */
+qn_status qn_cuda_launch_pdl(qn_encoder *enc, const char *op, const char *source, const char *defines,
+                             const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args,
+                             uint64_t writes_lo, uint64_t writes_hi);
+bool qn_cuda_pdl_overlaps(const qn_encoder *enc, uint64_t lo, uint64_t hi);
 
 qn_status qn_cuda_graph_begin(qn_encoder *enc);
 qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g);

@@ -85,6 +85,7 @@ static void load_cuda(void) {
     SYM(cuda_api, cuModuleGetFunction, "cuModuleGetFunction");
     SYM(cuda_api, cuFuncSetAttribute, "cuFuncSetAttribute");
     SYM(cuda_api, cuLaunchKernel, "cuLaunchKernel");
+    cuda_api.cuLaunchKernelEx = (CUresult(*)(const qn_cu_launch_config *, CUfunction, void **, void **))dlsym(lib, "cuLaunchKernelEx");
     SYM(cuda_api, cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags");
     SYM(cuda_api, cuGraphLaunch, "cuGraphLaunch");
     SYM(cuda_api, cuGraphExecDestroy, "cuGraphExecDestroy");

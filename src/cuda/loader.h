@@ -38,6 +38,24 @@ enum {
     QN_CU_MEMHOSTALLOC_PORTABLE = 1,
 };
 
+/* cuLaunchKernelEx's configuration, as cuda.h lays it out (CUlaunchConfig,
+ * CUlaunchAttribute with its 64-byte value union). */
+typedef struct {
+    int id;
+    char pad_[4];
+    union {
+        char bytes[64];
+        int value;
+    } val;
+} qn_cu_launch_attr;
+typedef struct {
+    unsigned grid[3], block[3], smem;
+    CUstream stream;
+    qn_cu_launch_attr *attrs;
+    unsigned nattrs;
+} qn_cu_launch_config;
+#define QN_CU_LAUNCH_ATTR_PROGRAMMATIC_STREAM_SERIALIZATION 6
+
 typedef struct {
     CUresult (*cuInit)(unsigned);
     CUresult (*cuDriverGetVersion)(int *);
@@ -76,6 +94,8 @@ typedef struct {
     CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
     CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
                                unsigned, unsigned, CUstream, void **, void **);
+    /* NULL on drivers before CUDA 12 */
+    CUresult (*cuLaunchKernelEx)(const qn_cu_launch_config *, CUfunction, void **, void **);
     CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph, unsigned long long);
     CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
     CUresult (*cuGraphExecDestroy)(CUgraphExec);

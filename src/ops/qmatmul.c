@@ -35,13 +35,14 @@ static void smem_limits(const qn_device *dev, long long *sm, long long *block) {
 
 /* A matvec launch for weights of type t, K x N, nx tokens (at most; the plan
  * may take fewer), over `pairs` (slot, token) pairs. */
-static qn_status mv_plan(const qn_device *dev, const char *op, qn_dtype t, int64_t K, int64_t N, int glu, int nx,
-                         int pairs, qn_mv_args *a, qn_dim3 *grid, unsigned *smem) {
+static qn_status mv_plan(const qn_device *dev, const char *op, qn_dtype t, int64_t K, int64_t N, int64_t row_bytes,
+                         int glu, int nx, int pairs, qn_mv_args *a, qn_dim3 *grid, unsigned *smem) {
     long long sm, block;
     smem_limits(dev, &sm, &block);
     int64_t qk = mv_block_elems(t);
     int bytes = (int)(qn_dtype_block_bytes(t) * (qk / qn_dtype_block_elems(t)));
     a->bpr = (int)(K / qk);
+    a->row_bytes = row_bytes;
     a->glu = glu;
     a->nx = nx;
     unsigned gx;
@@ -67,12 +68,18 @@ static void mv_weights(qn_mv_args *m, const qn_tensor *w, const qn_tensor *up) {
     m->N = w->ne[1];
 }
 
-static qn_status mv_launch(qn_encoder *enc, const char *op, qn_dtype t, qn_mv_args *m, qn_dim3 grid, unsigned smem) {
+/* Launched so that a matvec after a matvec overlaps it; it writes only y
+ * ([y, y_end)) and fetches weights early unless the kernel before it may
+ * still be writing them. */
+static qn_status mv_launch(qn_encoder *enc, const char *op, qn_dtype t, qn_mv_args *m, qn_dim3 grid, unsigned smem,
+                           uint64_t y_end) {
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(t));
     snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(t));
+    m->early = !qn_cuda_pdl_overlaps(enc, m->w, m->w_end) && !(m->up && qn_cuda_pdl_overlaps(enc, m->up, m->up_end));
     void *args[] = {m};
-    return qn_cuda_launch(enc, op + 3, "matvec.cu", defines, fn, grid, (qn_dim3){QN_MV_THREADS, 1, 1}, smem, args);
+    return qn_cuda_launch_pdl(enc, op + 3, "matvec.cu", defines, fn, grid, (qn_dim3){QN_MV_THREADS, 1, 1}, smem, args,
+                              m->y, y_end);
 }
 
 qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
@@ -94,8 +101,8 @@ qn_status qn_qmatmul_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t k, 
     qn_mv_args a = {0};
     qn_dim3 grid;
     unsigned smem;
-    QN_TRY(mv_plan(dev, "qn_qmatmul_plan", wtype, k, n, 0, (int)(m < QN_MV_TOKENS ? m : QN_MV_TOKENS), 1, &a, &grid,
-                   &smem));
+    QN_TRY(mv_plan(dev, "qn_qmatmul_plan", wtype, k, n, qn_dtype_row_bytes(wtype, k), 0,
+                   (int)(m < QN_MV_TOKENS ? m : QN_MV_TOKENS), 1, &a, &grid, &smem));
     snprintf(out, len,
              "matvec_%s: %u blocks of %d threads, each streaming %lld rows through shared memory in stages of %d "
              "row(s) x %d blocks (%u bytes of shared memory); %lld launch(es) of up to %d tokens",
@@ -172,8 +179,8 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor w
     qn_mv_args m = {0};
     qn_dim3 grid;
     unsigned smem;
-    QN_TRY(mv_plan(enc->dev, op, w.dtype, w.ne[0], w.ne[1], up != NULL, (int)(x.ne[1] < QN_MV_TOKENS ? x.ne[1] : QN_MV_TOKENS),
-                   1, &m, &grid, &smem));
+    QN_TRY(mv_plan(enc->dev, op, w.dtype, w.ne[0], w.ne[1], w.nb[1], up != NULL,
+                   (int)(x.ne[1] < QN_MV_TOKENS ? x.ne[1] : QN_MV_TOKENS), 1, &m, &grid, &smem));
     mv_weights(&m, &w, up);
     m.y_nb1 = y.nb[1] / 4;
     m.xt = x.dtype;
@@ -184,7 +191,7 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor w
         m.y = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
         m.x_nb1 = x.nb[1];
         m.nx = (int)(x.ne[1] - t0 < per_launch ? x.ne[1] - t0 : per_launch);
-        QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem));
+        QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem, m.y + (uint64_t)(((m.nx - 1) * m.y_nb1 + m.N) * 4)));
     }
     return QN_OK;
 }
@@ -240,7 +247,7 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor 
     qn_mv_args m = {0};
     qn_dim3 grid;
     unsigned smem;
-    QN_TRY(mv_plan(enc->dev, op, w.dtype, w.ne[0], w.ne[1], up != NULL, 1, (int)(top_k * M), &m, &grid, &smem));
+    QN_TRY(mv_plan(enc->dev, op, w.dtype, w.ne[0], w.ne[1], w.nb[1], up != NULL, 1, (int)(top_k * M), &m, &grid, &smem));
     mv_weights(&m, &w, up);
     m.x = qn_tensor_addr(&x);
     m.x_slot_nb = x.ne[1] == 1 ? 0 : x.nb[1];
@@ -253,7 +260,7 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, qn_tensor 
     m.n_experts = (int)E;
     m.top_k = (int)top_k;
     m.act = act;
-    return mv_launch(enc, op, w.dtype, &m, grid, smem);
+    return mv_launch(enc, op, w.dtype, &m, grid, smem, m.y + (uint64_t)(top_k * M * m.N * 4));
 }
 
 qn_status qn_qmatmul_id(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor ids) {

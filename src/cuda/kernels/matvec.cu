@@ -36,6 +36,10 @@
  * them. Partial sums go to shared memory in a fixed order and a warp per
  * (row, token) adds them up: results do not depend on timing.
  *
+ * Launched as a programmatic dependent launch, a matvec after a matvec
+ * starts while that one finishes and fetches its first weights before
+ * waiting for it (unless those weights are what it writes).
+ *
  * The module is compiled per block type (the define QN_BLOCK). */
 #include "blocks.cuh"
 #include "matvec_args.cuh"
@@ -67,6 +71,14 @@ __device__ __forceinline__ void qn_lds(const qn_u8 *p, unsigned w[N]) {
 }
 __device__ __forceinline__ unsigned qn_lds16(const qn_u8 *p) { return *(const unsigned short *)p; }
 
+/* An f16 scale as a float in one instruction: a NaN's payload need not
+ * survive (a NaN scale makes the row's sum NaN either way). */
+__device__ __forceinline__ float qn_scale_f16(unsigned h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)h));
+    return f;
+}
+
 /* n bytes (1 to 16; the rest of the 16 are zero-filled) from global src to
  * shared dst, both 16-byte aligned, without passing through registers. */
 __device__ __forceinline__ void qn_cp16(qn_u8 *dst, const qn_u8 *src, int n) {
@@ -77,6 +89,20 @@ __device__ __forceinline__ void qn_cp_commit() { asm volatile("cp.async.commit_g
 template <int N>
 __device__ __forceinline__ void qn_cp_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+/* Programmatic dependent launch (sm_90): the kernel may start while the
+ * one before it finishes; it waits for it before touching what it wrote,
+ * and lets the next kernel start only after that wait. */
+__device__ __forceinline__ void qn_grid_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void qn_grid_release() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 }
 
 /* ---- x as the units see it */
@@ -199,7 +225,7 @@ struct qn_mv_q4_0 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[4];
         qn_lds<4, A>(b + 2, w);
-        return qn_h2f_dev(qn_lds16(b)) * (x.d * (float)(qn_dot_nib(w, x.q) - 8 * x.s));
+        return qn_scale_f16(qn_lds16(b)) * (x.d * (float)(qn_dot_nib(w, x.q) - 8 * x.s));
     }
 };
 
@@ -209,7 +235,7 @@ struct qn_mv_q4_1 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[5];
         qn_lds<5, A>(b, w);
-        return x.d * (qn_h2f_dev(w[0] & 0xFFFF) * (float)qn_dot_nib(w + 1, x.q) + qn_h2f_dev(w[0] >> 16) * (float)x.s);
+        return x.d * (qn_scale_f16(w[0] & 0xFFFF) * (float)qn_dot_nib(w + 1, x.q) + qn_scale_f16(w[0] >> 16) * (float)x.s);
     }
 };
 
@@ -230,7 +256,7 @@ struct qn_mv_q5_0 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[5];
         qn_lds<5, A>(b + 2, w);
-        return qn_h2f_dev(qn_lds16(b)) * (x.d * (float)(qn_dot_q5(w[0], w + 1, x.q) - 16 * x.s));
+        return qn_scale_f16(qn_lds16(b)) * (x.d * (float)(qn_dot_q5(w[0], w + 1, x.q) - 16 * x.s));
     }
 };
 
@@ -240,8 +266,8 @@ struct qn_mv_q5_1 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[6];
         qn_lds<6, A>(b, w);
-        return x.d * (qn_h2f_dev(w[0] & 0xFFFF) * (float)qn_dot_q5(w[1], w + 2, x.q) +
-                      qn_h2f_dev(w[0] >> 16) * (float)x.s);
+        return x.d * (qn_scale_f16(w[0] & 0xFFFF) * (float)qn_dot_q5(w[1], w + 2, x.q) +
+                      qn_scale_f16(w[0] >> 16) * (float)x.s);
     }
 };
 
@@ -252,25 +278,19 @@ __device__ __forceinline__ int qn_dot_s8(const unsigned w[8], const int q[8]) {
     return s;
 }
 
-struct qn_mv_q8_0 {
+/* q8_0 / q8_1: 32 signed bytes after the scale (q8_1: and a sum, unused). */
+template <int OFF, int BYTES_, int A_>
+struct qn_mv_q8_32 {
     QN_MV_UNIT32
-    enum { BYTES = 34, A = 2 };
+    enum { BYTES = BYTES_, A = A_ };
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[8];
-        qn_lds<8, A>(b + 2, w);
-        return qn_h2f_dev(qn_lds16(b)) * (x.d * (float)qn_dot_s8(w, x.q));
+        qn_lds<8, A>(b + OFF, w);
+        return qn_scale_f16(qn_lds16(b)) * (x.d * (float)qn_dot_s8(w, x.q));
     }
 };
-
-struct qn_mv_q8_1 {
-    QN_MV_UNIT32
-    enum { BYTES = 36, A = 4 };
-    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
-        unsigned w[9];
-        qn_lds<9, A>(b, w);
-        return qn_h2f_dev(w[0] & 0xFFFF) * (x.d * (float)qn_dot_s8(w + 1, x.q));
-    }
-};
+typedef qn_mv_q8_32<2, 34, 2> qn_mv_q8_0;
+typedef qn_mv_q8_32<4, 36, 4> qn_mv_q8_1;
 
 struct qn_mv_iq4_nl {
     QN_MV_UNIT32
@@ -279,7 +299,7 @@ struct qn_mv_iq4_nl {
         unsigned w[4], t[4];
         qn_lds<4, A>(b + 2, w);
         qn_iq4_table(t);
-        return qn_h2f_dev(qn_lds16(b)) * (x.d * (float)qn_dot_lut(w, t, x.q));
+        return qn_scale_f16(qn_lds16(b)) * (x.d * (float)qn_dot_lut(w, t, x.q));
     }
 };
 
@@ -321,8 +341,8 @@ __device__ __forceinline__ void qn_k4_scale(unsigned dd, const unsigned s[3], in
         sc = (qn_byte3(s, j + 4) & 0xF) | ((qn_byte3(s, j - 4) >> 6) << 4);
         mn = (qn_byte3(s, j + 4) >> 4) | ((qn_byte3(s, j) >> 6) << 4);
     }
-    *dsc = qn_h2f_dev(dd & 0xFFFF) * (float)sc;
-    *dmn = qn_h2f_dev(dd >> 16) * (float)mn;
+    *dsc = qn_scale_f16(dd & 0xFFFF) * (float)sc;
+    *dmn = qn_scale_f16(dd >> 16) * (float)mn;
 }
 
 /* q4_K / q5_K unit u: bytes 32u..32u+31 of the quants, low nibbles sub-block
@@ -377,7 +397,7 @@ struct qn_mv_iq4_xs {
         qn_lds<8, A>(b + 8 + 32 * u, w);
         qn_iq4_table(t);
         const unsigned sl = hd[1] >> (8 * u), sh = hd[0] >> (16 + 4 * u);
-        const float d = qn_h2f_dev(hd[0] & 0xFFFF);
+        const float d = qn_scale_f16(hd[0] & 0xFFFF);
         const int ls0 = (int)((sl & 0xF) | ((sh & 3) << 4)) - 32, ls1 = (int)(((sl >> 4) & 0xF) | (((sh >> 2) & 3) << 4)) - 32;
         return d * (x.d[0] * (float)(ls0 * qn_dot_lut(w, t, x.q)) + x.d[1] * (float)(ls1 * qn_dot_lut(w + 4, t, x.q + 8)));
     }
@@ -412,7 +432,7 @@ struct qn_mv_q2_K {
             sd += x.d[jj] * (float)((int)(m & 0xF) * s);
             sm += x.d[jj] * (float)((int)(m >> 4) * x.s[jj]);
         }
-        return qn_h2f_dev(dd & 0xFFFF) * sd - qn_h2f_dev(dd >> 16) * sm;
+        return qn_scale_f16(dd & 0xFFFF) * sd - qn_scale_f16(dd >> 16) * sm;
     }
 };
 
@@ -441,7 +461,7 @@ struct qn_mv_q3_K {
             const unsigned lo = (qn_byte3(s, k) >> (4 * n)) & 0xF, hi = (qn_byte3(s, 8 + (k & 3)) >> (2 * (2 * n + jj / 2))) & 3;
             acc += x.d[jj] * (float)(((int)(lo | (hi << 4)) - 32) * (v - 4 * x.s[jj]));
         }
-        return qn_h2f_dev(qn_lds16(b + 108)) * acc;
+        return qn_scale_f16(qn_lds16(b + 108)) * acc;
     }
 };
 
@@ -469,75 +489,64 @@ struct qn_mv_q6_K {
             const int scale = (int)(signed char)(sc[jj / 2] >> (8 * (2 * (jj % 2) + h)));
             acc += x.d[jj] * (float)(scale * (s[jj] - 32 * x.s[jj]));
         }
-        return qn_h2f_dev(qn_lds16(b + 208)) * acc;
+        return qn_scale_f16(qn_lds16(b + 208)) * acc;
     }
 };
 
 /* Plain weights: units of 8 values (rows a multiple of 8), x in f32. */
-struct qn_mv_f32 {
-    enum { QK = 8, UPB = 1, UE = 8, BYTES = 32, A = 4 };
-    typedef qn_xf8 X;
-    static __device__ int xoff(int u) { return 0 * u; }
-    static __device__ int xhalf(int u) { return u; }
-    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
-        unsigned w[8];
-        qn_lds<8, A>(b, w);
-        float s = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) s = fmaf(__uint_as_float(w[i]), x.v[i], s);
-        return s;
-    }
-};
 template <int DT>
-struct qn_mv_half {
-    enum { QK = 8, UPB = 1, UE = 8, BYTES = 16, A = 2 };
+struct qn_mv_plain {
+    enum { QK = 8, UPB = 1, UE = 8, BYTES = DT == QN_KT_F32 ? 32 : 16, A = DT == QN_KT_F32 ? 4 : 2 };
     typedef qn_xf8 X;
     static __device__ int xoff(int u) { return 0 * u; }
     static __device__ int xhalf(int u) { return u; }
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
-        unsigned w[4];
-        qn_lds<4, A>(b, w);
+        unsigned w[BYTES / 4];
+        qn_lds<BYTES / 4, A>(b, w);
         float s = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s = fmaf(qn_bits_to_f32(w[i] & 0xFFFF, DT), x.v[2 * i], s);
-            s = fmaf(qn_bits_to_f32(w[i] >> 16, DT), x.v[2 * i + 1], s);
+        for (int i = 0; i < 8; i++) {
+            const unsigned bits = DT == QN_KT_F32 ? w[i % (BYTES / 4)] : (w[i / 2] >> (16 * (i % 2))) & 0xFFFF;
+            s = fmaf(qn_bits_to_f32(bits, DT), x.v[i], s);
         }
         return s;
     }
 };
-typedef qn_mv_half<QN_KT_F16> qn_mv_f16;
-typedef qn_mv_half<QN_KT_BF16> qn_mv_bf16;
+typedef qn_mv_plain<QN_KT_F32> qn_mv_f32;
+typedef qn_mv_plain<QN_KT_F16> qn_mv_f16;
+typedef qn_mv_plain<QN_KT_BF16> qn_mv_bf16;
 
 /* ---- x quantization: each group of four threads takes 32 values */
 __device__ __forceinline__ void qn_x_quantize(const char *x, long long x_nb1, int xt, int nx, long long K, qn_u8 *xs) {
-    const long long per = K / 8, total = per * nx, xq = qn_mv_xq_bytes(K);
-    for (long long base = 0; base < total; base += QN_MV_THREADS) {
-        const long long i = base + threadIdx.x;
-        const bool ok = i < total;
-        const int t = ok ? (int)(i / per) : 0;
-        const long long e = ok ? i % per * 8 : 0;
-        float v[8];
-        qn_load_x8(x + t * x_nb1, xt, e, v);
-        float amax = 0.0f;
+    const int per = (int)(K / 8);
+    const long long xq = qn_mv_xq_bytes(K);
+    for (int t = 0; t < nx; t++)
+        for (int base = 0; base < per; base += QN_MV_THREADS) {
+            /* every thread of a warp takes part in the shuffles */
+            const int i = base + threadIdx.x;
+            const bool ok = i < per;
+            const long long e = ok ? 8LL * i : 0;
+            float v[8];
+            qn_load_x8(x + t * x_nb1, xt, e, v);
+            float amax = 0.0f;
 #pragma unroll
-        for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k]));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        int q[8], s = 0;
+            for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k]));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+            const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            int q[8], s = 0;
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            q[k] = __float2int_rn(v[k] * inv);
-            s += q[k];
+            for (int k = 0; k < 8; k++) {
+                q[k] = __float2int_rn(v[k] * inv);
+                s += q[k];
+            }
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            if (!ok) continue;
+            qn_u8 *row = xs + t * xq;
+            *(uint2 *)(row + e) = make_uint2(QN_PACK4(q[0], q[1], q[2], q[3]), QN_PACK4(q[4], q[5], q[6], q[7]));
+            if (threadIdx.x % 4 == 0) *(int2 *)(row + K + e / 32 * 8) = make_int2(__float_as_int(amax / 127.0f), s);
         }
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        s += __shfl_xor_sync(0xffffffffu, s, 2);
-        if (!ok) continue;
-        qn_u8 *row = xs + t * xq;
-        *(uint2 *)(row + e) = make_uint2(QN_PACK4(q[0], q[1], q[2], q[3]), QN_PACK4(q[4], q[5], q[6], q[7]));
-        if (threadIdx.x % 4 == 0) *(int2 *)(row + K + e / 32 * 8) = make_int2(__float_as_int(amax / 127.0f), s);
-    }
 }
 
 /* ---- the kernel */
@@ -553,6 +562,7 @@ __device__ void qn_matvec(const qn_mv_args &a) {
     const char *x = (const char *)a.x;
     float *y = (float *)a.y;
     long long x_nb1 = a.x_nb1;
+    if (a.ids || !a.early) qn_grid_wait(); /* the ids, or weights the kernel before may write */
     if (a.ids) {
         const int j = blockIdx.y, slot = j % a.top_k, tok = j / a.top_k;
         const int e = ((const int *)a.ids)[slot + tok * a.ids_nb1];
@@ -568,64 +578,86 @@ __device__ void qn_matvec(const qn_mv_args &a) {
     }
     const long long K = (long long)a.bpr * B::QK;
 
+    /* Stage s holds rows row0 .. row0 + rows - 1, blocks c kc .. c kc +
+     * blocks - 1 of each (c > 0 only for rows longer than a stage, when
+     * rows = 1). Packed rows (row_bytes the row's size) make one range of
+     * bytes per weight tensor; strided rows a range each. A range's slot in
+     * shared memory starts with the bytes from the 16-byte boundary below
+     * the range's start, so its block b of row r sits at slot + (start & 15)
+     * + r row_bytes (packed) + b BYTES. */
+    const int mult = a.glu ? 2 : 1;
+    const bool packed = a.row_bytes == (long long)a.bpr * B::BYTES;
+    const int nrange = mult * (packed ? 1 : a.rs);
+    const long long slot_bytes = qn_mv_seg_bytes(qn_mv_range(a.row_bytes, a.bpr, a.kc, a.rs, B::BYTES));
+    const int lanes = qn_mv_lanes((long long)a.kc * B::UPB), nseg = a.rs * mult;
+
     /* shared memory: x, the stage buffers, two sets of partial sums */
-    const int mult = a.glu ? 2 : 1, nseg = a.rs * mult;
-    const long long xq = quant ? qn_mv_xq_bytes(K) : 0, slot_bytes = qn_mv_seg_bytes((long long)a.kc * B::BYTES);
-    const int lanes = qn_mv_lanes((long long)a.kc * B::UPB);
+    const long long xq = quant ? qn_mv_xq_bytes(K) : 0;
     qn_u8 *xs = qn_mv_smem_, *stages = xs + xq * a.nx;
-    float *vals = (float *)(stages + QN_MV_STAGES * nseg * slot_bytes);
+    float *vals = (float *)(stages + QN_MV_STAGES * nrange * slot_bytes);
     const int vals_set = nseg * a.nx * lanes;
 
-    /* This block's rows, in stages of rs rows (or of kc blocks of one row).
-     * The blocks go through the rows together, a round of rs rows each at a
-     * time, so the GPU as a whole streams one region of memory front to
+    /* The blocks go through the rows together, a round of rs rows each at
+     * a time, so the GPU as a whole streams one region of memory front to
      * back; the rows left after the full rounds are split evenly. */
     const long long nb = gridDim.x, round = nb * a.rs, full = a.N / round, rest = a.N - full * round;
     const long long last_row = full * round + rest * blockIdx.x / nb;
     const long long last_rows = rest * (blockIdx.x + 1) / nb - rest * blockIdx.x / nb;
     const int nch = (a.bpr + a.kc - 1) / a.kc;
     const int nst = (int)((full + (last_rows > 0)) * nch);
-    auto stage_row = [&](int s) -> long long {
+    struct stage {
+        long long row0;
+        int rows, blocks, c;
+        const qn_u8 *g, *u; /* the first gate and up block */
+        long long len;      /* bytes of a range */
+    };
+    auto stage_at = [&](int s) -> stage {
         const long long r = s / nch;
-        return r < full ? r * round + blockIdx.x * a.rs : last_row;
+        const int c = s - (int)r * nch, kleft = a.bpr - c * a.kc;
+        stage st;
+        st.row0 = r < full ? r * round + blockIdx.x * a.rs : last_row;
+        st.rows = r < full ? a.rs : (int)last_rows;
+        st.blocks = kleft < a.kc ? kleft : a.kc;
+        st.c = c;
+        const long long off = st.row0 * a.row_bytes + (long long)c * a.kc * B::BYTES;
+        st.g = w + off;
+        st.u = up ? up + off : up;
+        st.len = (packed ? (st.rows - 1) * a.row_bytes : 0) + (long long)st.blocks * B::BYTES;
+        return st;
     };
-    auto stage_rows = [&](int s) -> int { return s / nch < full ? a.rs : (int)last_rows; };
-
-    /* where segment i of stage s starts: gate rows first, then up rows */
-    auto seg_src = [&](int s, int i, int rows, const qn_u8 **end) -> const qn_u8 * {
-        const long long row = stage_row(s) + (i < rows ? i : i - rows);
-        *end = i < rows ? (const qn_u8 *)a.w_end : (const qn_u8 *)a.up_end;
-        return (i < rows ? w : up) + row * a.row_bytes + (long long)(s % nch) * a.kc * B::BYTES;
+    /* range j: tensor j / (nrange / mult), row j % (nrange / mult) */
+    auto range_src = [&](const stage &st, int j) -> const qn_u8 * {
+        const int per = packed ? 1 : st.rows;
+        return (j < per ? st.g : st.u) + (j < per ? j : j - per) * a.row_bytes;
     };
-    auto stage_blocks = [&](int s) -> int {
-        const int left = a.bpr - (s % nch) * a.kc;
-        return left < a.kc ? left : a.kc;
+    /* segment i (gate row i, or up row i - rows) in shared memory */
+    auto seg_at = [&](const qn_u8 *buf, const stage &st, int i) -> const qn_u8 * {
+        const int m = i < st.rows ? 0 : 1, r = i - m * st.rows;
+        const long long off = r * a.row_bytes; /* the row in its packed range, or its own range's start */
+        const unsigned lo = (unsigned)(unsigned long long)(m ? st.u : st.g) + (packed ? 0u : (unsigned)off);
+        return buf + (packed ? m : i) * slot_bytes + (lo & 15) + (packed ? off : 0);
     };
-    /* Each segment's slot takes its bytes from the 16-byte boundary below
-     * it: piece p of segment i in thread order, the pieces after the
-     * segment's end skipped. */
-    const int pieces = (int)(slot_bytes / 16), step_seg = QN_MV_THREADS / pieces, step_p = QN_MV_THREADS % pieces;
     auto issue = [&](int s) {
         if (s < nst) {
-            const int rows = stage_rows(s), segs = rows * mult;
-            const long long bytes = (long long)stage_blocks(s) * B::BYTES;
-            qn_u8 *dst = stages + (s % QN_MV_STAGES) * nseg * slot_bytes;
-            for (int i = tid / pieces, p = tid % pieces; i < segs;) {
-                const qn_u8 *end, *src = seg_src(s, i, rows, &end);
-                const qn_u8 *from = src - ((unsigned long long)src & 15) + 16 * p;
-                if (from < src + bytes) {
-                    const long long n = end - from;
-                    qn_cp16(dst + i * slot_bytes + 16 * p, from, n < 16 ? (int)n : 16);
+            const stage st = stage_at(s);
+            const int ranges = mult * (packed ? 1 : st.rows);
+            qn_u8 *dst = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
+            for (int j = 0; j < ranges; j++) {
+                const qn_u8 *src = range_src(st, j), *end = (const qn_u8 *)(j < ranges / mult ? a.w_end : a.up_end);
+                const qn_u8 *base = src - ((unsigned long long)src & 15);
+                const int pieces = (int)(((unsigned long long)src & 15) + st.len + 15) / 16;
+                for (int p = tid; p < pieces; p += QN_MV_THREADS) {
+                    const long long n = end - (base + 16 * p);
+                    qn_cp16(dst + j * slot_bytes + 16 * p, base + 16 * p, n < 16 ? (int)n : 16);
                 }
-                i += step_seg;
-                p += step_p;
-                if (p >= pieces) p -= pieces, i++;
             }
         }
         qn_cp_commit();
     };
 
     for (int s = 0; s < QN_MV_STAGES - 1; s++) issue(s);
+    qn_grid_wait(); /* x, and y's old readers */
+    qn_grid_release();
     if (quant) qn_x_quantize(x, x_nb1, a.xt, a.nx, K, xs);
 
     /* Stage s: the threads split a segment's units (lanes of them), those
@@ -633,10 +665,11 @@ __device__ void qn_matvec(const qn_mv_args &a) {
      * once for all the segments. Partial sums over a thread's units go to
      * vals[(segment * nx + token) * lanes + lane]. */
     auto decode = [&](int s) {
-        const int rows = stage_rows(s), segs = rows * mult, c = s % nch;
-        const int units = stage_blocks(s) * B::UPB, nl = qn_mv_lanes(units), G = QN_MV_THREADS / nl;
+        const stage sg = stage_at(s);
+        const int segs = sg.rows * mult, c = sg.c;
+        const int units = sg.blocks * B::UPB, nl = qn_mv_lanes(units), G = QN_MV_THREADS / nl;
         const int kl = tid % nl, g = tid / nl;
-        const qn_u8 *st = stages + (s % QN_MV_STAGES) * nseg * slot_bytes;
+        const qn_u8 *st = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
         float *v = vals + (s & 1) * vals_set;
         if (g >= G) return;
         for (int k = kl; k < units; k += nl) {
@@ -647,8 +680,7 @@ __device__ void qn_matvec(const qn_mv_args &a) {
                 const qn_xsrc src = {xs + t * xq, K, x + t * x_nb1, a.xt};
                 qn_x_load(xv, src, e, B::xhalf(u));
                 for (int i = g; i < segs; i += G) {
-                    const qn_u8 *end, *from = seg_src(s, i, rows, &end);
-                    const float r = B::dot(st + i * slot_bytes + ((unsigned long long)from & 15) + blk * B::BYTES, u, xv);
+                    const float r = B::dot(seg_at(st, sg, i) + blk * B::BYTES, u, xv);
                     float *d = v + (i * a.nx + t) * nl + kl;
                     *d = k == kl ? r : *d + r;
                 }
@@ -661,8 +693,9 @@ __device__ void qn_matvec(const qn_mv_args &a) {
      * so warp t always takes token t). */
     float carry_g = 0.0f, carry_u = 0.0f;
     auto reduce = [&](int s) {
-        const int rows = stage_rows(s), c = s % nch;
-        const int nl = qn_mv_lanes(stage_blocks(s) * B::UPB);
+        const stage sg = stage_at(s);
+        const int rows = sg.rows, c = sg.c;
+        const int nl = qn_mv_lanes(sg.blocks * B::UPB);
         const float *v = vals + (s & 1) * vals_set;
         for (int p = warp; p < rows * a.nx; p += MV_WARPS) {
             const int i = p / a.nx, t = p % a.nx;
@@ -672,16 +705,17 @@ __device__ void qn_matvec(const qn_mv_args &a) {
                 if (a.glu) u += v[((rows + i) * a.nx + t) * nl + l];
             }
 #pragma unroll
-            for (int o = 16; o > 0; o /= 2) {
-                g += __shfl_xor_sync(0xffffffffu, g, o);
-                u += __shfl_xor_sync(0xffffffffu, u, o);
+            for (int o = 16; o > 0; o /= 2) g += __shfl_xor_sync(0xffffffffu, g, o);
+            if (a.glu) {
+#pragma unroll
+                for (int o = 16; o > 0; o /= 2) u += __shfl_xor_sync(0xffffffffu, u, o);
             }
             if (nch > 1) {
                 if (c > 0) g += carry_g, u += carry_u;
                 carry_g = g, carry_u = u;
             }
             if (c == nch - 1 && lane == 0) {
-                y[t * a.y_nb1 + stage_row(s) + i] = a.glu ? qn_act_apply(a.act, g, 0.0f) * u : g;
+                y[t * a.y_nb1 + sg.row0 + i] = a.glu ? qn_act_apply(a.act, g, 0.0f) * u : g;
             }
         }
     };
@@ -698,7 +732,7 @@ __device__ void qn_matvec(const qn_mv_args &a) {
 }
 
 #define MATVEC(name)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(QN_MV_THREADS) matvec_##name(const qn_mv_args a) {   \
+    extern "C" __global__ void __launch_bounds__(QN_MV_THREADS, QN_MV_BLOCKS_SM) matvec_##name(const qn_mv_args a) { \
         qn_matvec<QN_CAT(qn_mv_, name)>(a);                                                            \
     }
 #define MATVEC_EXPAND(name) MATVEC(name)

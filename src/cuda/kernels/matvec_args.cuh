@@ -10,7 +10,7 @@
 #define QN_MV_THREADS 256 /* threads a block */
 #define QN_MV_STAGES 3    /* stage buffers a block cycles through: two in flight while one is used */
 #define QN_MV_TOKENS 8    /* tokens a launch covers at most (at most the warps of a block) */
-#define QN_MV_BLOCKS_SM 2 /* blocks a multiprocessor holds (the kernel's launch bounds promise the registers) */
+#define QN_MV_BLOCKS_SM 3 /* blocks a multiprocessor holds (the kernel's launch bounds promise the registers) */
 #define QN_MV_STAGE 16384 /* bytes of weights a stage holds, about */
 
 typedef struct {
@@ -32,6 +32,7 @@ typedef struct {
     int act;                /* GLU activation */
     int n_experts, top_k;   /* routed form */
     int glu;                /* 1: y = act(gate x) * (up x) */
+    int early;              /* 1: the weights may be read before the kernel before has finished */
 } qn_mv_args;
 
 /* Bytes of x, quantized to int8 in blocks of 32 with a float scale and sum
@@ -40,25 +41,33 @@ typedef struct {
  * 16-byte aligned. */
 QN_HD long long qn_mv_xq_bytes(long long k) { return (k + k / 32 * 8 + 15) / 16 * 16; }
 
-/* A segment is kc blocks of one row in a stage, copied in 16-byte pieces
- * from the 16-byte boundary at or below its start: its slot has room for
- * the up to 15 bytes before it and 4 bytes of over-read after. */
-QN_HD long long qn_mv_seg_bytes(long long seg) { return (seg + 15 + 4 + 15) / 16 * 16; }
+/* A stage holds rs rows (or, for rows longer than a stage, kc blocks of one
+ * row), copied as ranges of bytes: one per weight tensor when rows are
+ * packed (row_bytes is the row's size), else one per row. The longest
+ * range: */
+QN_HD long long qn_mv_range(long long row_bytes, int bpr, int kc, int rs, int bytes) {
+    return (row_bytes == (long long)bpr * bytes ? (rs - 1) * row_bytes : 0) + (long long)kc * bytes;
+}
+/* A range's slot: copied in 16-byte pieces from the 16-byte boundary at or
+ * below its start, with room for the up to 15 bytes before it and 4 bytes
+ * of over-read after. */
+QN_HD long long qn_mv_seg_bytes(long long range) { return (range + 15 + 4 + 15) / 16 * 16; }
 
-/* Units of a stage's segment a thread's partial sums are kept for: the
- * threads split a segment's units, and the ones that share a unit position
- * split the segments. */
+/* Units of a stage's segment (a row's blocks in it) a thread's partial sums
+ * are kept for: the threads split a segment's units, and the ones that
+ * share a unit position split the segments. */
 QN_HD int qn_mv_lanes(long long units) { return units < QN_MV_THREADS ? (int)units : QN_MV_THREADS; }
 
 /* Dynamic shared memory: x for every token (quantized types), the stage
- * buffers, and two sets of per-lane partial sums (one being reduced while
- * the next is written). */
-QN_HD long long qn_mv_smem(long long xq_bytes, int nx, int segs, long long seg_slot, int lanes) {
-    return xq_bytes * nx + (long long)QN_MV_STAGES * segs * seg_slot + 2LL * segs * nx * lanes * 4;
+ * buffers of `slots` ranges each, and two sets of per-lane partial sums for
+ * `segs` segments (one being reduced while the next is written). */
+QN_HD long long qn_mv_smem(long long xq_bytes, int nx, int slots, long long slot_bytes, int segs, int lanes) {
+    return xq_bytes * nx + (long long)QN_MV_STAGES * slots * slot_bytes + 2LL * segs * nx * lanes * 4;
 }
 
-/* Plans a launch: a->bpr, glu and nx (the most tokens wanted) in; rs, kc
- * and nx (fewer tokens when they do not fit) out, *grid_x blocks a pair.
+/* Plans a launch: a->bpr, row_bytes, glu and nx (the most tokens wanted)
+ * in; rs, kc and nx (fewer tokens when they do not fit) out, *grid_x blocks
+ * a pair.
  * qk and bytes: the kernel's block (8 values for float weights); pairs: the
  * routed form's (slot, token) pairs (1 when dense); smem_sm: shared memory a
  * multiprocessor has, smem_block the most a block may take. Returns the
@@ -84,7 +93,9 @@ QN_HD long long qn_mv_plan(qn_mv_args *a, int qk, int bytes, long long N, int pa
      * system keeps */
     const long long budget = smem_sm / QN_MV_BLOCKS_SM - 1024 < smem_block ? smem_sm / QN_MV_BLOCKS_SM - 1024 : smem_block;
     for (;;) {
-        const long long smem = qn_mv_smem(xq, a->nx, (int)rs * mult, qn_mv_seg_bytes(kc * bytes), qn_mv_lanes(kc * upb));
+        const int slots = mult * (a->row_bytes == row ? 1 : (int)rs);
+        const long long slot = qn_mv_seg_bytes(qn_mv_range(a->row_bytes, a->bpr, (int)kc, (int)rs, bytes));
+        const long long smem = qn_mv_smem(xq, a->nx, slots, slot, (int)rs * mult, qn_mv_lanes(kc * upb));
         if (smem <= budget || (rs == 1 && a->nx == 1 && smem <= smem_block)) {
             a->rs = (int)rs;
             return smem;
