@@ -58,7 +58,7 @@ __device__ __forceinline__ void qn_lds(const qn_u8 *p, unsigned w[N]) {
 #pragma unroll
         for (int i = 0; i < N; i++) w[i] = ((const unsigned *)p)[i];
     } else {
-        const unsigned off = (unsigned)(unsigned long long)p & 3u;
+        const unsigned off = (unsigned)__cvta_generic_to_shared(p) & 3u;
         const unsigned *q = (const unsigned *)(p - off);
         unsigned lo = q[0];
 #pragma unroll
@@ -79,17 +79,21 @@ __device__ __forceinline__ float qn_scale_f16(unsigned h) {
     return f;
 }
 
-/* n bytes (1 to 16; the rest of the 16 are zero-filled) from global src to
- * shared dst, both 16-byte aligned, without passing through registers. */
-__device__ __forceinline__ void qn_cp16(qn_u8 *dst, const qn_u8 *src, int n) {
+/* 16 bytes from global src to shared dst, both 16-byte aligned, without
+ * passing through registers. */
+__device__ __forceinline__ void qn_cp16(qn_u8 *dst, const qn_u8 *src) {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
 }
 __device__ __forceinline__ void qn_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void qn_cp_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
+
+/* |i| < 2^22 as a float without I2F (a quarter-rate conversion): placed
+ * in the mantissa of 1.5 * 2^23 and the 1.5 * 2^23 taken off again. */
+__device__ __forceinline__ float qn_i2f(int i) { return __int_as_float(0x4B400000 + i) - 12582912.0f; }
 
 /* Programmatic dependent launch (sm_90): the kernel may start while the
  * one before it finishes; it waits for it before touching what it wrote,
@@ -111,7 +115,7 @@ __device__ __forceinline__ void qn_grid_release() {
  * (d, sum of q) pair per 32) or, for float weights, as given. */
 struct qn_xsrc {
     const qn_u8 *q;
-    long long K;
+    int K;
     const char *g;
     int xt;
 };
@@ -139,7 +143,7 @@ struct qn_xf8 {
     float v[8];
 };
 
-__device__ __forceinline__ void qn_x_block(const qn_xsrc &x, long long e, int q[8], float *d, int *s) {
+__device__ __forceinline__ void qn_x_block(const qn_xsrc &x, int e, int q[8], float *d, int *s) {
     const int4 a = *(const int4 *)(x.q + e), b = *(const int4 *)(x.q + e + 16);
     q[0] = a.x, q[1] = a.y, q[2] = a.z, q[3] = a.w, q[4] = b.x, q[5] = b.y, q[6] = b.z, q[7] = b.w;
     const int2 ds = *(const int2 *)(x.q + x.K + e / 32 * 8);
@@ -147,16 +151,16 @@ __device__ __forceinline__ void qn_x_block(const qn_xsrc &x, long long e, int q[
     *s = ds.y;
 }
 /* e: the element of x the unit starts at; h: the half (16x4 form). */
-__device__ __forceinline__ void qn_x_load(qn_xq32 &x, const qn_xsrc &src, long long e, int h) {
+__device__ __forceinline__ void qn_x_load(qn_xq32 &x, const qn_xsrc &src, int e, int h) {
     qn_x_block(src, e, x.q, &x.d, &x.s);
     (void)h;
 }
-__device__ __forceinline__ void qn_x_load(qn_xq64 &x, const qn_xsrc &src, long long e, int h) {
+__device__ __forceinline__ void qn_x_load(qn_xq64 &x, const qn_xsrc &src, int e, int h) {
     qn_x_block(src, e, x.q, &x.d[0], &x.s[0]);
     qn_x_block(src, e + 32, x.q + 8, &x.d[1], &x.s[1]);
     (void)h;
 }
-__device__ __forceinline__ void qn_x_load(qn_xq16x4 &x, const qn_xsrc &src, long long e, int h) {
+__device__ __forceinline__ void qn_x_load(qn_xq16x4 &x, const qn_xsrc &src, int e, int h) {
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         const int4 a = *(const int4 *)(src.q + e + 32 * j + 16 * h);
@@ -182,7 +186,7 @@ __device__ __forceinline__ void qn_load_x8(const char *xr, int xt, long long i, 
         }
     }
 }
-__device__ __forceinline__ void qn_x_load(qn_xf8 &x, const qn_xsrc &src, long long e, int h) {
+__device__ __forceinline__ void qn_x_load(qn_xf8 &x, const qn_xsrc &src, int e, int h) {
     qn_load_x8(src.g, src.xt, e, x.v);
     (void)h;
 }
@@ -225,7 +229,7 @@ struct qn_mv_q4_0 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[4];
         qn_lds<4, A>(b + 2, w);
-        return qn_scale_f16(qn_lds16(b)) * (x.d * (float)(qn_dot_nib(w, x.q) - 8 * x.s));
+        return qn_scale_f16(qn_lds16(b)) * (x.d * qn_i2f(qn_dot_nib(w, x.q) - 8 * x.s));
     }
 };
 
@@ -235,7 +239,7 @@ struct qn_mv_q4_1 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[5];
         qn_lds<5, A>(b, w);
-        return x.d * (qn_scale_f16(w[0] & 0xFFFF) * (float)qn_dot_nib(w + 1, x.q) + qn_scale_f16(w[0] >> 16) * (float)x.s);
+        return x.d * (qn_scale_f16(w[0] & 0xFFFF) * qn_i2f(qn_dot_nib(w + 1, x.q)) + qn_scale_f16(w[0] >> 16) * qn_i2f(x.s));
     }
 };
 
@@ -256,7 +260,7 @@ struct qn_mv_q5_0 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[5];
         qn_lds<5, A>(b + 2, w);
-        return qn_scale_f16(qn_lds16(b)) * (x.d * (float)(qn_dot_q5(w[0], w + 1, x.q) - 16 * x.s));
+        return qn_scale_f16(qn_lds16(b)) * (x.d * qn_i2f(qn_dot_q5(w[0], w + 1, x.q) - 16 * x.s));
     }
 };
 
@@ -266,8 +270,8 @@ struct qn_mv_q5_1 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[6];
         qn_lds<6, A>(b, w);
-        return x.d * (qn_scale_f16(w[0] & 0xFFFF) * (float)qn_dot_q5(w[1], w + 2, x.q) +
-                      qn_scale_f16(w[0] >> 16) * (float)x.s);
+        return x.d * (qn_scale_f16(w[0] & 0xFFFF) * qn_i2f(qn_dot_q5(w[1], w + 2, x.q)) +
+                      qn_scale_f16(w[0] >> 16) * qn_i2f(x.s));
     }
 };
 
@@ -286,7 +290,7 @@ struct qn_mv_q8_32 {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[8];
         qn_lds<8, A>(b + OFF, w);
-        return qn_scale_f16(qn_lds16(b)) * (x.d * (float)qn_dot_s8(w, x.q));
+        return qn_scale_f16(qn_lds16(b)) * (x.d * qn_i2f(qn_dot_s8(w, x.q)));
     }
 };
 typedef qn_mv_q8_32<2, 34, 2> qn_mv_q8_0;
@@ -299,7 +303,7 @@ struct qn_mv_iq4_nl {
         unsigned w[4], t[4];
         qn_lds<4, A>(b + 2, w);
         qn_iq4_table(t);
-        return qn_scale_f16(qn_lds16(b)) * (x.d * (float)qn_dot_lut(w, t, x.q));
+        return qn_scale_f16(qn_lds16(b)) * (x.d * qn_i2f(qn_dot_lut(w, t, x.q)));
     }
 };
 
@@ -313,7 +317,7 @@ struct qn_mv_mxfp4 {
         /* E8M0 scale, halved: 2^(e - 128), subnormal for e < 2 */
         const unsigned e = b[0];
         const float d = __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
-        return d * (x.d * (float)qn_dot_lut(w, t, x.q));
+        return d * (x.d * qn_i2f(qn_dot_lut(w, t, x.q)));
     }
 };
 
@@ -341,8 +345,8 @@ __device__ __forceinline__ void qn_k4_scale(unsigned dd, const unsigned s[3], in
         sc = (qn_byte3(s, j + 4) & 0xF) | ((qn_byte3(s, j - 4) >> 6) << 4);
         mn = (qn_byte3(s, j + 4) >> 4) | ((qn_byte3(s, j) >> 6) << 4);
     }
-    *dsc = qn_scale_f16(dd & 0xFFFF) * (float)sc;
-    *dmn = qn_scale_f16(dd >> 16) * (float)mn;
+    *dsc = qn_scale_f16(dd & 0xFFFF) * qn_i2f(sc);
+    *dmn = qn_scale_f16(dd >> 16) * qn_i2f(mn);
 }
 
 /* q4_K / q5_K unit u: bytes 32u..32u+31 of the quants, low nibbles sub-block
@@ -370,7 +374,7 @@ struct qn_mv_qk_affine {
         float d0, m0, d1, m1;
         qn_k4_scale(hd[0], hd + 1, 2 * u, &d0, &m0);
         qn_k4_scale(hd[0], hd + 1, 2 * u + 1, &d1, &m1);
-        return x.d[0] * (d0 * (float)s0 - m0 * (float)x.s[0]) + x.d[1] * (d1 * (float)s1 - m1 * (float)x.s[1]);
+        return x.d[0] * (d0 * qn_i2f(s0) - m0 * qn_i2f(x.s[0])) + x.d[1] * (d1 * qn_i2f(s1) - m1 * qn_i2f(x.s[1]));
     }
 };
 typedef qn_mv_qk_affine<false> qn_mv_q4_K;
@@ -382,7 +386,7 @@ struct qn_mv_q8_K {
     static __device__ float dot(const qn_u8 *b, int u, const X &x) {
         unsigned w[16];
         qn_lds<16, A>(b + 4 + 64 * u, w);
-        return *(const float *)b * (x.d[0] * (float)qn_dot_s8(w, x.q) + x.d[1] * (float)qn_dot_s8(w + 8, x.q + 8));
+        return *(const float *)b * (x.d[0] * qn_i2f(qn_dot_s8(w, x.q)) + x.d[1] * qn_i2f(qn_dot_s8(w + 8, x.q + 8)));
     }
 };
 
@@ -399,7 +403,7 @@ struct qn_mv_iq4_xs {
         const unsigned sl = hd[1] >> (8 * u), sh = hd[0] >> (16 + 4 * u);
         const float d = qn_scale_f16(hd[0] & 0xFFFF);
         const int ls0 = (int)((sl & 0xF) | ((sh & 3) << 4)) - 32, ls1 = (int)(((sl >> 4) & 0xF) | (((sh >> 2) & 3) << 4)) - 32;
-        return d * (x.d[0] * (float)(ls0 * qn_dot_lut(w, t, x.q)) + x.d[1] * (float)(ls1 * qn_dot_lut(w + 4, t, x.q + 8)));
+        return d * (x.d[0] * qn_i2f(ls0) * qn_i2f(qn_dot_lut(w, t, x.q)) + x.d[1] * qn_i2f(ls1) * qn_i2f(qn_dot_lut(w + 4, t, x.q + 8)));
     }
 };
 
@@ -429,8 +433,8 @@ struct qn_mv_q2_K {
 #pragma unroll
             for (int i = 0; i < 4; i++) s = __dp4a((int)((w[i] >> (2 * jj)) & 0x03030303u), x.q[4 * jj + i], s);
             const unsigned m = (sc[jj / 2] >> (8 * (2 * (jj % 2) + h))) & 0xFF;
-            sd += x.d[jj] * (float)((int)(m & 0xF) * s);
-            sm += x.d[jj] * (float)((int)(m >> 4) * x.s[jj]);
+            sd += x.d[jj] * qn_i2f((int)(m & 0xF) * s);
+            sm += x.d[jj] * qn_i2f((int)(m >> 4) * x.s[jj]);
         }
         return qn_scale_f16(dd & 0xFFFF) * sd - qn_scale_f16(dd >> 16) * sm;
     }
@@ -459,7 +463,7 @@ struct qn_mv_q3_K {
              * high two bits in byte 8 + j % 4 at 2 (j / 4) */
             const int k = 2 * jj + h;
             const unsigned lo = (qn_byte3(s, k) >> (4 * n)) & 0xF, hi = (qn_byte3(s, 8 + (k & 3)) >> (2 * (2 * n + jj / 2))) & 3;
-            acc += x.d[jj] * (float)(((int)(lo | (hi << 4)) - 32) * (v - 4 * x.s[jj]));
+            acc += x.d[jj] * qn_i2f(((int)(lo | (hi << 4)) - 32) * (v - 4 * x.s[jj]));
         }
         return qn_scale_f16(qn_lds16(b + 108)) * acc;
     }
@@ -487,7 +491,7 @@ struct qn_mv_q6_K {
 #pragma unroll
         for (int jj = 0; jj < 4; jj++) {
             const int scale = (int)(signed char)(sc[jj / 2] >> (8 * (2 * (jj % 2) + h)));
-            acc += x.d[jj] * (float)(scale * (s[jj] - 32 * x.s[jj]));
+            acc += x.d[jj] * qn_i2f(scale) * qn_i2f(s[jj] - 32 * x.s[jj]);
         }
         return qn_scale_f16(qn_lds16(b + 208)) * acc;
     }
@@ -517,15 +521,14 @@ typedef qn_mv_plain<QN_KT_F16> qn_mv_f16;
 typedef qn_mv_plain<QN_KT_BF16> qn_mv_bf16;
 
 /* ---- x quantization: each group of four threads takes 32 values */
-__device__ __forceinline__ void qn_x_quantize(const char *x, long long x_nb1, int xt, int nx, long long K, qn_u8 *xs) {
-    const int per = (int)(K / 8);
-    const long long xq = qn_mv_xq_bytes(K);
+__device__ __forceinline__ void qn_x_quantize(const char *x, long long x_nb1, int xt, int nx, int K, qn_u8 *xs) {
+    const int per = K / 8, xq = (int)qn_mv_xq_bytes(K);
     for (int t = 0; t < nx; t++)
         for (int base = 0; base < per; base += QN_MV_THREADS) {
             /* every thread of a warp takes part in the shuffles */
             const int i = base + threadIdx.x;
             const bool ok = i < per;
-            const long long e = ok ? 8LL * i : 0;
+            const int e = ok ? 8 * i : 0;
             float v[8];
             qn_load_x8(x + t * x_nb1, xt, e, v);
             float amax = 0.0f;
@@ -588,11 +591,11 @@ __device__ void qn_matvec(const qn_mv_args &a) {
     const int mult = a.glu ? 2 : 1;
     const bool packed = a.row_bytes == (long long)a.bpr * B::BYTES;
     const int nrange = mult * (packed ? 1 : a.rs);
-    const long long slot_bytes = qn_mv_seg_bytes(qn_mv_range(a.row_bytes, a.bpr, a.kc, a.rs, B::BYTES));
+    const int slot_bytes = (int)qn_mv_seg_bytes(qn_mv_range(a.row_bytes, a.bpr, a.kc, a.rs, B::BYTES));
     const int lanes = qn_mv_lanes((long long)a.kc * B::UPB), nseg = a.rs * mult;
 
     /* shared memory: x, the stage buffers, two sets of partial sums */
-    const long long xq = quant ? qn_mv_xq_bytes(K) : 0;
+    const int Ki = (int)K, xq = quant ? (int)qn_mv_xq_bytes(K) : 0;
     qn_u8 *xs = qn_mv_smem_, *stages = xs + xq * a.nx;
     float *vals = (float *)(stages + QN_MV_STAGES * nrange * slot_bytes);
     const int vals_set = nseg * a.nx * lanes;
@@ -630,12 +633,12 @@ __device__ void qn_matvec(const qn_mv_args &a) {
         const int per = packed ? 1 : st.rows;
         return (j < per ? st.g : st.u) + (j < per ? j : j - per) * a.row_bytes;
     };
-    /* segment i (gate row i, or up row i - rows) in shared memory */
+    /* segment i (gate row i, or up row i - rows) in stage buffer buf */
     auto seg_at = [&](const qn_u8 *buf, const stage &st, int i) -> const qn_u8 * {
-        const int m = i < st.rows ? 0 : 1, r = i - m * st.rows;
-        const long long off = r * a.row_bytes; /* the row in its packed range, or its own range's start */
-        const unsigned lo = (unsigned)(unsigned long long)(m ? st.u : st.g) + (packed ? 0u : (unsigned)off);
-        return buf + (packed ? m : i) * slot_bytes + (lo & 15) + (packed ? off : 0);
+        const int m = i < st.rows ? 0 : 1;
+        const unsigned off = (unsigned)(i - m * st.rows) * (unsigned)a.row_bytes; /* from the tensor's first row */
+        const unsigned lo = (unsigned)(unsigned long long)(m ? st.u : st.g) + (packed ? 0u : off);
+        return buf + (packed ? m : i) * slot_bytes + (lo & 15) + (packed ? off : 0u);
     };
     auto issue = [&](int s) {
         if (s < nst) {
@@ -647,8 +650,12 @@ __device__ void qn_matvec(const qn_mv_args &a) {
                 const qn_u8 *base = src - ((unsigned long long)src & 15);
                 const int pieces = (int)(((unsigned long long)src & 15) + st.len + 15) / 16;
                 for (int p = tid; p < pieces; p += QN_MV_THREADS) {
-                    const long long n = end - (base + 16 * p);
-                    qn_cp16(dst + j * slot_bytes + 16 * p, base + 16 * p, n < 16 ? (int)n : 16);
+                    const qn_u8 *from = base + 16 * p;
+                    qn_u8 *to = dst + j * slot_bytes + 16 * p;
+                    const long long n = end - from;
+                    if (n >= 16) qn_cp16(to, from);
+                    else /* the tensor's last bytes: no read past its end */
+                        for (int b = 0; b < n; b++) to[b] = from[b];
                 }
             }
         }
@@ -658,32 +665,33 @@ __device__ void qn_matvec(const qn_mv_args &a) {
     for (int s = 0; s < QN_MV_STAGES - 1; s++) issue(s);
     qn_grid_wait(); /* x, and y's old readers */
     qn_grid_release();
-    if (quant) qn_x_quantize(x, x_nb1, a.xt, a.nx, K, xs);
+    if (quant) qn_x_quantize(x, x_nb1, a.xt, a.nx, Ki, xs);
 
     /* Stage s: the threads split a segment's units (lanes of them), those
-     * at the same unit position split the segments; each unit's x is loaded
-     * once for all the segments. Partial sums over a thread's units go to
-     * vals[(segment * nx + token) * lanes + lane]. */
+     * at the same unit position split the segments. A thread's sum over its
+     * units of segment i for token t goes to vals[(i * nx + t) * lanes +
+     * lane]. */
     auto decode = [&](int s) {
         const stage sg = stage_at(s);
-        const int segs = sg.rows * mult, c = sg.c;
+        const int segs = sg.rows * mult;
         const int units = sg.blocks * B::UPB, nl = qn_mv_lanes(units), G = QN_MV_THREADS / nl;
         const int kl = tid % nl, g = tid / nl;
-        const qn_u8 *st = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
-        float *v = vals + (s & 1) * vals_set;
         if (g >= G) return;
-        for (int k = kl; k < units; k += nl) {
-            const int blk = k / B::UPB, u = k % B::UPB;
-            const long long e = ((long long)c * a.kc + blk) * B::QK + B::xoff(u);
+        const qn_u8 *buf = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
+        float *v = vals + (s & 1) * vals_set;
+        const int e0 = sg.c * a.kc * B::QK;
+        for (int i = g; i < segs; i += G) {
+            const qn_u8 *seg = seg_at(buf, sg, i);
             for (int t = 0; t < a.nx; t++) {
-                typename B::X xv;
-                const qn_xsrc src = {xs + t * xq, K, x + t * x_nb1, a.xt};
-                qn_x_load(xv, src, e, B::xhalf(u));
-                for (int i = g; i < segs; i += G) {
-                    const float r = B::dot(seg_at(st, sg, i) + blk * B::BYTES, u, xv);
-                    float *d = v + (i * a.nx + t) * nl + kl;
-                    *d = k == kl ? r : *d + r;
+                const qn_xsrc src = {xs + t * xq, Ki, x + t * x_nb1, a.xt};
+                float acc = 0.0f;
+                for (int k = kl; k < units; k += nl) {
+                    const int blk = k / B::UPB, u = k % B::UPB;
+                    typename B::X xv;
+                    qn_x_load(xv, src, e0 + blk * B::QK + B::xoff(u), B::xhalf(u));
+                    acc += B::dot(seg + blk * B::BYTES, u, xv);
                 }
+                v[(i * a.nx + t) * nl + kl] = acc;
             }
         }
     };
