@@ -2,9 +2,12 @@
  * type, dense or expert-routed, plain or with a fused gate/up activation.
  *
  * Routing: on the GPU every request goes to the matvec kernels
- * (matvec.cu): one launch covers up to 8 tokens, larger batches launch once
- * per 8 tokens. qn_qmatmul_plan names the kernels a request runs. On the
- * CPU every request goes to the threaded reference (src/cpu/qmatmul.c). */
+ * (matvec.cu): one launch covers up to 8 tokens (fewer when their x does
+ * not fit in shared memory beside the weight stages), larger batches launch
+ * once per that many. The launch plan (blocks, rows a stage, shared memory)
+ * comes from qn_mv_plan in matvec_args.cuh; qn_qmatmul_plan describes it.
+ * On the CPU every request goes to the threaded reference
+ * (src/cpu/qmatmul.c). */
 #include "cpu/cpu_ops.h"
 #include "ops/ops.h"
 

@@ -196,24 +196,25 @@ __device__ __forceinline__ void qn_x_load(qn_xf8 &x, const qn_xsrc &src, int e, 
  * unit u's x starts, and its half for the 16x4 form), and dot(block, u, x):
  * the unit's dot product with x, scales applied. */
 
+/* (The dot helpers keep two chains of dp4a, half as long to wait for.) */
 __device__ __forceinline__ int qn_dot_nib(const unsigned w[4], const int q[8]) {
-    int s = 0;
+    int lo = 0, hi = 0;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        s = __dp4a((int)(w[i] & 0x0F0F0F0Fu), q[i], s);
-        s = __dp4a((int)((w[i] >> 4) & 0x0F0F0F0Fu), q[i + 4], s);
+        lo = __dp4a((int)(w[i] & 0x0F0F0F0Fu), q[i], lo);
+        hi = __dp4a((int)((w[i] >> 4) & 0x0F0F0F0Fu), q[i + 4], hi);
     }
-    return s;
+    return lo + hi;
 }
 /* Sixteen nibbles through a level table (iq4_nl, iq4_xs, mxfp4), dotted with q. */
 __device__ __forceinline__ int qn_dot_lut(const unsigned w[4], const unsigned t[4], const int q[8]) {
-    int s = 0;
+    int lo = 0, hi = 0;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        s = __dp4a((int)qn_lut16(w[i] & 0x0F0F0F0Fu, t), q[i], s);
-        s = __dp4a((int)qn_lut16((w[i] >> 4) & 0x0F0F0F0Fu, t), q[i + 4], s);
+        lo = __dp4a((int)qn_lut16(w[i] & 0x0F0F0F0Fu, t), q[i], lo);
+        hi = __dp4a((int)qn_lut16((w[i] >> 4) & 0x0F0F0F0Fu, t), q[i + 4], hi);
     }
-    return s;
+    return lo + hi;
 }
 
 /* Blocks of 32 are a unit each. */
@@ -245,13 +246,13 @@ struct qn_mv_q4_1 {
 
 /* q5_0 / q5_1: qh bit j is the fifth bit of element j. */
 __device__ __forceinline__ int qn_dot_q5(unsigned qh, const unsigned w[4], const int q[8]) {
-    int s = 0;
+    int lo = 0, hi = 0;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        s = __dp4a((int)((w[i] & 0x0F0F0F0Fu) | (qn_spread4(qh >> (4 * i)) << 4)), q[i], s);
-        s = __dp4a((int)(((w[i] >> 4) & 0x0F0F0F0Fu) | (qn_spread4(qh >> (16 + 4 * i)) << 4)), q[i + 4], s);
+        lo = __dp4a((int)((w[i] & 0x0F0F0F0Fu) | (qn_spread4(qh >> (4 * i)) << 4)), q[i], lo);
+        hi = __dp4a((int)(((w[i] >> 4) & 0x0F0F0F0Fu) | (qn_spread4(qh >> (16 + 4 * i)) << 4)), q[i + 4], hi);
     }
-    return s;
+    return lo + hi;
 }
 
 struct qn_mv_q5_0 {
@@ -276,10 +277,13 @@ struct qn_mv_q5_1 {
 };
 
 __device__ __forceinline__ int qn_dot_s8(const unsigned w[8], const int q[8]) {
-    int s = 0;
+    int lo = 0, hi = 0;
 #pragma unroll
-    for (int i = 0; i < 8; i++) s = __dp4a((int)w[i], q[i], s);
-    return s;
+    for (int i = 0; i < 4; i++) {
+        lo = __dp4a((int)w[i], q[i], lo);
+        hi = __dp4a((int)w[i + 4], q[i + 4], hi);
+    }
+    return lo + hi;
 }
 
 /* q8_0 / q8_1: 32 signed bytes after the scale (q8_1: and a sum, unused). */

@@ -82,7 +82,11 @@ QN_HD long long qn_mv_plan(qn_mv_args *a, int qk, int bytes, long long N, int pa
     const long long row = (long long)a->bpr * bytes, rows_per_block = (N + g - 1) / g;
     long long rs = 1, kc = a->bpr;
     if (row * mult <= QN_MV_STAGE) {
+        /* a multiple of the row groups the kernel's threads split into, so
+         * they get equal shares */
+        const long long units = (long long)a->bpr * upb, groups = units < QN_MV_THREADS ? QN_MV_THREADS / units : 1;
         rs = QN_MV_STAGE / (row * mult);
+        if (rs * mult >= groups) rs = (rs * mult / groups) * groups / mult;
         rs = rs < rows_per_block ? rs : rows_per_block;
     } else {
         kc = QN_MV_STAGE / ((long long)bytes * mult);
