@@ -12,7 +12,10 @@
  * What is left is f32 accumulation of K exact products, summed per part
  * and scaled per block (matvec) or per mma (tensor cores), so for every
  * type |y - ref| <= 1e-4 (sum|w x| + max|w| sum|x|) + 1e-6; the second term
- * covers the affine types, which add min * sum(x) per block. */
+ * covers the affine types, which add min * sum(x) per block. The matvec
+ * dots block-quantized weights with x rounded to int8 in blocks of 32 (scale
+ * max|x| / 127, as llama.cpp does): each x value moves by at most half a
+ * step, which adds sum |w_i| max|x of i's block| / 254. */
 #include "util.h"
 
 #include <math.h>
@@ -98,12 +101,15 @@ static double act_ref(qn_act act, double g) {
 /* ---- the operands of a path */
 
 typedef struct {
-    bool mm;    /* tensor cores */
+    bool mm;     /* tensor cores */
     qn_dtype dt; /* their compute dtype */
+    bool x8;     /* the GPU matvec of a block type: x rounded to int8 */
 } path;
 
 static path path_of(qn_dtype t, const char *plan) {
-    path p = {strncmp(plan, "mm_", 3) == 0, t == QN_F32 || t == QN_BF16 ? QN_BF16 : QN_F16};
+    bool mm = strncmp(plan, "mm_", 3) == 0;
+    path p = {mm, t == QN_F32 || t == QN_BF16 ? QN_BF16 : QN_F16,
+              !mm && qt_on_gpu() && qn_dtype_block_elems(t) > 1};
     return p;
 }
 
@@ -153,16 +159,22 @@ static double *path_x(const path *p, qn_dtype xt, const float *x, int64_t K, int
     return o;
 }
 
-/* Reference dot of a weight row with an x row, and its error bound. */
-static double ref_dot(const double *w, const double *x, int64_t K, double *bound) {
-    double acc = 0, sabs = 0, sx = 0, wmax = 0;
+/* Reference dot of a weight row with an x row, and its error bound (x8:
+ * with x's int8 rounding). */
+static double ref_dot(const double *w, const double *x, int64_t K, bool x8, double *bound) {
+    double acc = 0, sabs = 0, sx = 0, wmax = 0, xround = 0, amax = 0;
     for (int64_t k = 0; k < K; k++) {
         acc += w[k] * x[k];
         sabs += fabs(w[k] * x[k]);
         sx += fabs(x[k]);
         wmax = fabs(w[k]) > wmax ? fabs(w[k]) : wmax;
+        if (k % 32 == 0) {
+            amax = 0;
+            for (int64_t j = k; j < k + 32 && j < K; j++) amax = fabs(x[j]) > amax ? fabs(x[j]) : amax;
+        }
+        xround += fabs(w[k]) * amax / 254;
     }
-    *bound = 1e-4 * (sabs + wmax * sx) + 1e-6;
+    *bound = 1e-4 * (sabs + wmax * sx) + 1e-6 + (x8 ? xround : 0);
     return acc;
 }
 
@@ -180,13 +192,14 @@ static void check(const char *what, qn_dtype t, float got, double want, double t
 }
 
 /* One output of a product or GLU: the reference and its bound. */
-static double ref_out(const double *g, const double *u, const double *x, int64_t K, qn_act act, double *tol) {
-    double sg, su, rg = ref_dot(g, x, K, &sg);
+static double ref_out(const double *g, const double *u, const double *x, int64_t K, qn_act act, bool x8,
+                      double *tol) {
+    double sg, su, rg = ref_dot(g, x, K, x8, &sg);
     if (!u) {
         *tol = sg;
         return rg;
     }
-    double ru = ref_dot(u, x, K, &su);
+    double ru = ref_dot(u, x, K, x8, &su);
     /* act is smooth with slope under 1.2: the gate's error scales by |u| */
     *tol = 1.2 * sg * fabs(ru) + su * fabs(act_ref(act, rg)) + 1e-6;
     return act_ref(act, rg) * ru;
@@ -198,8 +211,22 @@ typedef struct {
     qn_dtype t, xt;
     int64_t K, N, M;
     qn_act act;
-    bool wide; /* x rows beyond f16's range */
+    bool wide;   /* x rows beyond f16's range */
+    int64_t pad; /* bytes between weight rows beyond their size (a strided view) */
 } dense_case;
+
+/* Weight rows `pad` bytes apart beyond their size. */
+static qn_buffer *upload_rows(const weights *w, int64_t pad, qn_tensor *view) {
+    int64_t row = qn_dtype_row_bytes(w->t, w->K), stride = row + pad;
+    uint8_t *b = calloc((size_t)(stride * w->rows), 1);
+    for (int64_t r = 0; r < w->rows; r++) memcpy(b + r * stride, (uint8_t *)w->bytes + r * row, (size_t)row);
+    qn_buffer *buf = upload(QN_U8, 1, (int64_t[]){stride * w->rows}, b, (size_t)(stride * w->rows));
+    free(b);
+    *view = qn_tensor_make(buf, 0, w->t, w->K, w->rows, 1, 1);
+    view->nb[1] = stride;
+    view->nb[2] = view->nb[3] = stride * w->rows;
+    return buf;
+}
 
 static void run_dense(qn_encoder *enc, const dense_case *c) {
     const qn_dtype t = c->t, xt = c->xt;
@@ -210,21 +237,21 @@ static void run_dense(qn_encoder *enc, const dense_case *c) {
     weights g = make_weights(t, K, N), u = make_weights(t, K, N);
     float *xv;
     void *xb = make_x(xt, K, M, c->wide ? wide_rows : NULL, &xv);
-    qn_buffer *bw = upload(t, 2, (int64_t[]){K, N}, g.bytes, g.nbytes);
-    qn_buffer *bu = upload(t, 2, (int64_t[]){K, N}, u.bytes, u.nbytes);
+    qn_tensor tw, tu;
+    qn_buffer *bw = upload_rows(&g, c->pad, &tw), *bu = upload_rows(&u, c->pad, &tu);
     qn_buffer *bx = upload(xt, 2, (int64_t[]){K, M}, xb, (size_t)(K * M * qn_dtype_block_bytes(xt)));
     qn_buffer *by = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
     qn_buffer *bg = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
-    QT_OK(qn_qmatmul(enc, qn_tensor_of(by), qn_tensor_of(bw), qn_tensor_of(bx)));
-    QT_OK(qn_qmatmul_glu(enc, qn_tensor_of(bg), qn_tensor_of(bw), qn_tensor_of(bu), qn_tensor_of(bx), c->act));
+    QT_OK(qn_qmatmul(enc, qn_tensor_of(by), tw, qn_tensor_of(bx)));
+    QT_OK(qn_qmatmul_glu(enc, qn_tensor_of(bg), tw, tu, qn_tensor_of(bx), c->act));
     QT_OK(qn_encoder_commit_wait(enc));
     float *y = qt_read_all(by), *yg = qt_read_all(bg);
     double *pw = path_weights(&p, &g), *pu = path_weights(&p, &u), *px = path_x(&p, xt, xv, K, M);
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
-            double tol, want = ref_out(pw + n * K, NULL, px + m * K, K, c->act, &tol);
+            double tol, want = ref_out(pw + n * K, NULL, px + m * K, K, c->act, p.x8, &tol);
             check(p.mm ? "matmul (tensor cores)" : "matmul", t, y[m * N + n], want, tol, n, m);
-            want = ref_out(pw + n * K, pu + n * K, px + m * K, K, c->act, &tol);
+            want = ref_out(pw + n * K, pu + n * K, px + m * K, K, c->act, p.x8, &tol);
             check(p.mm ? "glu (tensor cores)" : "glu", t, yg[m * N + n], want, tol, n, m);
         }
     free(pw);
@@ -255,7 +282,7 @@ static void test_matvec(void **state) {
     for (int ti = 0; ti < NTYPES; ti++)
         for (int kb = 0; kb < 2; kb++) {
             dense_case c = {TYPES[ti], XTYPES[(ti + kb) % 3], block_of(TYPES[ti]) * (kb == 0 ? 1 : 3), 37,
-                            Ms[(ti + kb) % 3], (qn_act)((ti + kb) % 3), false};
+                            Ms[(ti + kb) % 3], (qn_act)((ti + kb) % 3), false, 0};
             run_dense(enc, &c);
         }
     qn_encoder_destroy(enc);
@@ -273,12 +300,33 @@ static void test_matmul(void **state) {
     for (int ti = 0; ti < NTYPES; ti++) {
         const qn_dtype t = TYPES[ti];
         const int64_t blk = block_of(t), many = blk == 32 ? 13 : blk == 256 ? 3 : 37;
-        dense_case one = {t, XTYPES[ti % 3], blk, 131, 9 + 8 * (ti % 3), (qn_act)(ti % 3), false};
+        dense_case one = {t, XTYPES[ti % 3], blk, 131, 9 + 8 * (ti % 3), (qn_act)(ti % 3), false, 0};
         run_dense(enc, &one);
         const qn_dtype xt = XTYPES[(ti + 1) % 3];
         dense_case big = {t, xt, blk * many, ti % 2 ? 37 : 131, ti % 3 == 0 ? 200 : 67, (qn_act)((ti + 1) % 3),
-                          xt != QN_F16};
+                          xt != QN_F16, 0};
         run_dense(enc, &big);
+    }
+    qn_encoder_destroy(enc);
+}
+
+/* The shapes the matvec streams in several stages: rows longer than a stage
+ * (16 KB; taken in pieces, the last one shorter), more rows than one round
+ * of stages covers, and strided rows at each type's smallest alignment (the
+ * lowest set bit of its block size). */
+static void test_long_and_many_rows(void **state) {
+    (void)state;
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(qt_device(), &enc));
+    const qn_dtype types[6] = {QN_Q4_0, QN_Q8_0, QN_Q6_K, QN_MXFP4, QN_Q4_K, QN_F16};
+    for (int ti = 0; ti < 6; ti++) {
+        const qn_dtype t = types[ti];
+        const int64_t blk = block_of(t), bb = qn_dtype_row_bytes(t, blk);
+        dense_case lng = {t, QN_F32, (16384 / bb + 2) * blk, 300, 3, (qn_act)(ti % 3), false,
+                          qn_dtype_block_bytes(t) & -qn_dtype_block_bytes(t)};
+        run_dense(enc, &lng);
+        dense_case many = {t, QN_BF16, 2048, 5000, 1, QN_ACT_SILU, false, 0};
+        run_dense(enc, &many);
     }
     qn_encoder_destroy(enc);
 }
@@ -367,7 +415,7 @@ static void routed_check(const routed_case *c, const routed_data *d) {
                     continue;
                 }
                 double tol, want = ref_out(d->pw + (e * c->N + n) * c->K, c->glu ? d->pu + (e * c->N + n) * c->K : NULL,
-                                           xr, c->K, QN_ACT_SILU, &tol);
+                                           xr, c->K, QN_ACT_SILU, d->p.x8, &tol);
                 check(c->glu ? "glu_id" : "id", c->t, got, want, tol, n, row);
             }
         }
@@ -439,6 +487,46 @@ static void test_routed_graph(void **state) {
     free(nan);
     qn_graph_destroy(g);
     routed_free(&d);
+    qn_encoder_destroy(enc);
+}
+
+/* A matvec whose weights are the output of the matvec just before it: on
+ * the GPU the second may start while the first finishes, and must not read
+ * its weights early then. */
+static void test_weights_from_previous(void **state) {
+    (void)state;
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(qt_device(), &enc));
+    const int64_t K = 4096, N = 4096;
+    weights g = make_weights(QN_Q4_0, K, N);
+    float *xv, *x2v;
+    void *xb = make_x(QN_F32, K, 1, NULL, &xv), *x2b = make_x(QN_F32, 64, 1, NULL, &x2v);
+    qn_buffer *bw = upload(QN_Q4_0, 2, (int64_t[]){K, N}, g.bytes, g.nbytes);
+    qn_buffer *bx = upload(QN_F32, 2, (int64_t[]){K, 1}, xb, (size_t)K * 4);
+    qn_buffer *bx2 = upload(QN_F32, 2, (int64_t[]){64, 1}, x2b, 64 * 4);
+    qn_buffer *by = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, 1});
+    qn_buffer *by2 = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){64, 1});
+    QT_OK(qn_qmatmul(enc, qn_tensor_of(by), qn_tensor_of(bw), qn_tensor_of(bx)));
+    /* y [4096] read as f32 weights [64 x 64] */
+    QT_OK(qn_qmatmul(enc, qn_tensor_of(by2), qn_tensor_make(by, 0, QN_F32, 64, 64, 1, 1), qn_tensor_of(bx2)));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *y = qt_read_all(by), *y2 = qt_read_all(by2);
+    double w2[64], x2[64];
+    for (int64_t k = 0; k < 64; k++) x2[k] = x2v[k];
+    for (int64_t n = 0; n < 64; n++) {
+        for (int64_t k = 0; k < 64; k++) w2[k] = y[n * 64 + k];
+        double tol, want = ref_dot(w2, x2, 64, false, &tol);
+        check("chained", QN_F32, y2[n], want, tol, n, 0);
+    }
+    free(y);
+    free(y2);
+    qn_buffer *all[] = {bw, bx, bx2, by, by2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qn_buffer_free(all[i]);
+    free(xb);
+    free(xv);
+    free(x2b);
+    free(x2v);
+    free_weights(&g);
     qn_encoder_destroy(enc);
 }
 
@@ -627,9 +715,9 @@ static void test_mlx_dense_and_glu(void **state) {
                              d ? "cpu" : pa.mm ? "device, tensor cores" : "device");
                     for (int64_t m = 0; m < M; m++)
                         for (int64_t n = 0; n < N; n++) {
-                            double tol, want = ref_out(pw + n * K, NULL, px + m * K, K, act, &tol);
+                            double tol, want = ref_out(pw + n * K, NULL, px + m * K, K, act, pa.x8, &tol);
                             check(what, QN_U32, y[m * N + n], want, tol, n, m);
-                            want = ref_out(pw + n * K, pu + n * K, px + m * K, K, act, &tol);
+                            want = ref_out(pw + n * K, pu + n * K, px + m * K, K, act, pa.x8, &tol);
                             check(what, QN_U32, yg[m * N + n], want, tol, n, m);
                         }
                     free(pw);
@@ -776,8 +864,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec),
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_long_and_many_rows),
         cmocka_unit_test(test_routed),
         cmocka_unit_test(test_routed_graph),
+        cmocka_unit_test(test_weights_from_previous),
         cmocka_unit_test(test_errors_and_plan),
         cmocka_unit_test(test_mlx_dense_and_glu),
         cmocka_unit_test(test_mlx_routed),

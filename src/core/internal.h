@@ -97,6 +97,9 @@ struct qn_encoder {
     size_t scratch_bytes;
     uint64_t *retired;
     size_t nretired;
+    /* What the last kernel on the stream may still write while the next
+     * one starts (programmatic dependent launch): [pdl_lo, pdl_hi). */
+    uint64_t pdl_lo, pdl_hi;
     qn_cuda_event_pair *evs;   /* profile events, one pair an op */
     size_t nev, evcap;
 };

@@ -329,6 +329,7 @@ qn_status qn_cuda_encoder_wait(qn_encoder *enc) {
     const qn_cuda_api *api = cu(enc->dev)->api;
     QN_TRY(enter(enc->dev, "qn_encoder_wait"));
     QN_CU(api->cuStreamSynchronize(enc->stream), "qn_encoder_wait");
+    enc->pdl_lo = enc->pdl_hi = 0; /* a flag copy may follow: the next kernel overlaps nothing */
     if (!enc->flags_armed) return QN_OK;
     int flags = 0, zero = 0;
     QN_CU(api->cuMemcpyDtoHAsync(&flags, enc->flags_addr, sizeof flags, enc->stream), "qn_encoder_wait");
@@ -362,6 +363,7 @@ qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler) {
     QN_CU(api->cuEventCreate(&ev, QN_CU_EVENT_DISABLE_TIMING), "qn_worker");
     CUresult r = api->cuEventRecord(ev, signaler->stream);
     if (r == 0) r = api->cuStreamWaitEvent(waiter->stream, ev, 0);
+    waiter->pdl_lo = waiter->pdl_hi = 0; /* the next kernel waits for the signaler's work in full */
     api->cuEventDestroy(ev); /* released once the wait is satisfied */
     if (r != 0) return qn_cuda_fail(r, "qn_worker", "cuStreamWaitEvent");
     return QN_OK;
@@ -405,6 +407,14 @@ void qn_cuda_encoder_profile_clear(qn_encoder *enc) { enc->nev = 0; }
 static uint64_t fnv(uint64_t h, const char *s) {
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
     return (h ^ 0xff) * 0x100000001b3ULL;
+}
+
+/* Programmatic dependent launch: griddepcontrol exists from sm_90 on;
+ * QUANTA_PDL=0 turns the early launches off (to compare, or to rule them
+ * out). */
+static bool pdl_enabled(const qn_device *dev) {
+    const char *pdl = getenv("QUANTA_PDL");
+    return dev->info.cc_major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
 }
 
 static qn_status find_function(qn_device *dev, const char *source, const char *defines, const char *fn,
@@ -452,10 +462,7 @@ static qn_status find_function(qn_device *dev, const char *source, const char *d
         snprintf(k->fn, sizeof k->fn, "%s", fn);
         k->hash = h;
         k->smem_opt_in = 48 * 1024;
-        /* griddepcontrol exists from sm_90 on; QUANTA_PDL=0 turns the early
-         * launches off (to compare, or to rule them out) */
-        const char *pdl = getenv("QUANTA_PDL");
-        k->early = dev->info.cc_major >= 9 && qn_registry_grid_waits(vi) && !(pdl && strcmp(pdl, "0") == 0);
+        k->early = pdl_enabled(dev) && qn_registry_grid_waits(vi);
         *out = k;
         goto done;
     }
@@ -465,8 +472,13 @@ done:
     return s;
 }
 
-qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, const char *defines,
-                         const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args) {
+bool qn_cuda_pdl_overlaps(const qn_encoder *enc, uint64_t lo, uint64_t hi) {
+    return lo < enc->pdl_hi && enc->pdl_lo < hi;
+}
+
+static qn_status launch(qn_encoder *enc, const char *op, const char *source, const char *defines, const char *fn,
+                        qn_dim3 grid, qn_dim3 block, unsigned smem, void **args, bool rules, uint64_t writes_lo,
+                        uint64_t writes_hi) {
     qn_device *dev = enc->dev;
     const qn_cuda_api *api = cu(dev)->api;
     QN_TRY(enter(dev, op));
@@ -485,29 +497,47 @@ qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, co
         QN_TRY(profile_pair(enc, op, &p));
         QN_CU(api->cuEventRecordWithFlags(p->start, enc->stream, rec_flags), op);
     }
-    /* A kernel that waits for its predecessor itself (QN_GRID_WAIT) may
-     * start while that one finishes: its launch latency hides behind the
-     * other's tail, about a microsecond a kernel in a decode step. */
+    /* A kernel that waits for its predecessor itself (QN_GRID_WAIT, or the
+     * rules of qn_cuda_launch_pdl) may start while that one finishes: its
+     * launch latency hides behind the other's tail, about a microsecond a
+     * kernel in a decode step. */
+    const bool early = rules ? pdl_enabled(dev) : k->early;
     qn_cu_launch_attr attr = {.id = QN_CU_LAUNCH_ATTR_PROGRAMMATIC_STREAM_SERIALIZATION};
     attr.value.programmatic_stream_serialization_allowed = 1;
     const qn_cu_launch_config cfg = {grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, enc->stream, &attr, 1};
-    CUresult r = k->early ? api->cuLaunchKernelEx(&cfg, k->f, args, NULL)
-                          : api->cuLaunchKernel(k->f, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem,
-                                                enc->stream, args, NULL);
+    CUresult r = early ? api->cuLaunchKernelEx(&cfg, k->f, args, NULL)
+                       : api->cuLaunchKernel(k->f, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem,
+                                             enc->stream, args, NULL);
     if (r != 0) {
         char what[200];
         snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u, block %ux%ux%u, smem %u)", fn,
                  grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
         return qn_cuda_fail(r, op, what);
     }
+    /* What the next kernel may find still being written: a kernel launched
+     * by the rules names its writes; of any other, assume everything. */
+    enc->pdl_lo = rules ? writes_lo : 0;
+    enc->pdl_hi = rules ? writes_hi : UINT64_MAX;
     if (p) QN_CU(api->cuEventRecordWithFlags(p->end, enc->stream, rec_flags), op);
     return QN_OK;
+}
+
+qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, const char *defines,
+                         const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args) {
+    return launch(enc, op, source, defines, fn, grid, block, smem, args, false, 0, 0);
+}
+
+qn_status qn_cuda_launch_pdl(qn_encoder *enc, const char *op, const char *source, const char *defines,
+                             const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args,
+                             uint64_t writes_lo, uint64_t writes_hi) {
+    return launch(enc, op, source, defines, fn, grid, block, smem, args, true, writes_lo, writes_hi);
 }
 
 /* ---- graphs */
 
 qn_status qn_cuda_graph_begin(qn_encoder *enc) {
     QN_TRY(enter(enc->dev, "qn_graph_begin"));
+    enc->pdl_lo = enc->pdl_hi = 0; /* no kernel before the next one can overlap it */
     /* Relaxed: the first launch of a kernel may load its module mid-capture. */
     QN_CU(cu(enc->dev)->api->cuStreamBeginCapture(enc->stream, QN_CU_CAPTURE_MODE_RELAXED),
           "qn_graph_begin");
@@ -517,6 +547,7 @@ qn_status qn_cuda_graph_begin(qn_encoder *enc) {
 qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g) {
     const qn_cuda_api *api = cu(enc->dev)->api;
     QN_TRY(enter(enc->dev, "qn_graph_end"));
+    enc->pdl_lo = enc->pdl_hi = 0; /* no kernel before the next one can overlap it */
     CUgraph graph = NULL;
     QN_CU(api->cuStreamEndCapture(enc->stream, &graph), "qn_graph_end");
     size_t n = 0;
@@ -535,6 +566,7 @@ qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g) {
 
 qn_status qn_cuda_graph_launch(qn_graph *g, qn_encoder *enc) {
     QN_TRY(enter(enc->dev, "qn_graph_launch"));
+    enc->pdl_lo = enc->pdl_hi = 0; /* no kernel before the next one can overlap it */
     QN_CU(cu(enc->dev)->api->cuGraphLaunch(g->exec, enc->stream), "qn_graph_launch");
     return QN_OK;
 }

@@ -50,6 +50,18 @@ qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler);
  * on the encoder's stream. `op` names the op for profiles and errors. */
 qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, const char *defines,
                          const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args);
+/* Programmatic dependent launch (sm_90 and later): a kernel launched this
+ * way waits (griddepcontrol.wait) before it touches what earlier kernels
+ * wrote, writes only [writes_lo, writes_hi) and lets the next kernel start
+ * (griddepcontrol.launch_dependents) only after its wait. It may start
+ * while the kernel before it on the stream finishes; what it reads before
+ * waiting must then not be in what that kernel may still write:
+ * qn_cuda_pdl_overlaps says whether [lo, hi) is (a kernel launched by
+ * qn_cuda_launch counts as writing everything). */
+qn_status qn_cuda_launch_pdl(qn_encoder *enc, const char *op, const char *source, const char *defines,
+                             const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args,
+                             uint64_t writes_lo, uint64_t writes_hi);
+bool qn_cuda_pdl_overlaps(const qn_encoder *enc, uint64_t lo, uint64_t hi);
 
 qn_status qn_cuda_graph_begin(qn_encoder *enc);
 qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g);

@@ -2,12 +2,14 @@
  * type or in MLX's affine format, dense or expert-routed, plain or with a
  * fused gate/up activation.
  *
- * Routing on the GPU: up to MV_MAX_TOKENS tokens go to the matvec kernels
- * (matvec.cu, one launch); more go to the tensor-core matmul (matmul.cu):
+ * Routing on the GPU: up to QN_MV_TOKENS tokens go to the matvec kernels
+ * (matvec.cu, one launch: weight rows streamed through shared memory, x
+ * quantized to int8, dp4a dots; the launch plan comes from qn_mv_plan in
+ * matvec_args.cuh); more go to the tensor-core matmul (matmul.cu):
  * x converted once to the compute dtype (mm_x_prep), for the routed form
  * the (slot, token) pairs grouped by expert on the device (mm_route), then
  * one matmul launch. A device without the shared memory the matmul needs
- * runs the matvec once per MV_MAX_TOKENS tokens instead. qn_qmatmul_plan
+ * runs the matvec once per QN_MV_TOKENS tokens instead. qn_qmatmul_plan
  * names the kernels a request runs (qn_qmatmul_mlx_plan for MLX weights,
  * whose matvec is matvec_affine.cu). On the CPU every request goes to the
  * threaded reference (src/cpu/qmatmul.c). */
@@ -19,9 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MV_ROWS 4        /* rows a block: matvec.cu's MV_ROWS */
-#define MV_THREADS 128   /* threads a block at most: 32 * matvec.cu's MV_WARPS */
-#define MV_MAX_TOKENS 8  /* tokens one matvec launch covers */
+#include "cuda/kernels/matvec_args.cuh"
 
 static bool weight_type_ok(qn_dtype t) {
     switch (t) {
@@ -32,16 +32,64 @@ static bool weight_type_ok(qn_dtype t) {
     }
 }
 
-/* Threads a block: the block's threads split a row's parts. A short row
- * gets the fewest warps that still cover it in one trip, or, when there are
- * rows enough to fill the GPU several times over anyway (a vocabulary
- * head), a single warp. */
-static unsigned mv_threads(const qn_device *dev, qn_dtype t, int64_t K, int64_t N) {
-    int64_t blk = qn_dtype_block_elems(t) == 1 ? 8 : qn_dtype_block_elems(t);
-    int64_t parts = K / blk * (blk == 256 ? 8 : blk == 32 ? 2 : 1);
-    int64_t blocks = (N + MV_ROWS - 1) / MV_ROWS, sms = dev->info.sm_count > 0 ? dev->info.sm_count : 1;
-    if (parts <= 32 || (parts < MV_THREADS && blocks >= 64 * sms)) return 32;
-    return parts <= 64 ? 64 : MV_THREADS;
+/* The matvec kernels' block: 8 values for plain weights. */
+static int64_t mv_block_elems(qn_dtype t) { return qn_dtype_block_elems(t) == 1 ? 8 : qn_dtype_block_elems(t); }
+
+/* Shared memory of a multiprocessor and the most one block may take, by
+ * compute capability (8.0/8.7: 164 KB, 9.0/10.x: 228 KB, others 100 KB). */
+static void smem_limits(const qn_device *dev, long long *sm, long long *block) {
+    int cc = dev->info.cc_major * 10 + dev->info.cc_minor;
+    *sm = (cc == 80 || cc == 87) ? 164 * 1024 : (cc == 90 || cc == 100 || cc == 103) ? 228 * 1024 : 100 * 1024;
+    *block = *sm - 1024;
+}
+
+/* A matvec launch for weights of type t, K x N, nx tokens (at most; the plan
+ * may take fewer), over `pairs` (slot, token) pairs. */
+static qn_status mv_plan(const qn_device *dev, const char *op, qn_dtype t, int64_t K, int64_t N, int64_t row_bytes,
+                         int glu, int nx, int pairs, qn_mv_args *a, qn_dim3 *grid, unsigned *smem) {
+    long long sm, block;
+    smem_limits(dev, &sm, &block);
+    int64_t qk = mv_block_elems(t);
+    int bytes = (int)(qn_dtype_block_bytes(t) * (qk / qn_dtype_block_elems(t)));
+    a->bpr = (int)(K / qk);
+    a->row_bytes = row_bytes;
+    a->glu = glu;
+    a->nx = nx;
+    unsigned gx;
+    long long s = qn_mv_plan(a, (int)qk, bytes, N, pairs, dev->info.sm_count > 0 ? dev->info.sm_count : 1, sm, block, &gx);
+    if (s < 0)
+        return qn_error(QN_ERR_UNSUPPORTED, "%s: rows of %lld %s values do not fit the GPU's shared memory", op,
+                        (long long)K, qn_dtype_name(t));
+    *grid = (qn_dim3){gx, (unsigned)pairs, 1};
+    *smem = (unsigned)s;
+    return QN_OK;
+}
+
+/* The weights' fields of a launch: addresses, strides, and the end of each
+ * tensor's last row, past which no copy reads. */
+static void mv_weights(qn_mv_args *m, const qn_tensor *w, const qn_tensor *up) {
+    int64_t last = (w->ne[2] - 1) * w->nb[2] + (w->ne[1] - 1) * w->nb[1] + qn_dtype_row_bytes(w->dtype, w->ne[0]);
+    m->w = qn_tensor_addr(w);
+    m->w_end = m->w + (uint64_t)last;
+    m->up = up ? qn_tensor_addr(up) : 0;
+    m->up_end = up ? m->up + (uint64_t)last : 0;
+    m->row_bytes = w->nb[1];
+    m->expert_bytes = w->nb[2];
+    m->N = w->ne[1];
+}
+
+/* Launched so that a matvec after a matvec overlaps it; it writes only y
+ * ([y, y_end)) and fetches weights early unless the kernel before it may
+ * still be writing them. */
+static qn_status mv_launch(qn_encoder *enc, const char *op, qn_dtype t, qn_mv_args *m, qn_dim3 grid, unsigned smem,
+                           uint64_t y_end) {
+    char fn[48], defines[32];
+    snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(t));
+    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(t));
+    m->early = !qn_cuda_pdl_overlaps(enc, m->w, m->w_end) && !(m->up && qn_cuda_pdl_overlaps(enc, m->up, m->up_end));
+    void *args[] = {m};
+    return qn_cuda_launch_pdl(enc, op + 3, "matvec.cu", defines, fn, grid, (qn_dim3){QN_MV_THREADS, 1, 1}, smem, args,
+                              m->y, y_end);
 }
 
 /* A weight format as the GPU paths see it: a ggml block type, or MLX
@@ -179,7 +227,7 @@ static qn_status mm_launch(qn_encoder *enc, const char *op, wformat f, int bm, v
 static int64_t mm_row_tiles(int64_t N, bool glu) { return (N + (glu ? 63 : 127)) / (glu ? 64 : 128); }
 
 static bool mm_dense_ok(const qn_device *dev, wformat f, int64_t N, int64_t M, bool glu) {
-    return M > MV_MAX_TOKENS && mm_fits(dev, f, mm_bm(dev, mm_row_tiles(N, glu), M)) && (M + 63) / 64 <= 65535;
+    return M > QN_MV_TOKENS && mm_fits(dev, f, mm_bm(dev, mm_row_tiles(N, glu), M)) && (M + 63) / 64 <= 65535;
 }
 
 /* Token rows a tile of the routed tensor-core path (64, or 128 where the
@@ -187,7 +235,7 @@ static bool mm_dense_ok(const qn_device *dev, wformat f, int64_t N, int64_t M, b
 static int mm_routed_bm(const qn_device *dev, wformat f, int64_t E, int64_t top_k, int64_t M) {
     const int64_t P = top_k * M;
     const int bm = P >= 128 * E ? 128 : 64;
-    bool ok = M > MV_MAX_TOKENS && E <= MM_MAX_EXPERTS && P <= INT32_MAX && mm_fits(dev, f, bm) &&
+    bool ok = M > QN_MV_TOKENS && E <= MM_MAX_EXPERTS && P <= INT32_MAX && mm_fits(dev, f, bm) &&
               qn_mm_max_tiles(P, E, bm) <= 65535;
     return ok ? bm : 0;
 }
@@ -220,17 +268,31 @@ static void mv_name(wformat f, bool routed, char *out, size_t len) {
     else snprintf(out, len, "matvec%s_%s", routed ? "_id" : "", qn_dtype_name(f.t));
 }
 
-/* The matvec's blocks (x, and y for the routed form) and threads. */
-static void mv_shape(const qn_device *dev, wformat f, int64_t n, int64_t k, int64_t pairs, char *out, size_t len) {
-    affine_geom g;
-    if (f.bits && affine_geometry("plan", dev, f.bits, false, n, k, pairs, &g) == QN_OK)
+/* The matvec's launch for n rows of k weights, nx tokens a launch (at most;
+ * the plan may take fewer: *per_launch) over `pairs` (slot, token) pairs. */
+static qn_status mv_shape(const qn_device *dev, wformat f, int64_t n, int64_t k, int nx, int64_t pairs,
+                          int *per_launch, char *out, size_t len) {
+    if (f.bits) {
+        affine_geom g;
+        QN_TRY(affine_geometry("plan", dev, f.bits, false, n, k, pairs, &g));
         snprintf(out, len, "%u x %lld block(s) of %u threads, %d row group(s) of %d rows a block, %d-stage cp.async pipeline",
                  g.grid_x, (long long)pairs, g.threads, g.groups, affine_rows_out(f.bits, false), g.stages);
-    else if (f.bits)
-        snprintf(out, len, "rows too long for its shared memory");
-    else
-        snprintf(out, len, "%lld x %lld block(s) of %u threads, %d rows a block", (long long)((n + MV_ROWS - 1) / MV_ROWS),
-                 (long long)pairs, mv_threads(dev, f.t, k, n), MV_ROWS);
+        *per_launch = QN_MV_TOKENS;
+        return QN_OK;
+    }
+    if (k % mv_block_elems(f.t) != 0)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "plan: k=%lld is not a multiple of %lld", (long long)k,
+                        (long long)mv_block_elems(f.t));
+    qn_mv_args a = {0};
+    qn_dim3 grid;
+    unsigned smem;
+    QN_TRY(mv_plan(dev, "plan", f.t, k, n, qn_dtype_row_bytes(f.t, k), 0, nx, (int)pairs, &a, &grid, &smem));
+    snprintf(out, len,
+             "%u x %lld block(s) of %d threads, each streaming %lld rows through shared memory in stages of %d "
+             "row(s) x %d blocks (%u bytes of shared memory)",
+             grid.x, (long long)pairs, QN_MV_THREADS, (long long)((n + grid.x - 1) / grid.x), a.rs, a.kc, smem);
+    *per_launch = a.nx;
+    return QN_OK;
 }
 
 static qn_status plan_dense(qn_device *dev, wformat f, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
@@ -248,9 +310,10 @@ static qn_status plan_dense(qn_device *dev, wformat f, int64_t n, int64_t k, int
         return QN_OK;
     }
     mv_name(f, false, name, sizeof name);
-    mv_shape(dev, f, n, k, 1, shape, sizeof shape);
+    int per_launch;
+    QN_TRY(mv_shape(dev, f, n, k, (int)(m < QN_MV_TOKENS ? m : QN_MV_TOKENS), 1, &per_launch, shape, sizeof shape));
     snprintf(out, len, "%s: %s; %lld launch(es) of up to %d tokens", name, shape,
-             (long long)((m + MV_MAX_TOKENS - 1) / MV_MAX_TOKENS), MV_MAX_TOKENS);
+             (long long)((m + per_launch - 1) / per_launch), per_launch);
     return QN_OK;
 }
 
@@ -278,7 +341,8 @@ static qn_status plan_routed(const char *op, qn_device *dev, wformat f, int64_t 
         return QN_OK;
     }
     mv_name(f, true, name, sizeof name);
-    mv_shape(dev, f, n, k, top_k * m, shape, sizeof shape);
+    int per_launch;
+    QN_TRY(mv_shape(dev, f, n, k, 1, top_k * m, &per_launch, shape, sizeof shape));
     snprintf(out, len, "%s: %s, one launch", name, shape);
     return QN_OK;
 }
@@ -304,7 +368,9 @@ qn_status qn_qmatmul_id_plan(qn_device *dev, qn_dtype wtype, int64_t n, int64_t 
 }
 
 /* Weights: a known type, whole blocks back to back in each row, K a multiple
- * of the block (on the GPU of 8 for plain types: 16-byte loads). */
+ * of the block (on the GPU of 8 for plain types: the kernels take 8 at a
+ * time). Rows and blocks keep the alignment their size allows
+ * (qn_op_check), which is what the kernels assume. */
 static qn_status check_weight(const char *op, qn_encoder *enc, const char *name, const qn_tensor *w) {
     QN_TRY(qn_op_check(op, enc, name, w));
     if (!weight_type_ok(w->dtype))
@@ -313,10 +379,8 @@ static qn_status check_weight(const char *op, qn_encoder *enc, const char *name,
     if (w->nb[0] != qn_dtype_block_bytes(w->dtype))
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s rows are not contiguous (nb[0] = %lld)", op, name,
                         (long long)w->nb[0]);
-    if (enc->dev->backend == QN_BACKEND_CUDA && qn_dtype_block_elems(w->dtype) == 1 &&
-        (w->ne[0] % 8 != 0 || w->nb[1] % 16 != 0 || qn_tensor_addr(w) % 16 != 0))
-        return qn_error(QN_ERR_UNSUPPORTED,
-                        "%s: %s weights on the GPU need rows of a multiple of 8 (got %lld) at 16-byte alignment", op,
+    if (enc->dev->backend == QN_BACKEND_CUDA && w->ne[0] % mv_block_elems(w->dtype) != 0)
+        return qn_error(QN_ERR_UNSUPPORTED, "%s: %s weights on the GPU need rows of a multiple of 8 (got %lld)", op,
                         qn_dtype_name(w->dtype), (long long)w->ne[0]);
     return QN_OK;
 }
@@ -447,18 +511,22 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g,
     }
     if (g->mlx) return affine_dense(op, enc, &a, g, u);
 
-    char fn[48], defines[32];
-    snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(w.dtype));
-    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(w.dtype));
-    uint64_t wp = qn_tensor_addr(&w), upp = up ? qn_tensor_addr(up) : 0;
-    long long row_bytes = w.nb[1], N = w.ne[1], K = w.ne[0], x_nb1 = x.nb[1], y_nb1 = y.nb[1] / 4;
-    int xt = x.dtype;
-    qn_dim3 grid = {(unsigned)((N + MV_ROWS - 1) / MV_ROWS), 1, 1}, block = {mv_threads(enc->dev, w.dtype, K, N), 1, 1};
-    for (int64_t t0 = 0; t0 < x.ne[1]; t0 += MV_MAX_TOKENS) {
-        uint64_t xp = qn_tensor_addr(&x) + (uint64_t)(t0 * x.nb[1]), yp = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
-        int nx = (int)(x.ne[1] - t0 < MV_MAX_TOKENS ? x.ne[1] - t0 : MV_MAX_TOKENS);
-        void *args[] = {&wp, &upp, &row_bytes, &N, &K, &xp, &x_nb1, &xt, &nx, &yp, &y_nb1, &act};
-        QN_TRY(qn_cuda_launch(enc, op + 3, "matvec.cu", defines, fn, grid, block, 0, args));
+    qn_mv_args m = {0};
+    qn_dim3 grid;
+    unsigned smem;
+    QN_TRY(mv_plan(enc->dev, op, w.dtype, w.ne[0], w.ne[1], w.nb[1], up != NULL,
+                   (int)(x.ne[1] < QN_MV_TOKENS ? x.ne[1] : QN_MV_TOKENS), 1, &m, &grid, &smem));
+    mv_weights(&m, &w, up);
+    m.y_nb1 = y.nb[1] / 4;
+    m.xt = x.dtype;
+    m.act = act;
+    const int per_launch = m.nx;
+    for (int64_t t0 = 0; t0 < x.ne[1]; t0 += per_launch) {
+        m.x = qn_tensor_addr(&x) + (uint64_t)(t0 * x.nb[1]);
+        m.y = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
+        m.x_nb1 = x.nb[1];
+        m.nx = (int)(x.ne[1] - t0 < per_launch ? x.ne[1] - t0 : per_launch);
+        QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem, m.y + (uint64_t)(((m.nx - 1) * m.y_nb1 + m.N) * 4)));
     }
     return QN_OK;
 }
@@ -547,19 +615,23 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
     }
     if (g->mlx) return affine_routed(op, enc, &a, g, u);
 
-    char fn[48], defines[32];
-    snprintf(fn, sizeof fn, "matvec_id_%s", qn_dtype_name(w.dtype));
-    snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(w.dtype));
-    uint64_t wp = qn_tensor_addr(&w), upp = up ? qn_tensor_addr(up) : 0, xp = qn_tensor_addr(&x),
-             yp = qn_tensor_addr(&y), idp = qn_tensor_addr(&ids), flags = a.flags;
-    long long row_bytes = w.nb[1], expert_bytes = w.nb[2], N = w.ne[1], K = w.ne[0], ids_nb1 = ids.nb[1] / 4;
-    long long x_slot_nb = x.ne[1] == 1 ? 0 : x.nb[1], x_nb1 = x.nb[2];
-    int n_experts = (int)E, tk = (int)top_k, xt = x.dtype;
-    void *args[] = {&wp, &upp, &row_bytes, &expert_bytes, &n_experts, &N, &K, &idp, &ids_nb1, &tk,
-                    &xp, &x_slot_nb, &x_nb1, &xt, &yp, &act, &flags};
-    qn_dim3 grid = {(unsigned)((N + MV_ROWS - 1) / MV_ROWS), (unsigned)(top_k * M), 1},
-            block = {mv_threads(enc->dev, w.dtype, K, N), 1, 1};
-    return qn_cuda_launch(enc, op + 3, "matvec.cu", defines, fn, grid, block, 0, args);
+    qn_mv_args m = {0};
+    qn_dim3 grid;
+    unsigned smem;
+    QN_TRY(mv_plan(enc->dev, op, w.dtype, w.ne[0], w.ne[1], w.nb[1], up != NULL, 1, (int)(top_k * M), &m, &grid, &smem));
+    mv_weights(&m, &w, up);
+    m.x = qn_tensor_addr(&x);
+    m.x_slot_nb = x.ne[1] == 1 ? 0 : x.nb[1];
+    m.x_nb1 = x.nb[2];
+    m.xt = x.dtype;
+    m.y = qn_tensor_addr(&y);
+    m.ids = qn_tensor_addr(&ids);
+    m.ids_nb1 = ids.nb[1] / 4;
+    m.flags = a.flags;
+    m.n_experts = (int)E;
+    m.top_k = (int)top_k;
+    m.act = act;
+    return mv_launch(enc, op, w.dtype, &m, grid, smem, m.y + (uint64_t)(top_k * M * m.N * 4));
 }
 
 qn_status qn_qmatmul_id(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor ids) {
@@ -634,9 +706,9 @@ static qn_status affine_dense(const char *op, qn_encoder *enc, const qn_qmatmul_
                               const operand *u) {
     qn_affine_args k = affine_args(a, g, u);
     k.x_tok = a->x.nb[1], k.y_tok = a->y.nb[1] / 4;
-    for (int64_t t0 = 0; t0 < a->x.ne[1]; t0 += MV_MAX_TOKENS) {
+    for (int64_t t0 = 0; t0 < a->x.ne[1]; t0 += QN_MV_TOKENS) {
         k.x = a->x.addr + (uint64_t)(t0 * a->x.nb[1]), k.y = a->y.addr + (uint64_t)(t0 * a->y.nb[1]);
-        k.nx = (int)(a->x.ne[1] - t0 < MV_MAX_TOKENS ? a->x.ne[1] - t0 : MV_MAX_TOKENS);
+        k.nx = (int)(a->x.ne[1] - t0 < QN_MV_TOKENS ? a->x.ne[1] - t0 : QN_MV_TOKENS);
         QN_TRY(affine_launch(enc, op, &k, g, u != NULL, false, 1));
     }
     return QN_OK;

@@ -1,34 +1,198 @@
 /* Quantized matrix-vector products for 1 to 8 tokens (decode, speculative
- * decoding): y[n, t] = sum_k W[n, k] x[k, t].
+ * decoding): y[n, t] = sum_k W[n, k] x[k, t], dense, with a fused gate/up
+ * activation (GLU), or expert-routed.
  *
- * Layout: W rows of K weights in one block type (blocks.cuh), row_bytes
- * apart; for the expert-routed form, experts expert_bytes apart. x rows of
- * K f32, f16 or bf16 values, x_nb1 bytes apart, 16-byte aligned. y f32, y_nb1
- * floats apart (row of token t starts at y + t * y_nb1).
+ * Layout: W rows of K weights in one block type (the traits below), row_bytes
+ * apart; routed: experts expert_bytes apart. x rows of K f32, f16 or bf16
+ * values, 16-byte aligned. y f32 (qn_mv_args in matvec_args.cuh has the
+ * strides).
  *
- * Grid: a block of MV_WARPS warps per MV_ROWS output rows (blockIdx.x), and
- * for the routed form one blockIdx.y per (slot, token) pair. The block's
- * threads take the rows' (block, part) pairs in turn, so each warp reads a
- * contiguous stretch of every row and the block reads the rows front to
- * back, each byte once. A thread loads its part's x once and uses it for
- * all MV_ROWS rows, whose weight loads are independent and so in flight
- * together: the kernel is bound by the weight bytes, not by latency or by
- * re-reading x. A block-wide sum ends each row.
+ * Grid: blockIdx.y is the routed form's (slot, token) pair (0 when dense);
+ * a launch has about as many blocks as fit on the GPU at once, and the
+ * blockIdx.x blocks of a pair share its N rows to within one row, so every
+ * multiprocessor streams to the end.
+ * Bytes moved: the weights once, x once per block (from L2), y once.
  *
- * Each part's quants are summed against x before its scales are applied:
- * acc += d * sum(q * x) + m * sum(x), one multiply per weight; sum(x) is
- * shared by the rows.
+ * How a block streams: its rows go through shared memory in stages of rs
+ * whole rows (or, for rows longer than a stage, kc blocks of one row), each
+ * row (with its up row for GLU) a segment copied with 16-byte cp.async in
+ * coalesced pieces whatever the block size; QN_MV_STAGES buffers keep two
+ * stages in flight while the block works on a third. The copies need no
+ * registers, so the bytes in flight are set by the buffers, not by the
+ * threads' loads, and the quants are read back from shared memory at any
+ * alignment.
+ *
+ * Quantized weights are dotted with x quantized once per block to int8 in
+ * blocks of 32 (scale d = max|x| / 127, and the sum of the 32 int8 values),
+ * four products per dp4a; the weight scales are applied once per 16 to 64
+ * products. This is llama.cpp's scheme, so the result is exactly the dot of
+ * W with the rounded x: |y - W x| <= sum |w| d / 2 beyond the f32 rounding.
+ * Float weights (f32, f16, bf16) are dotted with x in f32, read from global
+ * memory.
+ *
+ * A thread's share of a block is a unit (traits::UPB units a block). Within
+ * a stage the threads split a segment's units; threads at the same unit
+ * position split the segments, so each loads the unit's x once for all of
+ * them. Partial sums go to shared memory in a fixed order and a warp per
+ * (row, token) adds them up: results do not depend on timing.
+ *
+ * Launched as a programmatic dependent launch, a matvec after a matvec
+ * starts while that one finishes and fetches its first weights before
+ * waiting for it (unless those weights are what it writes).
  *
  * The module is compiled per block type (the define QN_BLOCK). */
 #include "blocks.cuh"
+#include "matvec_args.cuh"
 #include "ops_math.cuh"
 
-#define MV_WARPS 4 /* warps a block at most: they split each row's parts (short
-                      rows launch fewer, so no thread idles) */
-#define MV_ROWS 4  /* rows a block: every thread works on all of them */
+#define MV_WARPS (QN_MV_THREADS / 32)
 
-/* Eight consecutive x values of token row `xr` from element i (a multiple of
- * 8: the parts' positions come in runs of 8). */
+/* ---- shared memory and asynchronous copies */
+
+/* N words from p, which is aligned to A bytes at least: unaligned data comes
+ * from the aligned words around it with funnel shifts. Reads the word after
+ * the data when A < 4 (the stage slots leave room for it). */
+template <int N, int A>
+__device__ __forceinline__ void qn_lds(const qn_u8 *p, unsigned w[N]) {
+    if (A % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < N; i++) w[i] = ((const unsigned *)p)[i];
+    } else {
+        const unsigned off = (unsigned)__cvta_generic_to_shared(p) & 3u;
+        const unsigned *q = (const unsigned *)(p - off);
+        unsigned lo = q[0];
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            unsigned hi = q[i + 1];
+            w[i] = __funnelshift_r(lo, hi, 8u * off);
+            lo = hi;
+        }
+    }
+}
+__device__ __forceinline__ unsigned qn_lds16(const qn_u8 *p) { return *(const unsigned short *)p; }
+
+/* An f16 scale as a float in one instruction: a NaN's payload need not
+ * survive (a NaN scale makes the row's sum NaN either way). */
+__device__ __forceinline__ float qn_scale_f16(unsigned h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)h));
+    return f;
+}
+
+/* 16 bytes from global src to shared dst, both 16-byte aligned, without
+ * passing through registers. */
+__device__ __forceinline__ void qn_cp16(qn_u8 *dst, const qn_u8 *src) {
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void qn_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void qn_cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+/* Hopper (sm_90) copies a stage with a few bulk copies (cp.async.bulk, the
+ * tensor memory accelerator) that complete on an mbarrier; older GPUs with
+ * 16-byte cp.async pieces, one per thread. */
+#if __CUDA_ARCH__ >= 900
+#define QN_MV_BULK 1
+#else
+#define QN_MV_BULK 0
+#endif
+__device__ __forceinline__ unsigned qn_smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void qn_bar_init(unsigned long long *bar) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(qn_smem_addr(bar)) : "memory");
+}
+/* The barrier's phase completes once this arrival and `bytes` of bulk
+ * copies have landed. */
+__device__ __forceinline__ void qn_bar_expect(unsigned long long *bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(qn_smem_addr(bar)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void qn_bar_wait(unsigned long long *bar, unsigned parity) {
+    unsigned done = 0;
+    while (!done)
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+                     : "=r"(done)
+                     : "r"(qn_smem_addr(bar)), "r"(parity)
+                     : "memory");
+}
+/* bytes (a multiple of 16) from global src to shared dst, both 16-byte aligned. */
+__device__ __forceinline__ void qn_bulk_copy(qn_u8 *dst, const qn_u8 *src, unsigned bytes, unsigned long long *bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     qn_smem_addr(dst)),
+                 "l"(src), "r"(bytes), "r"(qn_smem_addr(bar))
+                 : "memory");
+}
+
+/* |i| < 2^22 as a float without I2F (a quarter-rate conversion): placed
+ * in the mantissa of 1.5 * 2^23 and the 1.5 * 2^23 taken off again. */
+__device__ __forceinline__ float qn_i2f(int i) { return __int_as_float(0x4B400000 + i) - 12582912.0f; }
+
+/* ---- x as the units see it */
+
+/* Where a token's x is: quantized in shared memory (q: K int8 values, then a
+ * (d, sum of q) pair per 32) or, for float weights, as given. */
+struct qn_xsrc {
+    const qn_u8 *q;
+    int K;
+    const char *g;
+    int xt;
+};
+
+/* One block of 32: q[i] holds values 4i..4i+3. */
+struct qn_xq32 {
+    int q[8];
+    float d;
+    int s;
+};
+/* Two blocks of 32 (a 64-value unit). */
+struct qn_xq64 {
+    int q[16];
+    float d[2];
+    int s[2];
+};
+/* Half h (16 values) of four consecutive blocks: the 128-value interleaved
+ * halves of q2_K, q3_K and q6_K. s[j] sums the 16 values of block j. */
+struct qn_xq16x4 {
+    int q[16];
+    float d[4];
+    int s[4];
+};
+struct qn_xf8 {
+    float v[8];
+};
+
+__device__ __forceinline__ void qn_x_block(const qn_xsrc &x, int e, int q[8], float *d, int *s) {
+    const int4 a = *(const int4 *)(x.q + e), b = *(const int4 *)(x.q + e + 16);
+    q[0] = a.x, q[1] = a.y, q[2] = a.z, q[3] = a.w, q[4] = b.x, q[5] = b.y, q[6] = b.z, q[7] = b.w;
+    const int2 ds = *(const int2 *)(x.q + x.K + e / 32 * 8);
+    *d = __int_as_float(ds.x);
+    *s = ds.y;
+}
+/* e: the element of x the unit starts at; h: the half (16x4 form). */
+__device__ __forceinline__ void qn_x_load(qn_xq32 &x, const qn_xsrc &src, int e, int h) {
+    qn_x_block(src, e, x.q, &x.d, &x.s);
+    (void)h;
+}
+__device__ __forceinline__ void qn_x_load(qn_xq64 &x, const qn_xsrc &src, int e, int h) {
+    qn_x_block(src, e, x.q, &x.d[0], &x.s[0]);
+    qn_x_block(src, e + 32, x.q + 8, &x.d[1], &x.s[1]);
+    (void)h;
+}
+__device__ __forceinline__ void qn_x_load(qn_xq16x4 &x, const qn_xsrc &src, int e, int h) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int4 a = *(const int4 *)(src.q + e + 32 * j + 16 * h);
+        x.q[4 * j] = a.x, x.q[4 * j + 1] = a.y, x.q[4 * j + 2] = a.z, x.q[4 * j + 3] = a.w;
+        x.d[j] = *(const float *)(src.q + src.K + (e / 32 + j) * 8);
+        int s = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) s = __dp4a(x.q[4 * j + i], 0x01010101, s);
+        x.s[j] = s;
+    }
+}
+/* Eight consecutive x values of a token row from element i (a multiple of 8). */
 __device__ __forceinline__ void qn_load_x8(const char *xr, int xt, long long i, float v[8]) {
     if (xt == QN_KT_F32) {
         float4 a = *(const float4 *)(xr + 4 * i), b = *(const float4 *)(xr + 4 * i + 16);
@@ -42,118 +206,592 @@ __device__ __forceinline__ void qn_load_x8(const char *xr, int xt, long long i, 
         }
     }
 }
+__device__ __forceinline__ void qn_x_load(qn_xf8 &x, const qn_xsrc &src, int e, int h) {
+    qn_load_x8(src.g, src.xt, e, x.v);
+    (void)h;
+}
 
-/* Dot products of NR weight rows with token row xr (the block's sums, in
- * thread 0). */
-template <typename B, int NR>
-__device__ __forceinline__ void qn_rows_dot(const qn_u8 *const *rows, long long K, const char *xr, int xt,
-                                            float out[NR]) {
-    __shared__ float partial[MV_WARPS][NR];
-    const long long parts = K / B::QK * B::PARTS;
-    float acc[NR];
+/* ---- the block types' units: traits QK, BYTES, A (alignment a block can
+ * rely on), UPB (units a block), UE (values a unit), X (its x), xpos (where
+ * unit u's x starts, and its half for the 16x4 form), and dot(block, u, x):
+ * the unit's dot product with x, scales applied. */
+
+/* (The dot helpers keep two chains of dp4a, half as long to wait for.) */
+__device__ __forceinline__ int qn_dot_nib(const unsigned w[4], const int q[8]) {
+    int lo = 0, hi = 0;
 #pragma unroll
-    for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-    for (long long j = threadIdx.x; j < parts; j += blockDim.x) {
-        const long long b = j / B::PARTS;
-        const int p = (int)(j % B::PARTS);
-        float xv[B::PE], sx[B::NS];
-#pragma unroll
-        for (int r = 0; r < B::PE / 8; r++) qn_load_x8(xr, xt, b * B::QK + B::pos(p, 8 * r), xv + 8 * r);
-        if (B::HAS_M) {
-#pragma unroll
-            for (int s = 0; s < B::NS; s++) {
-                sx[s] = 0.0f;
-#pragma unroll
-                for (int e = 0; e < B::PE / B::NS; e++) sx[s] += xv[s * (B::PE / B::NS) + e];
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < NR; r++) {
-            float q[B::PE], d[B::NS], m[B::NS];
-            B::unpack(rows[r] + b * B::BYTES, p, q, d, m);
-#pragma unroll
-            for (int s = 0; s < B::NS; s++) {
-                float sq = 0.0f;
-#pragma unroll
-                for (int e = 0; e < B::PE / B::NS; e++) sq = fmaf(q[s * (B::PE / B::NS) + e], xv[s * (B::PE / B::NS) + e], sq);
-                acc[r] += B::HAS_M ? d[s] * sq + m[s] * sx[s] : d[s] * sq;
-            }
-        }
+    for (int i = 0; i < 4; i++) {
+        lo = __dp4a((int)(w[i] & 0x0F0F0F0Fu), q[i], lo);
+        hi = __dp4a((int)((w[i] >> 4) & 0x0F0F0F0Fu), q[i + 4], hi);
     }
+    return lo + hi;
+}
+/* Sixteen nibbles through a level table (iq4_nl, iq4_xs, mxfp4), dotted with q. */
+__device__ __forceinline__ int qn_dot_lut(const unsigned w[4], const unsigned t[4], const int q[8]) {
+    int lo = 0, hi = 0;
 #pragma unroll
-    for (int r = 0; r < NR; r++) {
-        for (int o = 16; o > 0; o /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-        if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32][r] = acc[r];
+    for (int i = 0; i < 4; i++) {
+        lo = __dp4a((int)qn_lut16(w[i] & 0x0F0F0F0Fu, t), q[i], lo);
+        hi = __dp4a((int)qn_lut16((w[i] >> 4) & 0x0F0F0F0Fu, t), q[i + 4], hi);
+    }
+    return lo + hi;
+}
+
+/* Blocks of 32 are a unit each. */
+#define QN_MV_UNIT32                                  \
+    enum { QK = 32, UPB = 1, UE = 32 };               \
+    typedef qn_xq32 X;                                \
+    static __device__ int xoff(int u) { return 0 * u; } \
+    static __device__ int xhalf(int u) { return u; }
+
+struct qn_mv_q4_0 {
+    QN_MV_UNIT32
+    enum { BYTES = 18, A = 2 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned w[4];
+        qn_lds<4, A>(b + 2, w);
+        return qn_scale_f16(qn_lds16(b)) * (x.d * qn_i2f(qn_dot_nib(w, x.q) - 8 * x.s));
+    }
+};
+
+struct qn_mv_q4_1 {
+    QN_MV_UNIT32
+    enum { BYTES = 20, A = 4 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned w[5];
+        qn_lds<5, A>(b, w);
+        return x.d * (qn_scale_f16(w[0] & 0xFFFF) * qn_i2f(qn_dot_nib(w + 1, x.q)) + qn_scale_f16(w[0] >> 16) * qn_i2f(x.s));
+    }
+};
+
+/* q5_0 / q5_1: qh bit j is the fifth bit of element j. */
+__device__ __forceinline__ int qn_dot_q5(unsigned qh, const unsigned w[4], const int q[8]) {
+    int lo = 0, hi = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        lo = __dp4a((int)((w[i] & 0x0F0F0F0Fu) | (qn_spread4(qh >> (4 * i)) << 4)), q[i], lo);
+        hi = __dp4a((int)(((w[i] >> 4) & 0x0F0F0F0Fu) | (qn_spread4(qh >> (16 + 4 * i)) << 4)), q[i + 4], hi);
+    }
+    return lo + hi;
+}
+
+struct qn_mv_q5_0 {
+    QN_MV_UNIT32
+    enum { BYTES = 22, A = 2 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned w[5];
+        qn_lds<5, A>(b + 2, w);
+        return qn_scale_f16(qn_lds16(b)) * (x.d * qn_i2f(qn_dot_q5(w[0], w + 1, x.q) - 16 * x.s));
+    }
+};
+
+struct qn_mv_q5_1 {
+    QN_MV_UNIT32
+    enum { BYTES = 24, A = 4 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned w[6];
+        qn_lds<6, A>(b, w);
+        return x.d * (qn_scale_f16(w[0] & 0xFFFF) * qn_i2f(qn_dot_q5(w[1], w + 2, x.q)) +
+                      qn_scale_f16(w[0] >> 16) * qn_i2f(x.s));
+    }
+};
+
+__device__ __forceinline__ int qn_dot_s8(const unsigned w[8], const int q[8]) {
+    int lo = 0, hi = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        lo = __dp4a((int)w[i], q[i], lo);
+        hi = __dp4a((int)w[i + 4], q[i + 4], hi);
+    }
+    return lo + hi;
+}
+
+/* q8_0 / q8_1: 32 signed bytes after the scale (q8_1: and a sum, unused). */
+template <int OFF, int BYTES_, int A_>
+struct qn_mv_q8_32 {
+    QN_MV_UNIT32
+    enum { BYTES = BYTES_, A = A_ };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned w[8];
+        qn_lds<8, A>(b + OFF, w);
+        return qn_scale_f16(qn_lds16(b)) * (x.d * qn_i2f(qn_dot_s8(w, x.q)));
+    }
+};
+typedef qn_mv_q8_32<2, 34, 2> qn_mv_q8_0;
+typedef qn_mv_q8_32<4, 36, 4> qn_mv_q8_1;
+
+/* 4-bit indices into a 16-value table: iq4_nl (f16 scale, then 16 bytes)
+ * and mxfp4 (E8M0 scale, then 16 bytes). */
+template <bool MXFP4>
+struct qn_mv_lut4 {
+    QN_MV_UNIT32
+    enum { BYTES = MXFP4 ? 17 : 18, A = MXFP4 ? 1 : 2, OFF = MXFP4 ? 1 : 2 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned w[4], t[4];
+        qn_lds<4, A>(b + OFF, w);
+        if (MXFP4) qn_mxfp4_table(t);
+        else qn_iq4_table(t);
+        /* E8M0 scale, halved: 2^(e - 128), subnormal for e < 2 */
+        const unsigned e = b[0];
+        const float d = MXFP4 ? __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23) : qn_scale_f16(qn_lds16(b));
+        return d * (x.d * qn_i2f(qn_dot_lut(w, t, x.q)));
+    }
+};
+typedef qn_mv_lut4<false> qn_mv_iq4_nl;
+typedef qn_mv_lut4<true> qn_mv_mxfp4;
+
+/* Super-blocks of 256 whose sub-blocks of 32 sit whole in a 64-value unit. */
+#define QN_MV_UNIT64                                  \
+    enum { QK = 256, UPB = 4, UE = 64 };              \
+    typedef qn_xq64 X;                                \
+    static __device__ int xoff(int u) { return 64 * u; } \
+    static __device__ int xhalf(int u) { return u; }
+
+/* Byte k (a constant after unrolling, or not) of three words. */
+__device__ __forceinline__ unsigned qn_byte3(const unsigned s[3], int k) {
+    const unsigned w = k < 4 ? s[0] : k < 8 ? s[1] : s[2];
+    return (w >> (8 * (k & 3))) & 0xFF;
+}
+
+/* q4_K / q5_K: the 6-bit scale and min of sub-block j from the 12 scale
+ * bytes, as float factors d * sc and dmin * mn. */
+__device__ __forceinline__ void qn_k4_scale(unsigned dd, const unsigned s[3], int j, float *dsc, float *dmn) {
+    int sc, mn;
+    if (j < 4) {
+        sc = qn_byte3(s, j) & 63;
+        mn = qn_byte3(s, j + 4) & 63;
+    } else {
+        sc = (qn_byte3(s, j + 4) & 0xF) | ((qn_byte3(s, j - 4) >> 6) << 4);
+        mn = (qn_byte3(s, j + 4) >> 4) | ((qn_byte3(s, j) >> 6) << 4);
+    }
+    *dsc = qn_scale_f16(dd & 0xFFFF) * qn_i2f(sc);
+    *dmn = qn_scale_f16(dd >> 16) * qn_i2f(mn);
+}
+
+/* q4_K / q5_K unit u: bytes 32u..32u+31 of the quants, low nibbles sub-block
+ * 2u, high nibbles 2u + 1 (q5_K: fifth bits 2u and 2u + 1 of qh's bytes). */
+template <bool Q5>
+struct qn_mv_qk_affine {
+    QN_MV_UNIT64
+    enum { BYTES = Q5 ? 176 : 144, A = 4 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned hd[4], w[8], hb[8];
+        qn_lds<4, A>(b, hd);
+        qn_lds<8, A>(b + (Q5 ? 48 : 16) + 32 * u, w);
+        if (Q5) qn_lds<8, A>(b + 16, hb);
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            unsigned lo = w[i] & 0x0F0F0F0Fu, hi = (w[i] >> 4) & 0x0F0F0F0Fu;
+            if (Q5) {
+                lo |= ((hb[i] >> (2 * u)) & 0x01010101u) << 4;
+                hi |= ((hb[i] >> (2 * u + 1)) & 0x01010101u) << 4;
+            }
+            s0 = __dp4a((int)lo, x.q[i], s0);
+            s1 = __dp4a((int)hi, x.q[8 + i], s1);
+        }
+        float d0, m0, d1, m1;
+        qn_k4_scale(hd[0], hd + 1, 2 * u, &d0, &m0);
+        qn_k4_scale(hd[0], hd + 1, 2 * u + 1, &d1, &m1);
+        return x.d[0] * (d0 * qn_i2f(s0) - m0 * qn_i2f(x.s[0])) + x.d[1] * (d1 * qn_i2f(s1) - m1 * qn_i2f(x.s[1]));
+    }
+};
+typedef qn_mv_qk_affine<false> qn_mv_q4_K;
+typedef qn_mv_qk_affine<true> qn_mv_q5_K;
+
+struct qn_mv_q8_K {
+    QN_MV_UNIT64
+    enum { BYTES = 292, A = 4 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned w[16];
+        qn_lds<16, A>(b + 4 + 64 * u, w);
+        return *(const float *)b * (x.d[0] * qn_i2f(qn_dot_s8(w, x.q)) + x.d[1] * qn_i2f(qn_dot_s8(w + 8, x.q + 8)));
+    }
+};
+
+/* iq4_xs unit u: sub-blocks 2u and 2u + 1, 16 nibble bytes each (element j
+ * low, j + 16 high); 6-bit scales from scales_l (nibbles) and scales_h. */
+struct qn_mv_iq4_xs {
+    QN_MV_UNIT64
+    enum { BYTES = 136, A = 4 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned hd[2], w[8], t[4];
+        qn_lds<2, A>(b, hd);
+        qn_lds<8, A>(b + 8 + 32 * u, w);
+        qn_iq4_table(t);
+        const unsigned sl = hd[1] >> (8 * u), sh = hd[0] >> (16 + 4 * u);
+        const float d = qn_scale_f16(hd[0] & 0xFFFF);
+        const int ls0 = (int)((sl & 0xF) | ((sh & 3) << 4)) - 32, ls1 = (int)(((sl >> 4) & 0xF) | (((sh >> 2) & 3) << 4)) - 32;
+        return d * (x.d[0] * qn_i2f(ls0) * qn_i2f(qn_dot_lut(w, t, x.q)) + x.d[1] * qn_i2f(ls1) * qn_i2f(qn_dot_lut(w + 4, t, x.q + 8)));
+    }
+};
+
+/* q2_K, q3_K, q6_K: 128-value halves n whose four 32-value rows jj share
+ * bytes (element 128 n + 32 jj + l); unit u = (n = u / 2, h = u % 2) takes
+ * l in [16h, 16h + 16) of the four rows, one 16-value scale each (group
+ * 8 n + 2 jj + h). */
+#define QN_MV_UNIT16X4                                \
+    enum { QK = 256, UPB = 4, UE = 64 };              \
+    typedef qn_xq16x4 X;                              \
+    static __device__ int xoff(int u) { return 128 * (u >> 1); } \
+    static __device__ int xhalf(int u) { return u & 1; }
+
+struct qn_mv_q2_K {
+    QN_MV_UNIT16X4
+    enum { BYTES = 84, A = 4 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        const int n = u >> 1, h = u & 1;
+        unsigned w[4], sc[2], dd;
+        qn_lds<4, A>(b + 16 + 32 * n + 16 * h, w);
+        qn_lds<2, A>(b + 8 * n, sc);
+        qn_lds<1, A>(b + 80, &dd);
+        float sd = 0.0f, sm = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            int s = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) s = __dp4a((int)((w[i] >> (2 * jj)) & 0x03030303u), x.q[4 * jj + i], s);
+            const unsigned m = (sc[jj / 2] >> (8 * (2 * (jj % 2) + h))) & 0xFF;
+            sd += x.d[jj] * qn_i2f((int)(m & 0xF) * s);
+            sm += x.d[jj] * qn_i2f((int)(m >> 4) * x.s[jj]);
+        }
+        return qn_scale_f16(dd & 0xFFFF) * sd - qn_scale_f16(dd >> 16) * sm;
+    }
+};
+
+struct qn_mv_q3_K {
+    QN_MV_UNIT16X4
+    enum { BYTES = 110, A = 2 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        const int n = u >> 1, h = u & 1;
+        unsigned w[4], hm[4], s[3];
+        qn_lds<4, A>(b + 32 + 32 * n + 16 * h, w);
+        qn_lds<4, A>(b + 16 * h, hm);
+        qn_lds<3, A>(b + 96, s);
+        float acc = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            int v = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                /* value = 2-bit field + 4 * (high bit) - 4 */
+                unsigned q = ((w[i] >> (2 * jj)) & 0x03030303u) | (((hm[i] >> (4 * n + jj)) & 0x01010101u) << 2);
+                v = __dp4a((int)q, x.q[4 * jj + i], v);
+            }
+            /* scale j = 8n + 2jj + h: low nibble of byte j % 8 (>> 4 for n = 1),
+             * high two bits in byte 8 + j % 4 at 2 (j / 4) */
+            const int k = 2 * jj + h;
+            const unsigned lo = (qn_byte3(s, k) >> (4 * n)) & 0xF, hi = (qn_byte3(s, 8 + (k & 3)) >> (2 * (2 * n + jj / 2))) & 3;
+            acc += x.d[jj] * qn_i2f(((int)(lo | (hi << 4)) - 32) * (v - 4 * x.s[jj]));
+        }
+        return qn_scale_f16(qn_lds16(b + 108)) * acc;
+    }
+};
+
+struct qn_mv_q6_K {
+    QN_MV_UNIT16X4
+    enum { BYTES = 210, A = 2 };
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        const int n = u >> 1, h = u & 1;
+        unsigned a[4], c[4], hb[4], sc[2];
+        qn_lds<4, A>(b + 64 * n + 16 * h, a);      /* rows 0 (low nibbles), 2 (high) */
+        qn_lds<4, A>(b + 64 * n + 32 + 16 * h, c); /* rows 1 (low), 3 (high) */
+        qn_lds<4, A>(b + 128 + 32 * n + 16 * h, hb);
+        qn_lds<2, A>(b + 192 + 8 * n, sc);
+        int s[4] = {0, 0, 0, 0};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            s[0] = __dp4a((int)((a[i] & 0x0F0F0F0Fu) | ((hb[i] << 4) & 0x30303030u)), x.q[i], s[0]);
+            s[1] = __dp4a((int)((c[i] & 0x0F0F0F0Fu) | ((hb[i] << 2) & 0x30303030u)), x.q[4 + i], s[1]);
+            s[2] = __dp4a((int)(((a[i] >> 4) & 0x0F0F0F0Fu) | (hb[i] & 0x30303030u)), x.q[8 + i], s[2]);
+            s[3] = __dp4a((int)(((c[i] >> 4) & 0x0F0F0F0Fu) | ((hb[i] >> 2) & 0x30303030u)), x.q[12 + i], s[3]);
+        }
+        float acc = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            const int scale = (int)(signed char)(sc[jj / 2] >> (8 * (2 * (jj % 2) + h)));
+            acc += x.d[jj] * qn_i2f(scale) * qn_i2f(s[jj] - 32 * x.s[jj]);
+        }
+        return qn_scale_f16(qn_lds16(b + 208)) * acc;
+    }
+};
+
+/* Plain weights: units of 8 values (rows a multiple of 8), x in f32. */
+template <int DT>
+struct qn_mv_plain {
+    enum { QK = 8, UPB = 1, UE = 8, BYTES = DT == QN_KT_F32 ? 32 : 16, A = DT == QN_KT_F32 ? 4 : 2 };
+    typedef qn_xf8 X;
+    static __device__ int xoff(int u) { return 0 * u; }
+    static __device__ int xhalf(int u) { return u; }
+    static __device__ float dot(const qn_u8 *b, int u, const X &x) {
+        unsigned w[BYTES / 4];
+        qn_lds<BYTES / 4, A>(b, w);
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const unsigned bits = DT == QN_KT_F32 ? w[i % (BYTES / 4)] : (w[i / 2] >> (16 * (i % 2))) & 0xFFFF;
+            s = fmaf(qn_bits_to_f32(bits, DT), x.v[i], s);
+        }
+        return s;
+    }
+};
+typedef qn_mv_plain<QN_KT_F32> qn_mv_f32;
+typedef qn_mv_plain<QN_KT_F16> qn_mv_f16;
+typedef qn_mv_plain<QN_KT_BF16> qn_mv_bf16;
+
+/* ---- x quantization: each group of four threads takes 32 values */
+__device__ __forceinline__ void qn_x_quantize(const char *x, long long x_nb1, int xt, int nx, int K, qn_u8 *xs) {
+    const int per = K / 8, xq = (int)qn_mv_xq_bytes(K);
+    for (int t = 0; t < nx; t++)
+        for (int base = 0; base < per; base += QN_MV_THREADS) {
+            /* every thread of a warp takes part in the shuffles */
+            const int i = base + threadIdx.x;
+            const bool ok = i < per;
+            const int e = ok ? 8 * i : 0;
+            float v[8];
+            qn_load_x8(x + t * x_nb1, xt, e, v);
+            float amax = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k]));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+            const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            int q[8], s = 0;
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                q[k] = __float2int_rn(v[k] * inv);
+                s += q[k];
+            }
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            if (!ok) continue;
+            qn_u8 *row = xs + t * xq;
+            *(uint2 *)(row + e) = make_uint2(QN_PACK4(q[0], q[1], q[2], q[3]), QN_PACK4(q[4], q[5], q[6], q[7]));
+            if (threadIdx.x % 4 == 0) *(int2 *)(row + K + e / 32 * 8) = make_int2(__float_as_int(amax / 127.0f), s);
+        }
+}
+
+/* ---- the kernel */
+
+template <typename B>
+__device__ void qn_matvec(const qn_mv_args &a) {
+    extern __shared__ __align__(16) qn_u8 qn_mv_smem_[];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const bool quant = B::QK >= 32;
+
+    /* the pair's weights, x and y */
+    const qn_u8 *w = (const qn_u8 *)a.w, *up = (const qn_u8 *)a.up;
+    const char *x = (const char *)a.x;
+    float *y = (float *)a.y;
+    long long x_nb1 = a.x_nb1;
+    if (a.ids || !a.early) QN_GRID_DEPS_WAIT(); /* the ids, or weights the kernel before may write */
+    if (a.ids) {
+        const int j = blockIdx.y, slot = j % a.top_k, tok = j / a.top_k;
+        const int e = ((const int *)a.ids)[slot + tok * a.ids_nb1];
+        if (e < 0 || e >= a.n_experts) {
+            if (tid == 0 && blockIdx.x == 0) atomicOr((int *)a.flags, QN_FLAG_BAD_EXPERT);
+            return;
+        }
+        w += e * a.expert_bytes;
+        if (up) up += e * a.expert_bytes;
+        x += slot * a.x_slot_nb + tok * a.x_nb1;
+        x_nb1 = 0;
+        y += (long long)j * a.N;
+    }
+    const long long K = (long long)a.bpr * B::QK;
+
+    /* Stage s holds rows row0 .. row0 + rows - 1, blocks c kc .. c kc +
+     * blocks - 1 of each (c > 0 only for rows longer than a stage, when
+     * rows = 1). Packed rows (row_bytes the row's size) make one range of
+     * bytes per weight tensor; strided rows a range each. A range's slot in
+     * shared memory starts with the bytes from the 16-byte boundary below
+     * the range's start, so its block b of row r sits at slot + (start & 15)
+     * + r row_bytes (packed) + b BYTES. */
+    const int mult = a.glu ? 2 : 1;
+    const bool packed = a.row_bytes == (long long)a.bpr * B::BYTES;
+    const int nrange = mult * (packed ? 1 : a.rs);
+    const int slot_bytes = (int)qn_mv_seg_bytes(qn_mv_range(a.row_bytes, a.bpr, a.kc, a.rs, B::BYTES));
+    const int lanes = qn_mv_lanes((long long)a.kc * B::UPB), nseg = a.rs * mult;
+
+    /* shared memory: x, the stage buffers, two sets of partial sums */
+    const int Ki = (int)K, xq = quant ? (int)qn_mv_xq_bytes(K) : 0;
+    qn_u8 *xs = qn_mv_smem_, *stages = xs + xq * a.nx;
+    float *vals = (float *)(stages + QN_MV_STAGES * nrange * slot_bytes);
+    const int vals_set = nseg * a.nx * lanes;
+
+    /* The blocks go through the rows together, a round of rs rows each at
+     * a time, so the GPU as a whole streams one region of memory front to
+     * back; the rows left after the full rounds are split evenly. */
+    const long long nb = gridDim.x, round = nb * a.rs, full = a.N / round, rest = a.N - full * round;
+    const long long last_row = full * round + rest * blockIdx.x / nb;
+    const long long last_rows = rest * (blockIdx.x + 1) / nb - rest * blockIdx.x / nb;
+    const int nch = (a.bpr + a.kc - 1) / a.kc;
+    const int nst = (int)((full + (last_rows > 0)) * nch);
+    struct stage {
+        long long row0;
+        int rows, blocks, c;
+        const qn_u8 *g, *u; /* the first gate and up block */
+        long long len;      /* bytes of a range */
+    };
+    auto stage_at = [&](int s) -> stage {
+        const long long r = s / nch;
+        const int c = s - (int)r * nch, kleft = a.bpr - c * a.kc;
+        stage st;
+        st.row0 = r < full ? r * round + blockIdx.x * a.rs : last_row;
+        st.rows = r < full ? a.rs : (int)last_rows;
+        st.blocks = kleft < a.kc ? kleft : a.kc;
+        st.c = c;
+        const long long off = st.row0 * a.row_bytes + (long long)c * a.kc * B::BYTES;
+        st.g = w + off;
+        st.u = up ? up + off : up;
+        st.len = (packed ? (st.rows - 1) * a.row_bytes : 0) + (long long)st.blocks * B::BYTES;
+        return st;
+    };
+    /* range j: tensor j / (nrange / mult), row j % (nrange / mult) */
+    auto range_src = [&](const stage &st, int j) -> const qn_u8 * {
+        const int per = packed ? 1 : st.rows;
+        return (j < per ? st.g : st.u) + (j < per ? j : j - per) * a.row_bytes;
+    };
+    /* segment i (gate row i, or up row i - rows) in stage buffer buf */
+    auto seg_at = [&](const qn_u8 *buf, const stage &st, int i) -> const qn_u8 * {
+        const int m = i < st.rows ? 0 : 1;
+        const unsigned off = (unsigned)(i - m * st.rows) * (unsigned)a.row_bytes; /* from the tensor's first row */
+        const unsigned lo = (unsigned)(unsigned long long)(m ? st.u : st.g) + (packed ? 0u : off);
+        return buf + (packed ? m : i) * slot_bytes + (lo & 15) + (packed ? off : 0u);
+    };
+    /* Stage s's copies into its buffer. Each range goes from the 16-byte
+     * boundary at or below its start; bytes past the last 16-byte boundary
+     * of the tensor are loaded plainly, so nothing reads past its end. */
+    unsigned long long *bars = (unsigned long long *)(vals + 2 * vals_set);
+    auto issue = [&](int s) {
+        if (s < nst) {
+            const stage st = stage_at(s);
+            const int ranges = mult * (packed ? 1 : st.rows);
+            qn_u8 *dst = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
+            if (QN_MV_BULK && tid == 0) {
+                unsigned total = 0;
+                for (int j = 0; j < ranges; j++) {
+                    const qn_u8 *src = range_src(st, j), *end = (const qn_u8 *)(j < ranges / mult ? a.w_end : a.up_end);
+                    const qn_u8 *base = src - ((unsigned long long)src & 15), *stop = src + st.len;
+                    const qn_u8 *end16 = end - ((unsigned long long)end & 15);
+                    const qn_u8 *bulk = stop - base + 15 > end16 - base ? end16 : stop + ((16 - ((unsigned long long)stop & 15)) & 15);
+                    total += bulk > base ? (unsigned)(bulk - base) : 0u;
+                    for (const qn_u8 *b = bulk > base ? bulk : base; b < stop; b++) dst[j * slot_bytes + (b - base)] = *b;
+                }
+                qn_bar_expect(&bars[s % QN_MV_STAGES], total);
+                for (int j = 0; j < ranges; j++) {
+                    const qn_u8 *src = range_src(st, j), *end = (const qn_u8 *)(j < ranges / mult ? a.w_end : a.up_end);
+                    const qn_u8 *base = src - ((unsigned long long)src & 15), *stop = src + st.len;
+                    const qn_u8 *end16 = end - ((unsigned long long)end & 15);
+                    const qn_u8 *bulk = stop - base + 15 > end16 - base ? end16 : stop + ((16 - ((unsigned long long)stop & 15)) & 15);
+                    if (bulk > base) qn_bulk_copy(dst + j * slot_bytes, base, (unsigned)(bulk - base), &bars[s % QN_MV_STAGES]);
+                }
+            } else if (!QN_MV_BULK) {
+                for (int j = 0; j < ranges; j++) {
+                    const qn_u8 *src = range_src(st, j), *end = (const qn_u8 *)(j < ranges / mult ? a.w_end : a.up_end);
+                    const qn_u8 *base = src - ((unsigned long long)src & 15);
+                    const int pieces = (int)(((unsigned long long)src & 15) + st.len + 15) / 16;
+                    for (int p = tid; p < pieces; p += QN_MV_THREADS) {
+                        const qn_u8 *from = base + 16 * p;
+                        qn_u8 *to = dst + j * slot_bytes + 16 * p;
+                        const long long n = end - from;
+                        if (n >= 16) qn_cp16(to, from);
+                        else /* the tensor's last bytes: no read past its end */
+                            for (int b = 0; b < n; b++) to[b] = from[b];
+                    }
+                }
+            }
+        }
+        if (!QN_MV_BULK) qn_cp_commit();
+    };
+
+    if (QN_MV_BULK && tid == 0) {
+        for (int b = 0; b < QN_MV_STAGES; b++) qn_bar_init(&bars[b]);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    for (int s = 0; s < QN_MV_STAGES - 1; s++) issue(s);
+    if (QN_MV_BULK) __syncthreads(); /* the barriers are ready */
+    QN_GRID_DEPS_WAIT(); /* x, and y's old readers */
+    QN_GRID_DEPS_RELEASE();
+    if (quant) qn_x_quantize(x, x_nb1, a.xt, a.nx, Ki, xs);
+
+    /* Stage s: the threads split a segment's units (lanes of them), those
+     * at the same unit position split the segments. A thread's sum over its
+     * units of segment i for token t goes to vals[(i * nx + t) * lanes +
+     * lane]. */
+    auto decode = [&](int s) {
+        const stage sg = stage_at(s);
+        const int segs = sg.rows * mult;
+        const int units = sg.blocks * B::UPB, nl = qn_mv_lanes(units), G = QN_MV_THREADS / nl;
+        const int kl = tid % nl, g = tid / nl;
+        if (g >= G) return;
+        const qn_u8 *buf = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
+        float *v = vals + (s & 1) * vals_set;
+        const int e0 = sg.c * a.kc * B::QK;
+        for (int i = g; i < segs; i += G) {
+            const qn_u8 *seg = seg_at(buf, sg, i);
+            for (int t = 0; t < a.nx; t++) {
+                const qn_xsrc src = {xs + t * xq, Ki, x + t * x_nb1, a.xt};
+                float acc = 0.0f;
+                for (int k = kl; k < units; k += nl) {
+                    const int blk = k / B::UPB, u = k % B::UPB;
+                    typename B::X xv;
+                    qn_x_load(xv, src, e0 + blk * B::QK + B::xoff(u), B::xhalf(u));
+                    acc += B::dot(seg + blk * B::BYTES, u, xv);
+                }
+                v[(i * a.nx + t) * nl + kl] = acc;
+            }
+        }
+    };
+
+    /* Stage s's sums: a warp per (row, token); a row longer than a stage
+     * carries its sums from chunk to chunk (then rs = 1 and nx <= MV_WARPS,
+     * so warp t always takes token t). */
+    float carry_g = 0.0f, carry_u = 0.0f;
+    auto reduce = [&](int s) {
+        const stage sg = stage_at(s);
+        const int rows = sg.rows, c = sg.c;
+        const int nl = qn_mv_lanes(sg.blocks * B::UPB);
+        const float *v = vals + (s & 1) * vals_set;
+        for (int p = warp; p < rows * a.nx; p += MV_WARPS) {
+            const int i = p / a.nx, t = p % a.nx;
+            float g = 0.0f, u = 0.0f;
+            for (int l = lane; l < nl; l += 32) {
+                g += v[(i * a.nx + t) * nl + l];
+                if (a.glu) u += v[((rows + i) * a.nx + t) * nl + l];
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o /= 2) g += __shfl_xor_sync(0xffffffffu, g, o);
+            if (a.glu) {
+#pragma unroll
+                for (int o = 16; o > 0; o /= 2) u += __shfl_xor_sync(0xffffffffu, u, o);
+            }
+            if (nch > 1) {
+                if (c > 0) g += carry_g, u += carry_u;
+                carry_g = g, carry_u = u;
+            }
+            if (c == nch - 1 && lane == 0) {
+                y[t * a.y_nb1 + sg.row0 + i] = a.glu ? qn_act_apply(a.act, g, 0.0f) * u : g;
+            }
+        }
+    };
+
+    for (int s = 0; s < nst; s++) {
+        if (QN_MV_BULK) qn_bar_wait(&bars[s % QN_MV_STAGES], (unsigned)(s / QN_MV_STAGES) & 1); /* stage s landed */
+        else qn_cp_wait<QN_MV_STAGES - 2>(); /* this thread's copies of stage s are done */
+        __syncthreads(); /* everyone's are; stage s - 1 and its sums are free */
+        if (QN_MV_BULK && tid == 0) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        issue(s + QN_MV_STAGES - 1);
+        if (s > 0) reduce(s - 1);
+        decode(s);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-#pragma unroll
-        for (int r = 0; r < NR; r++) {
-            out[r] = 0.0f;
-            for (int w = 0; w < (int)blockDim.x / 32; w++) out[r] += partial[w][r];
-        }
-    }
-    __syncthreads(); /* partial is reused by the next token */
+    if (nst > 0) reduce(nst - 1);
 }
 
-/* y = W x, or with `up` (GLU) y = act(W x) * (up x), for nx tokens: rows
- * n0 .. n0 + MV_ROWS - 1 (rows past N repeat the last, unwritten). Tokens
- * after the first read the block's weight rows again, from cache. */
-template <typename B>
-__device__ void qn_matvec(const qn_u8 *w, const qn_u8 *up, long long row_bytes, long long N, long long K,
-                          const char *x, long long x_nb1, int xt, int nx, float *y, long long y_nb1, int act) {
-    const long long n0 = (long long)blockIdx.x * MV_ROWS;
-    const qn_u8 *rows[2 * MV_ROWS];
-#pragma unroll
-    for (int r = 0; r < MV_ROWS; r++) {
-        long long n = n0 + r < N ? n0 + r : N - 1;
-        rows[r] = w + n * row_bytes;
-        rows[MV_ROWS + r] = up ? up + n * row_bytes : rows[r];
-    }
-    for (int t = 0; t < nx; t++) {
-        float out[2 * MV_ROWS];
-        if (up) qn_rows_dot<B, 2 * MV_ROWS>(rows, K, x + t * x_nb1, xt, out);
-        else qn_rows_dot<B, MV_ROWS>(rows, K, x + t * x_nb1, xt, out);
-        if (threadIdx.x != 0) continue;
-#pragma unroll
-        for (int r = 0; r < MV_ROWS; r++)
-            if (n0 + r < N) y[t * y_nb1 + n0 + r] = up ? qn_act_apply(act, out[r], 0.0f) * out[MV_ROWS + r] : out[r];
-    }
-}
-
-/* Expert-routed: pair j = blockIdx.y is (slot j % top_k, token j / top_k);
- * its expert is ids[slot + token * ids_nb1]; x is the token's row (x_slot_nb
- * 0) or the pair's own row (x [K, top_k, M]); y [N, top_k, M]. An id out of
- * range writes nothing and raises QN_FLAG_BAD_EXPERT. */
-template <typename B>
-__device__ void qn_matvec_id(const qn_u8 *w, const qn_u8 *up, long long row_bytes, long long expert_bytes,
-                             int n_experts, long long N, long long K, const int *ids, long long ids_nb1, int top_k,
-                             const char *x, long long x_slot_nb, long long x_nb1, int xt, float *y, int act,
-                             int *flags) {
-    const int j = blockIdx.y, slot = j % top_k, tok = j / top_k;
-    const int e = ids[slot + tok * ids_nb1];
-    if (e < 0 || e >= n_experts) {
-        if (threadIdx.x == 0 && blockIdx.x == 0) atomicOr(flags, QN_FLAG_BAD_EXPERT);
-        return;
-    }
-    const long long off = (long long)e * expert_bytes;
-    qn_matvec<B>(w + off, up ? up + off : 0, row_bytes, N, K, x + slot * x_slot_nb + tok * x_nb1, 0, xt, 1,
-                    y + (long long)j * N, 0, act);
-}
-
-#define MATVEC(name)                                                                                            \
-    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                                 \
-        matvec_##name(const qn_u8 *w, const qn_u8 *up, long long row_bytes, long long N, long long K,           \
-                      const char *x, long long x_nb1, int xt, int nx, float *y, long long y_nb1, int act) {      \
-        qn_matvec<QN_CAT(qn_, name)>(w, up, row_bytes, N, K, x, x_nb1, xt, nx, y, y_nb1, act);                 \
-    }                                                                                                           \
-    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                                 \
-        matvec_id_##name(const qn_u8 *w, const qn_u8 *up, long long row_bytes, long long expert_bytes,          \
-                         int n_experts, long long N, long long K, const int *ids, long long ids_nb1, int top_k,  \
-                         const char *x, long long x_slot_nb, long long x_nb1, int xt, float *y, int act,         \
-                         int *flags) {                                                                           \
-        qn_matvec_id<QN_CAT(qn_, name)>(w, up, row_bytes, expert_bytes, n_experts, N, K, ids, ids_nb1, top_k, x,  \
-                                        x_slot_nb, x_nb1, xt, y, act, flags);                                   \
+#define MATVEC(name)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(QN_MV_THREADS, QN_MV_BLOCKS_SM) matvec_##name(const qn_mv_args a) { \
+        qn_matvec<QN_CAT(qn_mv_, name)>(a);                                                            \
     }
 #define MATVEC_EXPAND(name) MATVEC(name)
 MATVEC_EXPAND(QN_BLOCK)

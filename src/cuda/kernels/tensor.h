@@ -91,10 +91,17 @@ QN_HD void qn_kt_row(const qn_kt *t, long long r, long long *i1, long long *i2, 
  * latency each; nothing may be read before it. The next kernel's blocks
  * wait in their own QN_GRID_WAIT until this grid has finished. */
 #if __CUDA_ARCH__ >= 900
-#define QN_GRID_WAIT() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
+#define QN_GRID_DEPS_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define QN_GRID_DEPS_RELEASE() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
 #else
-#define QN_GRID_WAIT() ((void)0)
+#define QN_GRID_DEPS_WAIT() ((void)0)
+#define QN_GRID_DEPS_RELEASE() ((void)0)
 #endif
+#define QN_GRID_WAIT()          \
+    do {                        \
+        QN_GRID_DEPS_WAIT();    \
+        QN_GRID_DEPS_RELEASE(); \
+    } while (0)
 #endif
 
 /* Row bodies, shared by the CPU and the CUDA kernels: they handle elements
