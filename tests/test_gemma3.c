@@ -20,9 +20,11 @@
  * moves logits (of magnitude ~20) by up to ~0.4 on this model; and a
  * float64 NumPy forward pass from the gguf package's dequantized weights,
  * which quanta's CPU backend (f64 accumulation) matches to ~0.002. The GPU
- * rounds attention inputs to f16 in prefill and accumulates in f32. */
+ * rounds attention inputs to f16 in prefill, accumulates in f32, and its
+ * matvec (up to 8 tokens) rounds x to 8 bits in blocks of 32 as llama.cpp's
+ * does, which moves logits by up to ~0.2. */
 #define LLAMA_TOL 0.6
-#define REF_TOL (qt_on_gpu() ? 0.05 : 0.01)
+#define REF_TOL (qt_on_gpu() ? 0.3 : 0.01)
 
 /* Under the sanitizers (10x slower) the long checks run shortened. */
 #if defined(__SANITIZE_ADDRESS__)
