@@ -746,15 +746,6 @@ qn_status qn_qmatmul(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x);
  * both weights; act QN_ACT_SILU (SwiGLU), QN_ACT_GELU_TANH or QN_ACT_GELU_ERF
  * (GeGLU). G and U have the same type and shape. */
 qn_status qn_qmatmul_glu(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, qn_tensor x, qn_act act);
-/* qn_qmatmul, then qn_norm_add_rms_norm(dst, sum, a, y, b_w, norm_w, eps,
- * weight_offset) of its output (the sandwich norm after a layer's output
- * projection): sum = a + rms_norm(y) * b_w, dst = rms_norm(sum) * norm_w.
- * On the GPU the matvec's last block computes the norm in the same launch
- * (when one matvec launch covers the tokens and a and dst are f32 [n,
- * tokens]); otherwise the two ops run one after the other. */
-qn_status qn_qmatmul_norm_add_rms_norm(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor dst,
-                                       qn_tensor sum, qn_tensor a, qn_tensor b_w, qn_tensor norm_w, float eps,
-                                       float weight_offset);
 /* Expert-routed (mixture of experts): W [K, N, n_experts], ids i32 [top_k,
  * M] (the experts of each token, read on the device), x [K, 1, M] (every
  * expert sees the token) or [K, top_k, M] (each slot its own input), y f32

@@ -530,91 +530,6 @@ static void test_weights_from_previous(void **state) {
     qn_encoder_destroy(enc);
 }
 
-/* qn_qmatmul_norm_add_rms_norm against qn_qmatmul and qn_norm_add_rms_norm
- * run one after the other on the same device: y the same bits, sum and dst
- * within f32 rounding (the fused norm sums the row in another order). 1, 3
- * and 8 tokens (one matvec launch: fused on the GPU), 11 (two ops), an odd
- * row length, sum updated in place (sum = a). */
-static void test_norm_fused(void **state) {
-    (void)state;
-    qn_encoder *enc;
-    QT_OK(qn_encoder_create(qt_device(), &enc));
-    const qn_dtype types[4] = {QN_Q4_K, QN_Q5_0, QN_Q8_0, QN_F16};
-    const int64_t Ms[4] = {1, 3, 8, 11};
-    for (int c = 0; c < 8; c++) {
-        const qn_dtype t = types[c % 4];
-        const int64_t K = block_of(t) * (c % 2 ? 3 : 2), N = c % 3 ? 640 : 333, M = Ms[c % 4];
-        const bool in_place = c % 2 == 1;
-        weights g = make_weights(t, K, N);
-        float *xv, *av, *bwv, *wv;
-        void *xb = make_x(QN_F32, K, M, NULL, &xv), *ab = make_x(QN_F32, N, M, NULL, &av);
-        void *bwb = make_x(QN_F32, N, 1, NULL, &bwv), *wb = make_x(QN_F32, N, 1, NULL, &wv);
-        qn_buffer *bw = upload(t, 2, (int64_t[]){K, N}, g.bytes, g.nbytes);
-        qn_buffer *bx = upload(QN_F32, 2, (int64_t[]){K, M}, xb, (size_t)(K * M * 4));
-        qn_buffer *bnw = upload(QN_F32, 1, (int64_t[]){N}, bwb, (size_t)N * 4);
-        qn_buffer *nw = upload(QN_F32, 1, (int64_t[]){N}, wb, (size_t)N * 4);
-        qn_buffer *out[2][4]; /* fused, separate: y, a (then sum when in place), sum, dst */
-        for (int k = 0; k < 2; k++) {
-            out[k][0] = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
-            out[k][1] = upload(QN_F32, 2, (int64_t[]){N, M}, ab, (size_t)(N * M * 4));
-            out[k][2] = in_place ? out[k][1] : qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
-            out[k][3] = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
-        }
-        const float eps = 1e-6f, off = c % 3 == 0 ? 1.0f : 0.0f;
-        QT_OK(qn_qmatmul_norm_add_rms_norm(enc, qn_tensor_of(out[0][0]), qn_tensor_of(bw), qn_tensor_of(bx),
-                                           qn_tensor_of(out[0][3]), qn_tensor_of(out[0][2]), qn_tensor_of(out[0][1]),
-                                           qn_tensor_of(bnw), qn_tensor_of(nw), eps, off));
-        QT_OK(qn_qmatmul(enc, qn_tensor_of(out[1][0]), qn_tensor_of(bw), qn_tensor_of(bx)));
-        QT_OK(qn_norm_add_rms_norm(enc, qn_tensor_of(out[1][3]), qn_tensor_of(out[1][2]), qn_tensor_of(out[1][1]),
-                                   qn_tensor_of(out[1][0]), qn_tensor_of(bnw), qn_tensor_of(nw), eps, off));
-        QT_OK(qn_encoder_commit_wait(enc));
-        const char *names[4] = {"y", "a", "sum", "dst"};
-        for (int k = 0; k < 4; k++) {
-            if (k == 1 && !in_place) continue;
-            float *f = qt_read_all(out[0][k]), *r = qt_read_all(out[1][k]);
-            for (int64_t i = 0; i < N * M; i++) {
-                const double tol = k == 0 ? 0.0 : 1e-5 * (1 + fabs((double)r[i]));
-                if (!(fabs((double)f[i] - (double)r[i]) <= tol))
-                    fail_msg("norm fused %s %lld tokens: %s[%lld] = %.9g, separately %.9g", qn_dtype_name(t),
-                             (long long)M, names[k], (long long)i, (double)f[i], (double)r[i]);
-            }
-            free(f);
-            free(r);
-        }
-        for (int k = 0; k < 2; k++) {
-            qn_buffer_free(out[k][0]);
-            qn_buffer_free(out[k][1]);
-            if (!in_place) qn_buffer_free(out[k][2]);
-            qn_buffer_free(out[k][3]);
-        }
-        qn_buffer *all[] = {bw, bx, bnw, nw};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qn_buffer_free(all[i]);
-        void *host[] = {xb, xv, ab, av, bwb, bwv, wb, wv};
-        for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
-        free_weights(&g);
-    }
-    /* the norm's arguments are checked before anything runs */
-    qn_buffer *w = qt_poisoned(qt_device(), QN_Q8_0, 2, (int64_t[]){64, 8});
-    qn_buffer *x = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){64, 1});
-    qn_buffer *y = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){8, 1});
-    qn_buffer *v = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){8, 1});
-    qn_buffer *v9 = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){9, 1});
-    qn_buffer *nw = qt_poisoned(qt_device(), QN_F32, 1, (int64_t[]){8});
-    QT_FAILS(qn_qmatmul_norm_add_rms_norm(enc, qn_tensor_of(y), qn_tensor_of(w), qn_tensor_of(x), qn_tensor_of(v),
-                                          qn_tensor_of(v9), qn_tensor_of(v9), qn_tensor_of(nw), qn_tensor_of(nw), 1e-6f, 0),
-             QN_ERR_INVALID_ARGUMENT, "dst [8,1,1,1] and a [9,1,1,1] differ");
-    QT_FAILS(qn_qmatmul_norm_add_rms_norm(enc, qn_tensor_of(y), qn_tensor_of(w), qn_tensor_of(x), qn_tensor_of(v),
-                                          qn_tensor_of(v), qn_tensor_of(v), qn_tensor_of(nw), qn_tensor_of(nw), 1e-6f, 0),
-             QN_ERR_INVALID_ARGUMENT, "dst and sum are the same memory");
-    QT_OK(qn_encoder_commit_wait(enc));
-    float *yv = qt_read_all(y); /* nothing ran */
-    for (int i = 0; i < 8; i++) assert_true(isnan(yv[i]));
-    free(yv);
-    qn_buffer *all[] = {w, x, y, v, v9, nw};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qn_buffer_free(all[i]);
-    qn_encoder_destroy(enc);
-}
-
 static void test_errors_and_plan(void **state) {
     (void)state;
     qn_device *dev = qt_device();
@@ -953,7 +868,6 @@ int main(void) {
         cmocka_unit_test(test_routed),
         cmocka_unit_test(test_routed_graph),
         cmocka_unit_test(test_weights_from_previous),
-        cmocka_unit_test(test_norm_fused),
         cmocka_unit_test(test_errors_and_plan),
         cmocka_unit_test(test_mlx_dense_and_glu),
         cmocka_unit_test(test_mlx_routed),

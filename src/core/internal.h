@@ -98,10 +98,8 @@ struct qn_encoder {
     uint64_t *retired;
     size_t nretired;
     /* What the last kernel on the stream may still write while the next
-     * one starts (programmatic dependent launch): the byte ranges
-     * [lo, hi) of pdl_writes[0 .. pdl_nwrites); -1: anything. */
-    uint64_t pdl_writes[3][2];
-    int pdl_nwrites;
+     * one starts (programmatic dependent launch): [pdl_lo, pdl_hi). */
+    uint64_t pdl_lo, pdl_hi;
     qn_cuda_event_pair *evs;   /* profile events, one pair an op */
     size_t nev, evcap;
 };

@@ -329,7 +329,7 @@ qn_status qn_cuda_encoder_wait(qn_encoder *enc) {
     const qn_cuda_api *api = cu(enc->dev)->api;
     QN_TRY(enter(enc->dev, "qn_encoder_wait"));
     QN_CU(api->cuStreamSynchronize(enc->stream), "qn_encoder_wait");
-    enc->pdl_nwrites = 0; /* a flag copy may follow: the next kernel overlaps nothing */
+    enc->pdl_lo = enc->pdl_hi = 0; /* a flag copy may follow: the next kernel overlaps nothing */
     if (!enc->flags_armed) return QN_OK;
     int flags = 0, zero = 0;
     QN_CU(api->cuMemcpyDtoHAsync(&flags, enc->flags_addr, sizeof flags, enc->stream), "qn_encoder_wait");
@@ -363,7 +363,7 @@ qn_status qn_cuda_encoder_after(qn_encoder *waiter, qn_encoder *signaler) {
     QN_CU(api->cuEventCreate(&ev, QN_CU_EVENT_DISABLE_TIMING), "qn_worker");
     CUresult r = api->cuEventRecord(ev, signaler->stream);
     if (r == 0) r = api->cuStreamWaitEvent(waiter->stream, ev, 0);
-    waiter->pdl_nwrites = 0; /* the next kernel waits for the signaler's work in full */
+    waiter->pdl_lo = waiter->pdl_hi = 0; /* the next kernel waits for the signaler's work in full */
     api->cuEventDestroy(ev); /* released once the wait is satisfied */
     if (r != 0) return qn_cuda_fail(r, "qn_worker", "cuStreamWaitEvent");
     return QN_OK;
@@ -473,15 +473,12 @@ done:
 }
 
 bool qn_cuda_pdl_overlaps(const qn_encoder *enc, uint64_t lo, uint64_t hi) {
-    if (enc->pdl_nwrites < 0) return true;
-    for (int i = 0; i < enc->pdl_nwrites; i++)
-        if (lo < enc->pdl_writes[i][1] && enc->pdl_writes[i][0] < hi) return true;
-    return false;
+    return lo < enc->pdl_hi && enc->pdl_lo < hi;
 }
 
 static qn_status launch(qn_encoder *enc, const char *op, const char *source, const char *defines, const char *fn,
-                        qn_dim3 grid, qn_dim3 block, unsigned smem, void **args, bool rules,
-                        const uint64_t (*writes)[2], int nwrites) {
+                        qn_dim3 grid, qn_dim3 block, unsigned smem, void **args, bool rules, uint64_t writes_lo,
+                        uint64_t writes_hi) {
     qn_device *dev = enc->dev;
     const qn_cuda_api *api = cu(dev)->api;
     QN_TRY(enter(dev, op));
@@ -519,30 +516,28 @@ static qn_status launch(qn_encoder *enc, const char *op, const char *source, con
     }
     /* What the next kernel may find still being written: a kernel launched
      * by the rules names its writes; of any other, assume everything. */
-    enc->pdl_nwrites = rules ? nwrites : -1;
-    for (int i = 0; i < enc->pdl_nwrites; i++) enc->pdl_writes[i][0] = writes[i][0], enc->pdl_writes[i][1] = writes[i][1];
+    enc->pdl_lo = rules ? writes_lo : 0;
+    enc->pdl_hi = rules ? writes_hi : UINT64_MAX;
     if (p) QN_CU(api->cuEventRecordWithFlags(p->end, enc->stream, rec_flags), op);
     return QN_OK;
 }
 
 qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, const char *defines,
                          const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args) {
-    return launch(enc, op, source, defines, fn, grid, block, smem, args, false, NULL, 0);
+    return launch(enc, op, source, defines, fn, grid, block, smem, args, false, 0, 0);
 }
 
 qn_status qn_cuda_launch_pdl(qn_encoder *enc, const char *op, const char *source, const char *defines,
                              const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args,
-                             const uint64_t (*writes)[2], int nwrites) {
-    if (nwrites < 0 || nwrites > QN_CUDA_PDL_RANGES)
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %d write ranges (at most %d)", op, nwrites, QN_CUDA_PDL_RANGES);
-    return launch(enc, op, source, defines, fn, grid, block, smem, args, true, writes, nwrites);
+                             uint64_t writes_lo, uint64_t writes_hi) {
+    return launch(enc, op, source, defines, fn, grid, block, smem, args, true, writes_lo, writes_hi);
 }
 
 /* ---- graphs */
 
 qn_status qn_cuda_graph_begin(qn_encoder *enc) {
     QN_TRY(enter(enc->dev, "qn_graph_begin"));
-    enc->pdl_nwrites = 0; /* no kernel before the next one can overlap it */
+    enc->pdl_lo = enc->pdl_hi = 0; /* no kernel before the next one can overlap it */
     /* Relaxed: the first launch of a kernel may load its module mid-capture. */
     QN_CU(cu(enc->dev)->api->cuStreamBeginCapture(enc->stream, QN_CU_CAPTURE_MODE_RELAXED),
           "qn_graph_begin");
@@ -552,7 +547,7 @@ qn_status qn_cuda_graph_begin(qn_encoder *enc) {
 qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g) {
     const qn_cuda_api *api = cu(enc->dev)->api;
     QN_TRY(enter(enc->dev, "qn_graph_end"));
-    enc->pdl_nwrites = 0; /* no kernel before the next one can overlap it */
+    enc->pdl_lo = enc->pdl_hi = 0; /* no kernel before the next one can overlap it */
     CUgraph graph = NULL;
     QN_CU(api->cuStreamEndCapture(enc->stream, &graph), "qn_graph_end");
     size_t n = 0;
@@ -571,7 +566,7 @@ qn_status qn_cuda_graph_end(qn_encoder *enc, qn_graph *g) {
 
 qn_status qn_cuda_graph_launch(qn_graph *g, qn_encoder *enc) {
     QN_TRY(enter(enc->dev, "qn_graph_launch"));
-    enc->pdl_nwrites = 0; /* no kernel before the next one can overlap it */
+    enc->pdl_lo = enc->pdl_hi = 0; /* no kernel before the next one can overlap it */
     QN_CU(cu(enc->dev)->api->cuGraphLaunch(g->exec, enc->stream), "qn_graph_launch");
     return QN_OK;
 }

@@ -52,17 +52,15 @@ qn_status qn_cuda_launch(qn_encoder *enc, const char *op, const char *source, co
                          const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args);
 /* Programmatic dependent launch (sm_90 and later): a kernel launched this
  * way waits (griddepcontrol.wait) before it touches what earlier kernels
- * wrote, writes only the byte ranges writes[i] = {lo, hi} (at most
- * QN_CUDA_PDL_RANGES) and lets the next kernel start
+ * wrote, writes only [writes_lo, writes_hi) and lets the next kernel start
  * (griddepcontrol.launch_dependents) only after its wait. It may start
  * while the kernel before it on the stream finishes; what it reads before
  * waiting must then not be in what that kernel may still write:
  * qn_cuda_pdl_overlaps says whether [lo, hi) is (a kernel launched by
  * qn_cuda_launch counts as writing everything). */
-#define QN_CUDA_PDL_RANGES 3
 qn_status qn_cuda_launch_pdl(qn_encoder *enc, const char *op, const char *source, const char *defines,
                              const char *fn, qn_dim3 grid, qn_dim3 block, unsigned smem, void **args,
-                             const uint64_t (*writes)[2], int nwrites);
+                             uint64_t writes_lo, uint64_t writes_hi);
 bool qn_cuda_pdl_overlaps(const qn_encoder *enc, uint64_t lo, uint64_t hi);
 
 qn_status qn_cuda_graph_begin(qn_encoder *enc);

@@ -359,18 +359,19 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
             QN_TRY(qn_flash_attn_decode(enc, att, q, kc, vc, pos, NULL, &scratch, opts));
         else
             QN_TRY(qn_flash_attn_prefill(enc, att, q, kc, vc, pos, NULL, &scratch, opts));
-        /* proj = Wo att; x += rms_norm(proj) * post_attention_norm;
-         * xn = rms_norm(x) * ffn_norm (in the matvec's launch) */
-        QN_TRY(qn_qmatmul_norm_add_rms_norm(enc, proj, qn_tensor_of(L->wo), att2, xn, x, x,
-                                            qn_tensor_of(L->post_attn_norm), qn_tensor_of(L->ffn_norm), w->eps, 0));
+        QN_TRY(qn_qmatmul(enc, proj, qn_tensor_of(L->wo), att2));
+        /* x += rms_norm(proj) * post_attention_norm; xn = rms_norm(x) * ffn_norm */
+        QN_TRY(qn_norm_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(L->post_attn_norm), qn_tensor_of(L->ffn_norm),
+                                    w->eps, 0));
 
         /* feed-forward: GeGLU (tanh GELU) */
         QN_TRY(qn_qmatmul_glu(enc, hidden, qn_tensor_of(L->gate), qn_tensor_of(L->up), xn, QN_ACT_GELU_TANH));
-        /* proj = Wdown hidden; x += rms_norm(proj) * post_ffw_norm; xn = the
-         * next block's normed input (or the final norm) */
+        QN_TRY(qn_qmatmul(enc, proj, qn_tensor_of(L->down), hidden));
+        /* x += rms_norm(proj) * post_ffw_norm; xn = the next block's normed
+         * input (or the final norm) */
         qn_buffer *next = l + 1 < w->n_layer ? w->layers[l + 1].attn_norm : w->output_norm;
-        QN_TRY(qn_qmatmul_norm_add_rms_norm(enc, proj, qn_tensor_of(L->down), hidden, xn, x, x,
-                                            qn_tensor_of(L->post_ffn_norm), qn_tensor_of(next), w->eps, 0));
+        QN_TRY(qn_norm_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(L->post_ffn_norm), qn_tensor_of(next), w->eps,
+                                    0));
     }
 
     /* The head, for the last token only: logits [vocab] = Wemb xn[:, n-1]. */

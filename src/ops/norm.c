@@ -17,11 +17,10 @@ static qn_status launch(qn_encoder *enc, const char *name, qn_norm_args *a) {
                               qn_rows_grid(&a->x), block, a);
 }
 
-static qn_status check_common(const char *op, qn_encoder *enc, const qn_tensor *dst, const char *xname,
-                              const qn_tensor *x, float eps) {
+static qn_status check_common(const char *op, qn_encoder *enc, const qn_tensor *dst, const qn_tensor *x, float eps) {
     QN_TRY(qn_op_check_float(op, enc, "dst", dst));
-    QN_TRY(qn_op_check_float(op, enc, xname, x));
-    QN_TRY(qn_op_same_shape(op, "dst", dst, xname, x));
+    QN_TRY(qn_op_check_float(op, enc, "x", x));
+    QN_TRY(qn_op_same_shape(op, "dst", dst, "x", x));
     if (!(eps >= 0.0f) || isinf(eps))
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: eps %g is not a finite value >= 0", op, (double)eps);
     return QN_OK;
@@ -34,7 +33,7 @@ static qn_status check_offset(const char *op, float off) {
 
 qn_status qn_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, float eps, float weight_offset) {
     const char *op = "qn_rms_norm";
-    QN_TRY(check_common(op, enc, &dst, "x", &x, eps));
+    QN_TRY(check_common(op, enc, &dst, &x, eps));
     QN_TRY(qn_op_check_vector(op, enc, "w", &w, x.ne[0], false));
     QN_TRY(check_offset(op, weight_offset));
     qn_norm_args a = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&x), .w = qn_op_kt_opt(&w), .kind = QN_NORM_RMS,
@@ -42,9 +41,10 @@ qn_status qn_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, 
     return launch(enc, "rms_norm", &a);
 }
 
-qn_status qn_norm_add_record(const char *op, qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn_tensor a, qn_tensor b,
-                             const qn_tensor *bw, qn_tensor w, float eps, float weight_offset, qn_norm_args *r) {
-    QN_TRY(check_common(op, enc, &dst, "a", &a, eps));
+/* qn_add_rms_norm, and with bw the sandwich form qn_norm_add_rms_norm. */
+static qn_status add_norm(const char *op, const char *name, qn_encoder *enc, qn_tensor dst, qn_tensor sum,
+                          qn_tensor a, qn_tensor b, const qn_tensor *bw, qn_tensor w, float eps, float weight_offset) {
+    QN_TRY(check_common(op, enc, &dst, &a, eps));
     QN_TRY(qn_op_check_float(op, enc, "sum", &sum));
     QN_TRY(qn_op_check_float(op, enc, "b", &b));
     QN_TRY(qn_op_same_shape(op, "sum", &sum, "a", &a));
@@ -55,17 +55,9 @@ qn_status qn_norm_add_record(const char *op, qn_encoder *enc, qn_tensor dst, qn_
     QN_TRY(check_offset(op, weight_offset));
     if (dst.buf == sum.buf && dst.offset == sum.offset)
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: dst and sum are the same memory (dst must not overlap sum)", op);
-    *r = (qn_norm_args){.dst = qn_op_kt(&dst), .x = qn_op_kt(&a), .w = qn_op_kt_opt(&w), .b = qn_op_kt(&b),
-                        .sum = qn_op_kt(&sum), .bw = bw ? qn_op_kt(bw) : (qn_kt){0}, .kind = QN_NORM_RMS,
-                        .has_w = qn_op_has(&w), .has_b = 1, .has_bw = bw != NULL, .eps = eps, .w_off = weight_offset};
-    return QN_OK;
-}
-
-/* qn_add_rms_norm, and with bw the sandwich form qn_norm_add_rms_norm. */
-static qn_status add_norm(const char *op, const char *name, qn_encoder *enc, qn_tensor dst, qn_tensor sum,
-                          qn_tensor a, qn_tensor b, const qn_tensor *bw, qn_tensor w, float eps, float weight_offset) {
-    qn_norm_args r;
-    QN_TRY(qn_norm_add_record(op, enc, dst, sum, a, b, bw, w, eps, weight_offset, &r));
+    qn_norm_args r = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&a), .w = qn_op_kt_opt(&w), .b = qn_op_kt(&b),
+                      .sum = qn_op_kt(&sum), .bw = bw ? qn_op_kt(bw) : (qn_kt){0}, .kind = QN_NORM_RMS,
+                      .has_w = qn_op_has(&w), .has_b = 1, .has_bw = bw != NULL, .eps = eps, .w_off = weight_offset};
     return launch(enc, name, &r);
 }
 
@@ -80,14 +72,14 @@ qn_status qn_norm_add_rms_norm(qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn
 }
 
 qn_status qn_l2_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, float eps) {
-    QN_TRY(check_common("qn_l2_norm", enc, &dst, "x", &x, eps));
+    QN_TRY(check_common("qn_l2_norm", enc, &dst, &x, eps));
     qn_norm_args a = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&x), .kind = QN_NORM_L2, .eps = eps};
     return launch(enc, "l2_norm", &a);
 }
 
 qn_status qn_layer_norm(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w, qn_tensor b, float eps) {
     const char *op = "qn_layer_norm";
-    QN_TRY(check_common(op, enc, &dst, "x", &x, eps));
+    QN_TRY(check_common(op, enc, &dst, &x, eps));
     QN_TRY(qn_op_check_vector(op, enc, "w", &w, x.ne[0], false));
     QN_TRY(qn_op_check_vector(op, enc, "b", &b, x.ne[0], false));
     qn_norm_args a = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&x), .w = qn_op_kt_opt(&w), .bias = qn_op_kt_opt(&b),

@@ -16,7 +16,7 @@
 #include "cpu/cpu_ops.h"
 #include "cuda/kernels/affine.h"
 #include "cuda/kernels/matmul_args.cuh"
-#include "ops/transformer.h"
+#include "ops/ops.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -82,23 +82,14 @@ static void mv_weights(qn_mv_args *m, const qn_tensor *w, const qn_tensor *up) {
  * ([y, y_end)) and fetches weights early unless the kernel before it may
  * still be writing them. */
 static qn_status mv_launch(qn_encoder *enc, const char *op, qn_dtype t, qn_mv_args *m, qn_dim3 grid, unsigned smem,
-                           const qn_norm_args *norm, const uint64_t (*writes)[2], int nwrites) {
+                           uint64_t y_end) {
     char fn[48], defines[32];
     snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(t));
     snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(t));
     m->early = !qn_cuda_pdl_overlaps(enc, m->w, m->w_end) && !(m->up && qn_cuda_pdl_overlaps(enc, m->up, m->up_end));
-    qn_norm_args none = {.kind = QN_NORM_RMS};
-    void *args[] = {m, norm ? (void *)norm : (void *)&none};
+    void *args[] = {m};
     return qn_cuda_launch_pdl(enc, op + 3, "matvec.cu", defines, fn, grid, (qn_dim3){QN_MV_THREADS, 1, 1}, smem, args,
-                              writes, nwrites);
-}
-
-/* The bytes a tensor's elements span: [lo, hi). */
-static void byte_range(const qn_tensor *t, uint64_t r[2]) {
-    uint64_t last = (uint64_t)qn_dtype_row_bytes(t->dtype, t->ne[0]);
-    for (int i = 1; i < 4; i++) last += (uint64_t)((t->ne[i] - 1) * t->nb[i]);
-    r[0] = qn_tensor_addr(t);
-    r[1] = r[0] + last;
+                              m->y, y_end);
 }
 
 /* A weight format as the GPU paths see it: a ggml block type, or MLX
@@ -482,16 +473,7 @@ static qn_status check_y(const char *op, qn_encoder *enc, const qn_tensor *y, in
     return QN_OK;
 }
 
-/* A norm to fuse after a dense product (qn_qmatmul_norm_add_rms_norm): the
- * norm kernel's record, and the bytes it writes (sum, dst). */
-typedef struct {
-    qn_norm_args rec;
-    uint64_t writes[2][2];
-    bool fused; /* out: the matvec ran it */
-} mv_norm;
-
-static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g, operand *u, qn_tensor x, int act,
-                       mv_norm *norm) {
+static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g, operand *u, qn_tensor x, int act) {
     QN_TRY(check_operand(op, enc, "w", g));
     if (u) QN_TRY(check_up(op, enc, g, u));
     const qn_tensor w = g->w, *up = u ? &u->w : NULL;
@@ -539,46 +521,19 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g,
     m.xt = x.dtype;
     m.act = act;
     const int per_launch = m.nx;
-    /* The norm goes into the launch when one covers every token and its
-     * rows are the kernel's (f32 a and dst, 2-D). */
-    const qn_norm_args *nr = norm ? &norm->rec : NULL;
-    if (nr && x.ne[1] <= per_launch && nr->dst.dtype == QN_KT_F32 && nr->x.dtype == QN_KT_F32 && nr->x.ne[2] == 1 &&
-        nr->x.ne[3] == 1) {
-        uint64_t count;
-        QN_TRY(qn_cuda_encoder_merge_scratch(enc, &count)); /* its first counter */
-        m.norm_count = count;
-        norm->fused = true;
-    }
     for (int64_t t0 = 0; t0 < x.ne[1]; t0 += per_launch) {
         m.x = qn_tensor_addr(&x) + (uint64_t)(t0 * x.nb[1]);
         m.y = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
         m.x_nb1 = x.nb[1];
         m.nx = (int)(x.ne[1] - t0 < per_launch ? x.ne[1] - t0 : per_launch);
-        uint64_t writes[3][2] = {{m.y, m.y + (uint64_t)(((m.nx - 1) * m.y_nb1 + m.N) * 4)}};
-        const bool fused = m.norm_count != 0;
-        if (fused) memcpy(writes + 1, norm->writes, sizeof norm->writes);
-        QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem, fused ? nr : NULL, writes, fused ? 3 : 1));
+        QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem, m.y + (uint64_t)(((m.nx - 1) * m.y_nb1 + m.N) * 4)));
     }
     return QN_OK;
 }
 
 qn_status qn_qmatmul(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x) {
     operand g = block_operand(w);
-    return dense("qn_qmatmul", enc, y, &g, NULL, x, 0, NULL);
-}
-
-qn_status qn_qmatmul_norm_add_rms_norm(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor dst,
-                                       qn_tensor sum, qn_tensor a, qn_tensor b_w, qn_tensor norm_w, float eps,
-                                       float weight_offset) {
-    const char *op = "qn_qmatmul_norm_add_rms_norm";
-    mv_norm norm = {.fused = false};
-    QN_TRY(qn_norm_add_record(op, enc, dst, sum, a, y, &b_w, norm_w, eps, weight_offset, &norm.rec));
-    byte_range(&sum, norm.writes[0]);
-    byte_range(&dst, norm.writes[1]);
-    operand g = block_operand(w);
-    QN_TRY(dense(op, enc, y, &g, NULL, x, 0, enc->dev->backend == QN_BACKEND_CUDA ? &norm : NULL));
-    if (norm.fused) return QN_OK;
-    return qn_norm_add_rms_norm(enc, dst, sum, a, y, b_w, norm_w, eps, weight_offset);
+    return dense("qn_qmatmul", enc, y, &g, NULL, x, 0);
 }
 
 static qn_status check_act(const char *op, qn_act act) {
@@ -591,7 +546,7 @@ static qn_status check_act(const char *op, qn_act act) {
 qn_status qn_qmatmul_glu(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, qn_tensor x, qn_act act) {
     QN_TRY(check_act("qn_qmatmul_glu", act));
     operand g = block_operand(gate), u = block_operand(up);
-    return dense("qn_qmatmul_glu", enc, y, &g, &u, x, (int)act, NULL);
+    return dense("qn_qmatmul_glu", enc, y, &g, &u, x, (int)act);
 }
 
 /* Expert-routed: W [K, N, E], ids i32 [top_k, M], x [K, 1 or top_k, M],
@@ -676,8 +631,7 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
     m.n_experts = (int)E;
     m.top_k = (int)top_k;
     m.act = act;
-    uint64_t writes[1][2] = {{m.y, m.y + (uint64_t)(top_k * M * m.N * 4)}};
-    return mv_launch(enc, op, w.dtype, &m, grid, smem, NULL, writes, 1);
+    return mv_launch(enc, op, w.dtype, &m, grid, smem, m.y + (uint64_t)(top_k * M * m.N * 4));
 }
 
 qn_status qn_qmatmul_id(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor ids) {
@@ -771,14 +725,14 @@ static qn_status affine_routed(const char *op, qn_encoder *enc, const qn_qmatmul
 
 qn_status qn_qmatmul_mlx(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *w, qn_tensor x) {
     operand g = mlx_operand(w);
-    return dense("qn_qmatmul_mlx", enc, y, &g, NULL, x, 0, NULL);
+    return dense("qn_qmatmul_mlx", enc, y, &g, NULL, x, 0);
 }
 
 qn_status qn_qmatmul_mlx_glu(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *gate, const qn_mlx_weight *up,
                              qn_tensor x, qn_act act) {
     QN_TRY(check_act("qn_qmatmul_mlx_glu", act));
     operand g = mlx_operand(gate), u = mlx_operand(up);
-    return dense("qn_qmatmul_mlx_glu", enc, y, &g, &u, x, (int)act, NULL);
+    return dense("qn_qmatmul_mlx_glu", enc, y, &g, &u, x, (int)act);
 }
 
 qn_status qn_qmatmul_mlx_id(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *w, qn_tensor x, qn_tensor ids) {

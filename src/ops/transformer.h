@@ -44,12 +44,6 @@ static inline qn_status qn_op_check_i32(const char *op, qn_encoder *enc, const c
     return QN_OK;
 }
 
-/* Checks qn_add_rms_norm's arguments (with bw: qn_norm_add_rms_norm's)
- * and fills the norm kernel's record (norm.c); for ops that fuse the norm
- * into a kernel of their own. */
-qn_status qn_norm_add_record(const char *op, qn_encoder *enc, qn_tensor dst, qn_tensor sum, qn_tensor a, qn_tensor b,
-                             const qn_tensor *bw, qn_tensor w, float eps, float weight_offset, qn_norm_args *r);
-
 /* Launch `prefix`_<dst dtype>_<src dtype> of `source` with the argument
  * record as its one parameter. */
 static inline qn_status qn_op_launch_typed(qn_encoder *enc, const char *op, const char *source, const char *prefix,

@@ -43,7 +43,7 @@
  * The module is compiled per block type (the define QN_BLOCK). */
 #include "blocks.cuh"
 #include "matvec_args.cuh"
-#include "norm.cuh"
+#include "ops_math.cuh"
 
 #define MV_WARPS (QN_MV_THREADS / 32)
 
@@ -724,31 +724,9 @@ __device__ void qn_matvec(const qn_mv_args &a) {
     if (nst > 0) reduce(nst - 1);
 }
 
-/* The fused norm after a dense product (qn_qmatmul_norm_add_rms_norm): the
- * last block to finish its rows normalizes every token's row of y, which
- * the norm record reads as b. Each block makes its rows of y visible and
- * counts itself in; the one that brings the count to the grid's size sees
- * all of y, and sets the count back to 0 for the next launch. Costs one
- * row pass at the end instead of a launch of its own. */
-__device__ void qn_mv_norm(const qn_mv_args &a, const qn_norm_args &n) {
-    __shared__ float red[32];
-    __shared__ int last;
-    unsigned *count = (unsigned *)a.norm_count;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(count, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    for (long long t = 0; t < n.x.ne[1]; t++) qn_norm_row<QN_KT_F32, QN_KT_F32>(n, t, 0, 0, red);
-    if (threadIdx.x == 0) *count = 0u;
-}
-
 #define MATVEC(name)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(QN_MV_THREADS, QN_MV_BLOCKS_SM)                       \
-        matvec_##name(const qn_mv_args a, const qn_norm_args n) {                                      \
+    extern "C" __global__ void __launch_bounds__(QN_MV_THREADS, QN_MV_BLOCKS_SM) matvec_##name(const qn_mv_args a) { \
         qn_matvec<QN_CAT(qn_mv_, name)>(a);                                                            \
-        if (a.norm_count) qn_mv_norm(a, n);                                                            \
     }
 #define MATVEC_EXPAND(name) MATVEC(name)
 MATVEC_EXPAND(QN_BLOCK)

@@ -33,7 +33,6 @@ typedef struct {
     int n_experts, top_k;   /* routed form */
     int glu;                /* 1: y = act(gate x) * (up x) */
     int early;              /* 1: the weights may be read before the kernel before has finished */
-    unsigned long long norm_count; /* dense: the fused norm's arrival count (0: no norm) */
 } qn_mv_args;
 
 /* Bytes of x, quantized to int8 in blocks of 32 with a float scale and sum
