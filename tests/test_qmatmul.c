@@ -312,9 +312,8 @@ static void test_matmul(void **state) {
 
 /* The shapes the matvec streams in several stages: rows longer than a stage
  * (16 KB; taken in pieces, the last one shorter), more rows than one round
- * of stages covers (in bulk copies where the weights are large), and
- * strided rows at each type's smallest alignment (the lowest set bit of its
- * block size). */
+ * of stages covers, and strided rows at each type's smallest alignment (the
+ * lowest set bit of its block size). */
 static void test_long_and_many_rows(void **state) {
     (void)state;
     qn_encoder *enc;
@@ -326,8 +325,7 @@ static void test_long_and_many_rows(void **state) {
         dense_case lng = {t, QN_F32, (16384 / bb + 2) * blk, 300, 3, (qn_act)(ti % 3), false,
                           qn_dtype_block_bytes(t) & -qn_dtype_block_bytes(t)};
         run_dense(enc, &lng);
-        /* 5000 rows: 5-20 MB, streamed with bulk copies on sm_90 from 8 MB */
-        dense_case many = {t, QN_BF16, 2048, 5000, 1, QN_ACT_SILU, false, ti % 2 ? lng.pad : 0};
+        dense_case many = {t, QN_BF16, 2048, 5000, 1, QN_ACT_SILU, false, 0};
         run_dense(enc, &many);
     }
     qn_encoder_destroy(enc);
@@ -562,11 +560,6 @@ static void test_errors_and_plan(void **state) {
     const bool gpu = qt_on_gpu(), mm = mm_expected(9);
     QT_OK(qn_qmatmul_plan(dev, QN_Q6_K, 14336, 4096, 1, plan, sizeof plan));
     assert_non_null(strstr(plan, gpu ? "matvec_q6_K" : "cpu"));
-    if (mm) { /* Hopper: large weights in bulk copies, small ones in cp.async pieces */
-        assert_non_null(strstr(plan, "bulk copies"));
-        QT_OK(qn_qmatmul_plan(dev, QN_Q6_K, 640, 2048, 1, plan, sizeof plan));
-        assert_non_null(strstr(plan, "16-byte cp.async"));
-    }
     QT_OK(qn_qmatmul_plan(dev, QN_Q6_K, 14336, 4096, 8, plan, sizeof plan));
     assert_non_null(strstr(plan, gpu ? "matvec_q6_K" : "cpu"));
     QT_OK(qn_qmatmul_plan(dev, QN_Q4_0, 4096, 4096, 512, plan, sizeof plan));

@@ -62,10 +62,6 @@ static qn_status mv_plan(const qn_device *dev, const char *op, qn_dtype t, int64
                         (long long)K, qn_dtype_name(t));
     *grid = (qn_dim3){gx, (unsigned)pairs, 1};
     *smem = (unsigned)s;
-    /* Bulk copies (sm_90) from 8 MB of weights a launch: measured on the
-     * H100 they stream large weights 10-35% faster, while below a few MB
-     * the 16-byte cp.async pieces finish sooner. */
-    a->bulk = dev->info.cc_major >= 9 && (double)pairs * (double)N * (double)(a->bpr * bytes) * (glu ? 2 : 1) >= 8e6;
     return QN_OK;
 }
 
@@ -293,16 +289,15 @@ static qn_status mv_shape(const qn_device *dev, wformat f, int64_t n, int64_t k,
     QN_TRY(mv_plan(dev, "plan", f.t, k, n, qn_dtype_row_bytes(f.t, k), 0, nx, (int)pairs, &a, &grid, &smem));
     snprintf(out, len,
              "%u x %lld block(s) of %d threads, each streaming %lld rows through shared memory in stages of %d "
-             "row(s) x %d blocks (%u bytes of shared memory, %s)",
-             grid.x, (long long)pairs, QN_MV_THREADS, (long long)((n + grid.x - 1) / grid.x), a.rs, a.kc, smem,
-             a.bulk ? "bulk copies" : "16-byte cp.async");
+             "row(s) x %d blocks (%u bytes of shared memory)",
+             grid.x, (long long)pairs, QN_MV_THREADS, (long long)((n + grid.x - 1) / grid.x), a.rs, a.kc, smem);
     *per_launch = a.nx;
     return QN_OK;
 }
 
 static qn_status plan_dense(qn_device *dev, wformat f, int64_t n, int64_t k, int64_t m, char *out, size_t len) {
     if (dev->backend == QN_BACKEND_CPU) return plan_cpu(n, m, out, len);
-    char name[96], shape[256];
+    char name[96], shape[160];
     if (mm_dense_ok(dev, f, n, m, false)) {
         int bm = mm_bm(dev, mm_row_tiles(n, false), m);
         qn_dtype dt = mm_dtype(f);
@@ -332,7 +327,7 @@ static qn_status plan_routed(const char *op, qn_device *dev, wformat f, int64_t 
                            "threads");
         return QN_OK;
     }
-    char name[96], shape[256];
+    char name[96], shape[160];
     const int bm = mm_routed_bm(dev, f, n_experts, top_k, m);
     if (bm) {
         qn_dtype dt = mm_dtype(f);

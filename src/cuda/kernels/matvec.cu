@@ -91,52 +91,6 @@ __device__ __forceinline__ void qn_cp_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-/* Hopper (sm_90) can copy a stage with a few bulk copies (cp.async.bulk,
- * the tensor memory accelerator) that complete on an mbarrier, instead of
- * one 16-byte cp.async a piece from every thread: fewer instructions a
- * byte, which pays on large weights (qn_mv_args.bulk, set by the plan). */
-#if __CUDA_ARCH__ >= 900
-#define QN_MV_HAS_BULK 1
-#else
-#define QN_MV_HAS_BULK 0
-#endif
-__device__ __forceinline__ unsigned qn_smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
-#if QN_MV_HAS_BULK
-__device__ __forceinline__ void qn_bar_init(unsigned long long *bar) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.mbarrier_init.release.cluster;" ::"r"(
-                     qn_smem_addr(bar))
-                 : "memory");
-}
-/* The barrier's phase completes once this arrival and `bytes` of bulk
- * copies have landed. */
-__device__ __forceinline__ void qn_bar_expect(unsigned long long *bar, unsigned bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(qn_smem_addr(bar)), "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void qn_bar_wait(unsigned long long *bar, unsigned parity) {
-    unsigned done = 0;
-    while (!done)
-        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-                     : "=r"(done)
-                     : "r"(qn_smem_addr(bar)), "r"(parity)
-                     : "memory");
-}
-/* bytes (a multiple of 16) from global src to shared dst, both 16-byte aligned. */
-__device__ __forceinline__ void qn_bulk_copy(qn_u8 *dst, const qn_u8 *src, unsigned bytes, unsigned long long *bar) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     qn_smem_addr(dst)),
-                 "l"(src), "r"(bytes), "r"(qn_smem_addr(bar))
-                 : "memory");
-}
-__device__ __forceinline__ void qn_fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-#else /* never called: the plan sets bulk only on sm_90 */
-__device__ __forceinline__ void qn_bar_init(unsigned long long *) {}
-__device__ __forceinline__ void qn_bar_expect(unsigned long long *, unsigned) {}
-__device__ __forceinline__ void qn_bar_wait(unsigned long long *, unsigned) {}
-__device__ __forceinline__ void qn_bulk_copy(qn_u8 *, const qn_u8 *, unsigned, unsigned long long *) {}
-__device__ __forceinline__ void qn_fence_async() {}
-#endif
-
 /* |i| < 2^22 as a float without I2F (a quarter-rate conversion): placed
  * in the mantissa of 1.5 * 2^23 and the 1.5 * 2^23 taken off again. */
 __device__ __forceinline__ float qn_i2f(int i) { return __int_as_float(0x4B400000 + i) - 12582912.0f; }
@@ -671,66 +625,29 @@ __device__ void qn_matvec(const qn_mv_args &a) {
         const unsigned lo = (unsigned)(unsigned long long)(m ? st.u : st.g) + (packed ? 0u : off);
         return buf + (packed ? m : i) * slot_bytes + (lo & 15) + (packed ? off : 0u);
     };
-    /* Stage s's copies into its buffer. Each range goes from the 16-byte
-     * boundary at or below its start; bytes past the last 16-byte boundary
-     * of the tensor are loaded plainly, so nothing reads past its end. */
-    unsigned long long *bars = (unsigned long long *)(vals + 2 * vals_set);
-    const bool bulk = QN_MV_HAS_BULK && a.bulk;
-    /* Range j of stage st in bulk copies: [base, cut) from the 16-byte
-     * boundary at or below its start up to the 16-byte boundary at or
-     * after its end, but not past the tensor's last one; [cut, stop) the
-     * bytes left, loaded plainly. */
-    auto bulk_range = [&](const stage &st, int j, const qn_u8 **base, const qn_u8 **cut, const qn_u8 **stop) {
-        const qn_u8 *src = range_src(st, j), *end = (const qn_u8 *)(j < (packed ? 1 : st.rows) ? a.w_end : a.up_end);
-        const qn_u8 *end16 = end - ((unsigned long long)end & 15);
-        *base = src - ((unsigned long long)src & 15);
-        *stop = src + st.len;
-        const qn_u8 *stop16 = *stop + ((16 - ((unsigned long long)*stop & 15)) & 15);
-        *cut = stop16 > end16 ? end16 : stop16;
-        if (*cut < *base) *cut = *base;
-    };
     auto issue = [&](int s) {
         if (s < nst) {
             const stage st = stage_at(s);
             const int ranges = mult * (packed ? 1 : st.rows);
             qn_u8 *dst = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
-            if (bulk && tid == 0) {
-                unsigned total = 0;
-                for (int j = 0; j < ranges; j++) {
-                    const qn_u8 *base, *cut, *stop;
-                    bulk_range(st, j, &base, &cut, &stop);
-                    total += (unsigned)(cut - base);
-                    for (const qn_u8 *b = cut; b < stop; b++) dst[j * slot_bytes + (b - base)] = *b;
-                }
-                qn_bar_expect(&bars[s % QN_MV_STAGES], total);
-                for (int j = 0; j < ranges; j++) {
-                    const qn_u8 *base, *cut, *stop;
-                    bulk_range(st, j, &base, &cut, &stop);
-                    if (cut > base) qn_bulk_copy(dst + j * slot_bytes, base, (unsigned)(cut - base), &bars[s % QN_MV_STAGES]);
-                }
-            } else if (!bulk) {
-                for (int j = 0; j < ranges; j++) {
-                    const qn_u8 *src = range_src(st, j), *end = (const qn_u8 *)(j < ranges / mult ? a.w_end : a.up_end);
-                    const qn_u8 *base = src - ((unsigned long long)src & 15);
-                    const int pieces = (int)(((unsigned long long)src & 15) + st.len + 15) / 16;
-                    for (int p = tid; p < pieces; p += QN_MV_THREADS) {
-                        const qn_u8 *from = base + 16 * p;
-                        qn_u8 *to = dst + j * slot_bytes + 16 * p;
-                        const long long n = end - from;
-                        if (n >= 16) qn_cp16(to, from);
-                        else /* the tensor's last bytes: no read past its end */
-                            for (int b = 0; b < n; b++) to[b] = from[b];
-                    }
+            for (int j = 0; j < ranges; j++) {
+                const qn_u8 *src = range_src(st, j), *end = (const qn_u8 *)(j < ranges / mult ? a.w_end : a.up_end);
+                const qn_u8 *base = src - ((unsigned long long)src & 15);
+                const int pieces = (int)(((unsigned long long)src & 15) + st.len + 15) / 16;
+                for (int p = tid; p < pieces; p += QN_MV_THREADS) {
+                    const qn_u8 *from = base + 16 * p;
+                    qn_u8 *to = dst + j * slot_bytes + 16 * p;
+                    const long long n = end - from;
+                    if (n >= 16) qn_cp16(to, from);
+                    else /* the tensor's last bytes: no read past its end */
+                        for (int b = 0; b < n; b++) to[b] = from[b];
                 }
             }
         }
-        if (!bulk) qn_cp_commit();
+        qn_cp_commit();
     };
 
-    if (bulk && tid == 0)
-        for (int b = 0; b < QN_MV_STAGES; b++) qn_bar_init(&bars[b]);
     for (int s = 0; s < QN_MV_STAGES - 1; s++) issue(s);
-    if (bulk) __syncthreads(); /* the barriers are ready */
     QN_GRID_DEPS_WAIT(); /* x, and y's old readers */
     QN_GRID_DEPS_RELEASE();
     if (quant) qn_x_quantize(x, x_nb1, a.xt, a.nx, Ki, xs);
@@ -797,10 +714,8 @@ __device__ void qn_matvec(const qn_mv_args &a) {
     };
 
     for (int s = 0; s < nst; s++) {
-        if (bulk) qn_bar_wait(&bars[s % QN_MV_STAGES], (unsigned)(s / QN_MV_STAGES) & 1); /* stage s landed */
-        else qn_cp_wait<QN_MV_STAGES - 2>(); /* this thread's copies of stage s are done */
-        __syncthreads(); /* everyone's are; stage s - 1 and its sums are free */
-        if (bulk && tid == 0) qn_fence_async();
+        qn_cp_wait<QN_MV_STAGES - 2>(); /* this thread's copies of stage s are done */
+        __syncthreads();                /* everyone's are; stage s - 1 and its sums are free */
         issue(s + QN_MV_STAGES - 1);
         if (s > 0) reduce(s - 1);
         decode(s);

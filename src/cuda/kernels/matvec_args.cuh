@@ -33,7 +33,6 @@ typedef struct {
     int n_experts, top_k;   /* routed form */
     int glu;                /* 1: y = act(gate x) * (up x) */
     int early;              /* 1: the weights may be read before the kernel before has finished */
-    int bulk;               /* 1: stages are bulk copies (sm_90; large weights) */
 } qn_mv_args;
 
 /* Bytes of x, quantized to int8 in blocks of 32 with a float scale and sum
@@ -60,12 +59,10 @@ QN_HD long long qn_mv_seg_bytes(long long range) { return (range + 15 + 4 + 15) 
 QN_HD int qn_mv_lanes(long long units) { return units < QN_MV_THREADS ? (int)units : QN_MV_THREADS; }
 
 /* Dynamic shared memory: x for every token (quantized types), the stage
- * buffers of `slots` ranges each, two sets of per-lane partial sums for
- * `segs` segments (one being reduced while the next is written), and a
- * barrier (8 bytes) a stage buffer. */
+ * buffers of `slots` ranges each, and two sets of per-lane partial sums for
+ * `segs` segments (one being reduced while the next is written). */
 QN_HD long long qn_mv_smem(long long xq_bytes, int nx, int slots, long long slot_bytes, int segs, int lanes) {
-    return xq_bytes * nx + (long long)QN_MV_STAGES * slots * slot_bytes + 2LL * segs * nx * lanes * 4 +
-           8 * QN_MV_STAGES;
+    return xq_bytes * nx + (long long)QN_MV_STAGES * slots * slot_bytes + 2LL * segs * nx * lanes * 4;
 }
 
 /* Plans a launch: a->bpr, row_bytes, glu and nx (the most tokens wanted)
