@@ -13,10 +13,33 @@
 #include "attention_common.cuh"
 #include "ops_math.cuh"
 
+/* Pair i of a row: its elements' indices and values as loaded, their
+ * weights (w + w_off; 1 without w) and the rotation. None of it depends on
+ * the norm, so a thread fetches its first pair before the block sums the
+ * squares: the loads and the angle's math overlap the reduction. */
+typedef struct {
+    int ia, ib;
+    float x0, x1, w0, w1, c, s;
+} rope_pair_in;
+
+__device__ __forceinline__ rope_pair_in rope_pair_fetch(const qn_rope_args &a, int xt, const char *x, const int *p,
+                                                        int i) {
+    rope_pair_in r;
+    qn_rope_pair(&a.r, i, &r.ia, &r.ib);
+    r.x0 = qn_load_f32(x + r.ia * a.x.nb[0], xt);
+    r.x1 = qn_load_f32(x + r.ib * a.x.nb[0], xt);
+    r.w0 = a.has_w ? qn_load_f32(qn_kt_at(&a.w, r.ia, 0, 0, 0), a.w.dtype) + a.w_off : 1.0f;
+    r.w1 = a.has_w ? qn_load_f32(qn_kt_at(&a.w, r.ib, 0, 0, 0), a.w.dtype) + a.w_off : 1.0f;
+    const float ff = a.has_ff ? *(const float *)qn_kt_at(&a.ff, i, 0, 0, 0) : 1.0f;
+    qn_rope_cs(&a.r, i, p, ff, &r.c, &r.s);
+    return r;
+}
+
 /* Head i1 of token i2 of a.x (dtype xt), normed (with a.norm) and rotated
  * into the row d (dtype dt, element stride dnb0) by the whole block. Inlined
  * with constant dtypes into rope_<dst>_<x>, with run-time ones into
- * rope_qkv. */
+ * rope_qkv. Every element of a pair is read before either is written, and
+ * the writes follow the norm's barrier, so d may be the row itself. */
 __device__ __forceinline__ void rope_row(const qn_rope_args &a, int xt, long long i1, long long i2, long long i3,
                                          char *d, long long dnb0, int dt) {
     __shared__ float red[32];
@@ -24,35 +47,31 @@ __device__ __forceinline__ void rope_row(const qn_rope_args &a, int xt, long lon
     const int np = qn_rope_npairs(&a.r);
     const int nsec = a.r.mode == QN_ROPE_K_NORMAL || a.r.mode == QN_ROPE_K_NEOX ? 1 : 4;
     const char *x = qn_kt_at(&a.x, 0, i1, i2, i3);
-    float scale = 1.0f;
-    if (a.norm) {
-        float acc = 0.0f;
-        for (long long i = threadIdx.x; i < n; i += 4 * step) {
-            float v[4];
-            qn_load4(v, x, a.x.nb[0], xt, i, step, n);
-            acc += (v[0] * v[0] + v[1] * v[1]) + (v[2] * v[2] + v[3] * v[3]);
-        }
-        scale = qn_norm_scale(QN_NORM_RMS, qn_block_sum(acc, red), n, a.eps);
-    }
     int p[4] = {0, 0, 0, 0};
 #pragma unroll
     for (int s = 0; s < 4; s++)
         if (s < nsec) p[s] = *(const int *)qn_kt_at(&a.pos, i2 + s * a.x.ne[2], 0, 0, 0);
-    for (int i = threadIdx.x; i < np; i += blockDim.x) {
-        int ia, ib;
-        qn_rope_pair(&a.r, i, &ia, &ib);
-        float x0 = qn_load_f32(x + ia * a.x.nb[0], xt), x1 = qn_load_f32(x + ib * a.x.nb[0], xt);
-        float ff = a.has_ff ? *(const float *)qn_kt_at(&a.ff, i, 0, 0, 0) : 1.0f;
-        x0 *= scale;
-        x1 *= scale;
-        if (a.has_w) {
-            x0 *= qn_load_f32(qn_kt_at(&a.w, ia, 0, 0, 0), a.w.dtype) + a.w_off;
-            x1 *= qn_load_f32(qn_kt_at(&a.w, ib, 0, 0, 0), a.w.dtype) + a.w_off;
+    /* The first trip fetches the thread's first pair, then the block sums
+     * the squares (every thread takes that trip, and its barrier, once);
+     * later trips fetch a pair and store it. One call site keeps one copy
+     * of the angle's math. */
+    rope_pair_in pr;
+    float scale = 1.0f;
+    for (int i = threadIdx.x, first = 1;; i += blockDim.x, first = 0) {
+        if (i < np) pr = rope_pair_fetch(a, xt, x, p, i);
+        if (first && a.norm) {
+            float acc = 0.0f;
+            for (long long j = threadIdx.x; j < n; j += 4 * step) {
+                float v[4];
+                qn_load4(v, x, a.x.nb[0], xt, j, step, n);
+                acc += (v[0] * v[0] + v[1] * v[1]) + (v[2] * v[2] + v[3] * v[3]);
+            }
+            scale = qn_norm_scale(QN_NORM_RMS, qn_block_sum(acc, red), n, a.eps);
         }
-        float c, s;
-        qn_rope_cs(&a.r, i, p, ff, &c, &s);
-        qn_store_f32(d + ia * dnb0, dt, x0 * c - x1 * s);
-        qn_store_f32(d + ib * dnb0, dt, x0 * s + x1 * c);
+        if (i >= np) break;
+        const float x0 = pr.x0 * scale * pr.w0, x1 = pr.x1 * scale * pr.w1;
+        qn_store_f32(d + pr.ia * dnb0, dt, x0 * pr.c - x1 * pr.s);
+        qn_store_f32(d + pr.ib * dnb0, dt, x0 * pr.s + x1 * pr.c);
     }
     for (long long i = 2 * np + threadIdx.x; i < n; i += step) {
         float v = qn_load_f32(x + i * a.x.nb[0], xt) * scale;
