@@ -16,7 +16,12 @@
  * previous op just wrote (the logits, for sampling). Bytes count each input
  * read once and each output written once; GB/s is set against the
  * streaming-read ceiling measured in the same process (bench/common.c).
- * The fused forms are timed beside the ops they replace. llama.cpp's
+ * The fused forms are timed beside the ops they replace: among them what
+ * follows the q/k/v projections of Gemma 3 270M (q and k per-head RMS
+ * norm + NeoX RoPE, k and v appended to f16 caches; head 256, 4 q heads,
+ * 1 kv head; q, k and v interleaved per token in one f32 buffer as the
+ * model's stacked projection writes them) as one op and as the three ops
+ * it replaces, in one graph node each vs three. llama.cpp's
  * per-op figures for these ops are not in the anchors yet. */
 #include "bench.h"
 #include "cli.h"
@@ -27,9 +32,12 @@
 
 enum { HID = 4096, SMALL = 640, HEADS = 32, HD = 128, FF = 14336, VOCAB = 262144, EXPERTS = 128, TOPK = 8 };
 enum { MAX_COPIES = 8192, MIN_REPS = 50, WINDOW = 64 };
+/* Gemma 3 270M's attention: head, q heads, kv heads; a cache of CAP rows. */
+enum { GD = 256, GH = 4, GHKV = 1, CAP = 1024 };
 
 /* The tensors the ops take, each in copies. */
-enum { X, Y, SUM, W, Q, Q2, POS, FFN, FFO, ATT, ATT_O, LOGITS, IDS, WTS, TOK, CTR, RECENT, TABLE, EMB, TID, NROLES };
+enum { X, Y, SUM, W, Q, Q2, POS, FFN, FFO, ATT, ATT_O, LOGITS, IDS, WTS, TOK, CTR, RECENT, TABLE, EMB, TID, QKV, KC, VC,
+       NROLES };
 
 typedef struct {
     qn_buffer *buf;
@@ -96,6 +104,32 @@ static qn_status op_norm_rope(qn_encoder *e, const void *c, int i) {
     qn_rope_params p = qn_rope_params_default(QN_ROPE_NEOX, HD, 5e5f);
     return qn_rms_norm_rope(e, R(b, Q2, i), R(b, Q, i), QN_TENSOR_NONE, 1e-6f, 0.0f, R(b, POS, i), QN_TENSOR_NONE,
                             &p);
+}
+/* Gemma's q, k or v heads (first..first + heads) of each token's row of QKV. */
+static qn_tensor gemma_heads(const bufs *b, int i, int64_t first, int64_t heads) {
+    qn_tensor t = view(b, QKV, i, GD, heads, b->tokens);
+    t.offset += (size_t)(first * GD) * sizeof(float);
+    t.nb[2] = (GH + 2 * GHKV) * GD * (int64_t)sizeof(float);
+    t.nb[3] = t.nb[2] * b->tokens;
+    return t;
+}
+static qn_status op_qkv_three(qn_encoder *e, const void *c, int i) {
+    const bufs *b = c;
+    qn_rope_params p = qn_rope_params_default(QN_ROPE_NEOX, GD, 1e6f);
+    qn_tensor q = gemma_heads(b, i, 0, GH), w = view(b, W, i, GD, 1, 1), pos = R(b, POS, i);
+    qn_status s = qn_rms_norm_rope(e, q, q, w, 1e-6f, 1.0f, pos, QN_TENSOR_NONE, &p);
+    if (s == QN_OK)
+        s = qn_rms_norm_rope_append(e, R(b, KC, i), gemma_heads(b, i, GH, GHKV), w, 1e-6f, 1.0f, pos, QN_TENSOR_NONE,
+                                    &p);
+    return s == QN_OK ? qn_kv_cache_append(e, R(b, VC, i), gemma_heads(b, i, GH + GHKV, GHKV), pos) : s;
+}
+static qn_status op_qkv_fused(qn_encoder *e, const void *c, int i) {
+    const bufs *b = c;
+    qn_rope_params p = qn_rope_params_default(QN_ROPE_NEOX, GD, 1e6f);
+    qn_tensor q = gemma_heads(b, i, 0, GH), w = view(b, W, i, GD, 1, 1);
+    return qn_rms_norm_rope_qkv(e, q, R(b, KC, i), R(b, VC, i), q, gemma_heads(b, i, GH, GHKV),
+                                gemma_heads(b, i, GH + GHKV, GHKV), w, w, 1e-6f, 1.0f, R(b, POS, i), QN_TENSOR_NONE,
+                                &p);
 }
 static qn_status op_swiglu(qn_encoder *e, const void *c, int i) {
     const bufs *b = c;
@@ -183,6 +217,8 @@ static qn_status make_bufs(qn_device *dev, int64_t tokens, size_t span, bufs *b)
         [TOK] = {QN_I32, 1, 1, 1},            [CTR] = {QN_I32, 1, 1, 1},
         [RECENT] = {QN_I32, WINDOW, 1, 1},    [TABLE] = {QN_Q8_0, 640, VOCAB, 1},
         [EMB] = {QN_F32, 640, tokens, 1},     [TID] = {QN_I32, tokens, 1, 1},
+        [QKV] = {QN_F32, GD * (GH + 2 * GHKV), tokens, 1}, [KC] = {QN_F16, GD, CAP, GHKV},
+        [VC] = {QN_F16, GD, CAP, GHKV},
     };
     b->tokens = tokens;
     qn_status s = QN_OK;
@@ -218,6 +254,9 @@ int qn_bench_ops(qn_device *dev, const qn_bench_opts *opts) {
     for (int k = 0; k < 2 && rc == 0 && s == QN_OK; k++) {
         int64_t t = token_counts[k];
         double att_rows = HEADS * (double)(t < 16 ? t : 16);
+        /* q read and written (f32), k and v read (f32) and written (f16),
+         * the two norm weights, pos */
+        double qkv_bytes = (8.0 * GH + 12.0 * GHKV) * GD * t + 8.0 * GD + 4.0 * t;
         const struct {
             const char *name;
             qn_bench_fn fn;
@@ -232,6 +271,8 @@ int qn_bench_ops(qn_device *dev, const qn_bench_opts *opts) {
             {"rope neox f16 [128 x 32 heads]", op_rope, 4.0 * HD * HEADS * t + 4.0 * t, false},
             {"rms_norm f16 per head [128 x 32]", op_head_norm, 4.0 * HD * HEADS * t, false},
             {"rms_norm_rope f16 [128 x 32] (fused)", op_norm_rope, 4.0 * HD * HEADS * t + 4.0 * t, false},
+            {"q/k norm+rope, k/v append [256 x 4/1], 3 ops", op_qkv_three, qkv_bytes, false},
+            {"rms_norm_rope_qkv [256 x 4/1] (the 3 fused)", op_qkv_fused, qkv_bytes, false},
             {"swiglu fused f16 [2 x 14336]", op_swiglu, 6.0 * FF * t, false},
             {"softmax f32 [4096 x rows]", op_softmax, 8.0 * 4096 * att_rows, false},
             {"embed q8_0 [640] rows of 262144", op_embed, (34.0 / 32 * 640 + 4.0 * 640 + 4) * t, false},

@@ -631,6 +631,24 @@ qn_status qn_rms_norm_rope(qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tenso
 qn_status qn_rms_norm_rope_append(qn_encoder *enc, qn_tensor cache, qn_tensor x, qn_tensor w, float eps,
                                   float weight_offset, qn_tensor pos, qn_tensor freq_factors,
                                   const qn_rope_params *p);
+/* What follows an attention layer's q, k and v projections, in one pass:
+ *     q_dst = qn_rms_norm_rope(q, q_w);
+ *     qn_rms_norm_rope(k, k_w) appended to k_cache;
+ *     v appended to v_cache;
+ * each cache row written as qn_kv_cache_append writes it: cache[:, (pos[0]
+ * + t) % capacity, h] for head h of token t, rounded to the cache's dtype
+ * (f16, bf16 or q8_0; q8_0 keys: head_dim <= 512). The result is the same
+ * as qn_rms_norm_rope into q_dst, qn_rms_norm_rope into an f32 tensor with
+ * qn_kv_cache_append, and qn_kv_cache_append of v. q, q_dst [head_dim,
+ * n_q_heads, n_tokens]; k, v [head_dim, n_kv_heads, n_tokens]; caches
+ * [head_dim, capacity, n_kv_heads] with n_tokens <= capacity; n_q_heads a
+ * multiple of n_kv_heads (grouped-query attention). eps, weight_offset,
+ * pos, freq_factors and p as qn_rms_norm_rope takes them, for q and k
+ * alike; q_w and k_w optional. q_dst may be q; it shares no memory with k,
+ * v or the caches. */
+qn_status qn_rms_norm_rope_qkv(qn_encoder *enc, qn_tensor q_dst, qn_tensor k_cache, qn_tensor v_cache, qn_tensor q,
+                               qn_tensor k, qn_tensor v, qn_tensor q_w, qn_tensor k_w, float eps, float weight_offset,
+                               qn_tensor pos, qn_tensor freq_factors, const qn_rope_params *p);
 
 /* ---- activations */
 

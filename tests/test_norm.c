@@ -1,5 +1,6 @@
 /* The transformer row ops on the device under test: norms, RoPE (and the
- * fused norm + RoPE), activations and gated units, softmax, embedding
+ * fused norm + RoPE, alone, with the K cache append, and with q, k and v
+ * and both caches), activations and gated units, softmax, embedding
  * gathers and mixture-of-experts routing. Each runs on fresh random inputs
  * of odd sizes, outputs poisoned first, against a reference written here
  * in double precision; on a GPU each also runs on the CPU backend and the
@@ -482,6 +483,313 @@ static void test_rope_append(void **state) {
         }
 }
 
+/* ---- qn_rms_norm_rope_qkv: on each backend, byte for byte what the
+ * separate ops write (qn_rms_norm_rope of q; qn_rms_norm_rope_append of k,
+ * or for a q8_0 cache qn_rms_norm_rope into f32 and qn_kv_cache_append; and
+ * qn_kv_cache_append of v); only the new tokens' cache rows lose their
+ * poison; on a GPU, the CPU's result within a rounding step (v's rows bit
+ * for bit: they are only converted). q, k and v sit in one buffer, either
+ * one token's q, k and v after another (as a fused projection writes them)
+ * or three regions of contiguous tensors, each in its own dtype. */
+
+typedef struct {
+    int64_t d, H, Hkv, n, kcap, vcap;
+    int32_t p0;
+    qn_rope_mode mode;
+    int n_dims;
+    qn_dtype kc, vc;         /* the caches */
+    qn_dtype qt, kt, vt, dt; /* q, k, v and q_dst (q's when in place) */
+    bool packed, in_place, weights, ff, yarn;
+    float w_off;
+} qkv_case;
+
+/* Where q, k and v lie in their buffer: byte offsets of token 0 and byte
+ * strides between tokens. */
+typedef struct {
+    size_t off[3], stride[3], bytes;
+} qkv_layout;
+
+static qkv_layout qkv_place(const qkv_case *c) {
+    const size_t row[3] = {(size_t)(c->d * c->H) * esz(c->qt), (size_t)(c->d * c->Hkv) * esz(c->kt),
+                           (size_t)(c->d * c->Hkv) * esz(c->vt)};
+    qkv_layout l;
+    l.bytes = (row[0] + row[1] + row[2]) * (size_t)c->n;
+    for (int i = 0; i < 3; i++) {
+        l.off[i] = i == 0 ? 0 : c->packed ? l.off[i - 1] + row[i - 1] : l.off[i - 1] + row[i - 1] * (size_t)c->n;
+        l.stride[i] = c->packed ? row[0] + row[1] + row[2] : row[i];
+    }
+    return l;
+}
+
+static qn_tensor qkv_view(qn_buffer *b, const qkv_layout *l, int which, qn_dtype t, int64_t d, int64_t heads, int64_t n) {
+    qn_tensor v = qn_tensor_make(b, l->off[which], t, d, heads, n, 1);
+    v.nb[2] = (int64_t)l->stride[which];
+    v.nb[3] = v.nb[2] * n;
+    return v;
+}
+
+/* n rows of `per` elements of dtype t, row r at off + r * stride, as floats. */
+static float *gather(const uint8_t *bytes, qn_dtype t, size_t off, size_t stride, int64_t per, int64_t n) {
+    float *v = malloc((size_t)(per * n) * sizeof *v);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t i = 0; i < per; i++) {
+            const uint8_t *p = bytes + off + (size_t)r * stride + (size_t)i * esz(t);
+            uint16_t h;
+            memcpy(&h, p, 2);
+            if (t == QN_F32) memcpy(&v[r * per + i], p, 4);
+            else v[r * per + i] = t == QN_F16 ? qn_f16_to_f32(h) : qn_bf16_to_f32(h);
+        }
+    return v;
+}
+
+typedef struct {
+    float *q, *k, *v, *qw, *kw, *ff;
+    int32_t *pos;
+} qkv_in;
+
+typedef struct {
+    float *q; /* q_dst [d, H, n] as floats */
+    uint8_t *kc, *vc;
+    size_t kc_bytes, vc_bytes;
+} qkv_out;
+
+static void qkv_run(qn_device *dev, const qkv_case *c, const qkv_in *in, bool fused, qkv_out *o) {
+    qn_encoder *enc = new_encoder(dev);
+    const qkv_layout l = qkv_place(c);
+    const int64_t d = c->d, n = c->n, npairs = c->n_dims / 2, npos = (c->mode >= QN_ROPE_MULTI ? 4 : 1) * n;
+    const int64_t qn = d * c->H * n;
+    /* the inputs, packed on the host into one buffer */
+    uint8_t *host = malloc(l.bytes);
+    const float *src[3] = {in->q, in->k, in->v};
+    const qn_dtype st[3] = {c->qt, c->kt, c->vt};
+    const int64_t per[3] = {d * c->H, d * c->Hkv, d * c->Hkv};
+    for (int i = 0; i < 3; i++)
+        for (int64_t t = 0; t < n; t++) pack(st[i], src[i] + t * per[i], (size_t)per[i], host + l.off[i] + (size_t)t * l.stride[i]);
+    int64_t total = (int64_t)l.bytes;
+    qn_buffer *qkv;
+    QT_OK(qn_buffer_alloc(dev, QN_U8, 1, &total, &qkv));
+    QT_OK(qn_buffer_write(qkv, 0, host, l.bytes));
+    qn_tensor q = qkv_view(qkv, &l, 0, c->qt, d, c->H, n), k = qkv_view(qkv, &l, 1, c->kt, d, c->Hkv, n),
+              v = qkv_view(qkv, &l, 2, c->vt, d, c->Hkv, n);
+    int64_t qne[3] = {d, c->H, n}, kne[3] = {d, c->Hkv, n}, kcne[3] = {d, c->kcap, c->Hkv}, vcne[3] = {d, c->vcap, c->Hkv};
+    qn_buffer *qd = c->in_place ? NULL : qt_poisoned(dev, c->dt, 3, qne);
+    qn_buffer *kc = qt_poisoned(dev, c->kc, 3, kcne), *vc = qt_poisoned(dev, c->vc, 3, vcne);
+    qn_buffer *tmp = qt_poisoned(dev, QN_F32, 3, kne), *pb = upload_i32(dev, npos, in->pos);
+    qn_buffer *qwb = upload(dev, QN_F32, 1, &d, in->qw), *kwb = upload(dev, QN_BF16, 1, &d, in->kw);
+    qn_buffer *ffb = upload(dev, QN_F32, 1, &npairs, in->ff);
+    qn_tensor qdt = c->in_place ? q : qn_tensor_of(qd), P = qn_tensor_of(pb), N = QN_TENSOR_NONE;
+    qn_tensor qw = c->weights ? qn_tensor_of(qwb) : N, kw = c->weights ? qn_tensor_of(kwb) : N,
+              ff = c->ff ? qn_tensor_of(ffb) : N;
+    qn_rope_params rp = qn_rope_params_default(c->mode, c->n_dims, 1e4f);
+    if (c->mode >= QN_ROPE_MULTI) rp.sections[0] = 3, rp.sections[1] = 2, rp.sections[2] = 2, rp.sections[3] = 1;
+    if (c->yarn) rp.freq_scale = 0.25f, rp.ext_factor = 1.0f, rp.n_ctx_orig = 4096, rp.attn_factor = 0.9f;
+    const float eps = 1e-6f;
+    if (fused) {
+        QT_OK(qn_rms_norm_rope_qkv(enc, qdt, qn_tensor_of(kc), qn_tensor_of(vc), q, k, v, qw, kw, eps, c->w_off, P, ff,
+                                   &rp));
+    } else {
+        QT_OK(qn_rms_norm_rope(enc, qdt, q, qw, eps, c->w_off, P, ff, &rp));
+        if (c->kc == QN_Q8_0) {
+            QT_OK(qn_rms_norm_rope(enc, qn_tensor_of(tmp), k, kw, eps, c->w_off, P, ff, &rp));
+            QT_OK(qn_kv_cache_append(enc, qn_tensor_of(kc), qn_tensor_of(tmp), P));
+        } else {
+            QT_OK(qn_rms_norm_rope_append(enc, qn_tensor_of(kc), k, kw, eps, c->w_off, P, ff, &rp));
+        }
+        QT_OK(qn_kv_cache_append(enc, qn_tensor_of(vc), v, P));
+    }
+    QT_OK(qn_encoder_commit_wait(enc));
+    uint8_t *qbytes = qt_read_all(c->in_place ? qkv : qd);
+    o->q = c->in_place ? gather(qbytes, c->qt, l.off[0], l.stride[0], d * c->H, n) : gather(qbytes, c->dt, 0, 0, qn, 1);
+    o->kc = qt_read_all(kc);
+    o->vc = qt_read_all(vc);
+    o->kc_bytes = qn_buffer_bytes(kc);
+    o->vc_bytes = qn_buffer_bytes(vc);
+    free(qbytes);
+    free(host);
+    qn_buffer *bufs[] = {qkv, qd, kc, vc, tmp, pb, qwb, kwb, ffb};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) qn_buffer_free(bufs[i]);
+    qn_encoder_destroy(enc);
+}
+
+static void qkv_out_free(qkv_out *o) {
+    free(o->q);
+    free(o->kc);
+    free(o->vc);
+}
+
+/* Each cache row of each head is poisoned unless a new token went there. */
+static void qkv_check_rows(const qkv_case *c, const uint8_t *cache, qn_dtype t, int64_t cap, const char *what) {
+    const size_t row = (size_t)qn_dtype_row_bytes(t, c->d);
+    for (int64_t h = 0; h < c->Hkv; h++)
+        for (int64_t r = 0; r < cap; r++) {
+            bool written = false, poisoned = true;
+            for (int64_t tt = 0; tt < c->n; tt++) written |= (c->p0 + tt) % cap == r;
+            const uint8_t *p = cache + (size_t)(h * cap + r) * row;
+            for (size_t i = 0; i < row; i++) poisoned &= p[i] == 0xFF;
+            if (written == poisoned)
+                fail_msg("%s: head %lld row %lld: written %d, poisoned %d", what, (long long)h, (long long)r, written,
+                         poisoned);
+        }
+}
+
+/* GPU cache bytes against the CPU's, dequantized: f16 and bf16 within a
+ * rounding step of the value, q8_0 within 1.25 quantization steps of its
+ * block (a value near a rounding boundary may land a step apart, and d
+ * itself may differ in its last bit). */
+static void qkv_cache_close(const uint8_t *gpu, const uint8_t *cpu, qn_dtype t, int64_t d, size_t bytes, const char *what) {
+    const int64_t nv = (int64_t)(bytes / (size_t)qn_dtype_row_bytes(t, d)) * d;
+    float *g = malloc((size_t)nv * sizeof *g), *c = malloc((size_t)nv * sizeof *c);
+    QT_OK(qn_dequantize_row(t, gpu, g, nv));
+    QT_OK(qn_dequantize_row(t, cpu, c, nv));
+    for (int64_t i = 0; i < nv; i++) {
+        double lim = tol_of(t) * fmax(fabs(c[i]), 1.0);
+        if (t == QN_Q8_0) {
+            float amax = 0;
+            for (int64_t j = i / 32 * 32; j < i / 32 * 32 + 32; j++) amax = fmaxf(amax, fabsf(c[j]));
+            lim = 1.25 * amax / 127 + 1e-6;
+        }
+        if (isnan(g[i]) != isnan(c[i]) || (!isnan(c[i]) && !(fabs((double)g[i] - c[i]) <= lim)))
+            fail_msg("%s: element %lld is %g on the GPU, %g on the CPU", what, (long long)i, (double)g[i],
+                     (double)c[i]);
+    }
+    free(g);
+    free(c);
+}
+
+static void test_rope_qkv(void **state) {
+    (void)state;
+    /* d H Hkv n kcap vcap p0 mode n_dims kc vc qt kt vt dt packed in_place weights ff yarn w_off */
+    static const qkv_case cases[] = {
+        /* Gemma 3 270M decode: f32 projections in one buffer, q in place, weight + 1 */
+        {256, 4, 1, 1, 33, 33, 40, QN_ROPE_NEOX, 256, QN_F16, QN_F16, QN_F32, QN_F32, QN_F32, QN_F32, true, true, true, false, false, 1.0f},
+        /* its prefill: odd token count, the ring wraps */
+        {256, 4, 1, 37, 40, 40, 30, QN_ROPE_NEOX, 256, QN_F16, QN_F16, QN_F32, QN_F32, QN_F32, QN_F32, true, true, true, false, false, 1.0f},
+        {128, 8, 2, 7, 8, 8, 5, QN_ROPE_NORMAL, 64, QN_BF16, QN_BF16, QN_F16, QN_BF16, QN_F32, QN_BF16, false, false, true, true, false, 0.0f},
+        {64, 6, 3, 9, 9, 12, 0, QN_ROPE_NEOX, 64, QN_F16, QN_BF16, QN_BF16, QN_F16, QN_F16, QN_F32, true, false, false, false, true, 0.0f},
+        {96, 3, 3, 5, 6, 7, 3, QN_ROPE_IMULTI, 96, QN_Q8_0, QN_Q8_0, QN_F32, QN_F32, QN_BF16, QN_F16, false, false, true, true, false, 0.0f},
+        {256, 16, 8, 33, 40, 64, 20, QN_ROPE_NEOX, 128, QN_Q8_0, QN_F16, QN_F32, QN_F32, QN_F32, QN_F32, true, true, true, false, true, 1.0f},
+        {80, 2, 1, 3, 100, 100, 98, QN_ROPE_NEOX, 80, QN_BF16, QN_F16, QN_F16, QN_F32, QN_BF16, QN_F16, false, true, true, true, false, 0.0f},
+        {128, 32, 4, 1, 1000, 1000, 999, QN_ROPE_MULTI, 128, QN_F16, QN_Q8_0, QN_BF16, QN_BF16, QN_F32, QN_F32, true, false, false, true, false, 0.0f},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        qkv_case c = cases[ci];
+        if (c.in_place) c.dt = c.qt;
+        const int64_t d = c.d, n = c.n;
+        qkv_in in = {rand_vals(c.qt, (size_t)(d * c.H * n), -3, 3), rand_vals(c.kt, (size_t)(d * c.Hkv * n), -3, 3),
+                     rand_vals(c.vt, (size_t)(d * c.Hkv * n), -3, 3), rand_vals(QN_F32, (size_t)d, -1.5f, 1.5f),
+                     rand_vals(QN_BF16, (size_t)d, -1.5f, 1.5f), rand_vals(QN_F32, (size_t)(c.n_dims / 2), 0.5f, 4.0f),
+                     malloc((size_t)(4 * n) * sizeof(int32_t))};
+        for (int64_t t = 0; t < 4 * n; t++) in.pos[t] = t < n ? c.p0 + (int32_t)t : (int32_t)(qt_rand() % 1000);
+        char what[160];
+        snprintf(what, sizeof what, "rms_norm_rope_qkv case %zu (head %lld, %lld/%lld heads, %lld tokens, %s/%s caches)",
+                 ci, (long long)d, (long long)c.H, (long long)c.Hkv, (long long)n, qn_dtype_name(c.kc),
+                 qn_dtype_name(c.vc));
+        qn_device *devs[2] = {qt_device(), qt_cpu()};
+        qkv_out res[2];
+        for (int di = 0; di < (qt_on_gpu() ? 2 : 1); di++) {
+            qkv_out sep;
+            qkv_run(devs[di], &c, &in, true, &res[di]);
+            qkv_run(devs[di], &c, &in, false, &sep);
+            if (memcmp(res[di].q, sep.q, (size_t)(d * c.H * n) * sizeof(float)) != 0)
+                fail_msg("%s on %s: q_dst differs from qn_rms_norm_rope's", what, di ? "the CPU" : "the device");
+            if (memcmp(res[di].kc, sep.kc, sep.kc_bytes) != 0)
+                fail_msg("%s on %s: the K cache differs from the separate ops'", what, di ? "the CPU" : "the device");
+            if (memcmp(res[di].vc, sep.vc, sep.vc_bytes) != 0)
+                fail_msg("%s on %s: the V cache differs from qn_kv_cache_append's", what, di ? "the CPU" : "the device");
+            for (int64_t i = 0; i < d * c.H * n; i++)
+                if (isnan(res[di].q[i])) fail_msg("%s: q_dst element %lld is NaN", what, (long long)i);
+            qkv_check_rows(&c, res[di].kc, c.kc, c.kcap, what);
+            qkv_check_rows(&c, res[di].vc, c.vc, c.vcap, what);
+            qkv_out_free(&sep);
+        }
+        if (qt_on_gpu()) {
+            const int64_t nq = d * c.H * n;
+            double *want = malloc((size_t)nq * sizeof *want);
+            for (int64_t i = 0; i < nq; i++) want[i] = res[1].q[i];
+            char w2[200];
+            snprintf(w2, sizeof w2, "%s: q_dst (GPU vs CPU)", what);
+            expect_close(res[0].q, want, (size_t)nq, fmax(tol_of(c.dt), 3e-3), w2);
+            snprintf(w2, sizeof w2, "%s: K cache (GPU vs CPU)", what);
+            qkv_cache_close(res[0].kc, res[1].kc, c.kc, d, res[1].kc_bytes, w2);
+            if (memcmp(res[0].vc, res[1].vc, res[1].vc_bytes) != 0)
+                fail_msg("%s: the V cache differs between the GPU and the CPU", what);
+            free(want);
+            qkv_out_free(&res[1]);
+        }
+        qkv_out_free(&res[0]);
+        free(in.q), free(in.k), free(in.v), free(in.qw), free(in.kw), free(in.ff), free(in.pos);
+    }
+}
+
+static void test_rope_qkv_errors(void **state) {
+    (void)state;
+    qn_device *dev = qt_device();
+    qn_encoder *enc = new_encoder(dev);
+    int64_t qne[3] = {64, 4, 3}, kne[3] = {64, 2, 3}, cne[3] = {64, 8, 2}, wne[1] = {64};
+    qn_buffer *qb = upload(dev, QN_F32, 3, qne, (float[768]){0}), *kb = upload(dev, QN_F32, 3, kne, (float[384]){0});
+    qn_buffer *kc = qt_poisoned(dev, QN_F16, 3, cne), *vc = qt_poisoned(dev, QN_Q8_0, 3, cne);
+    qn_buffer *wb = upload(dev, QN_F32, 1, wne, (float[64]){0}), *pb = upload_i32(dev, 3, (int32_t[3]){5, 6, 7});
+    qn_buffer *big = qt_poisoned(dev, QN_Q8_0, 3, (int64_t[]){544, 4, 1}), *bigx;
+    QT_OK(qn_buffer_alloc(dev, QN_F32, 1, (int64_t[]){544 * 3}, &bigx));
+    qn_tensor Q = qn_tensor_of(qb), K = qn_tensor_of(kb), KC = qn_tensor_of(kc), VC = qn_tensor_of(vc),
+              W = qn_tensor_of(wb), P = qn_tensor_of(pb), N = QN_TENSOR_NONE;
+    qn_rope_params rp = qn_rope_params_default(QN_ROPE_NEOX, 64, 1e4f);
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, K, K, W, W, 1e-6f, 0, P, N, NULL), QN_ERR_INVALID_ARGUMENT,
+             "qn_rms_norm_rope_qkv: params is NULL");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, qn_tensor_make(qb, 0, QN_F32, 64, 4, 2, 1), KC, VC, Q, K, K, W, W, 1e-6f, 0, P,
+                                  N, &rp),
+             QN_ERR_INVALID_ARGUMENT, "q_dst [64,4,2,1] and q [64,4,3,1] differ");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, qn_tensor_make(kb, 0, QN_F32, 64, 3, 2, 1), K, W, W, 1e-6f, 0, P,
+                                  N, &rp),
+             QN_ERR_INVALID_ARGUMENT, "k [64,3,2] does not fit k_cache [64,8,2]");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, qn_tensor_make(kc, 0, QN_F16, 64, 2, 2, 1), VC, Q, K, K, W, W, 1e-6f, 0, P,
+                                  N, &rp),
+             QN_ERR_INVALID_ARGUMENT, "k [64,2,3] does not fit k_cache [64,2,2]");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, K, K, qn_tensor_make(wb, 0, QN_F32, 32, 1, 1, 1), W, 1e-6f, 0, P,
+                                  N, &rp),
+             QN_ERR_INVALID_ARGUMENT, "q_w is [32,1,1,1], expected [64]");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, K, K, W, P, 1e-6f, 0, P, N, &rp), QN_ERR_INVALID_ARGUMENT,
+             "k_w is i32");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, K, K, W, W, -1.0f, 0, P, N, &rp), QN_ERR_INVALID_ARGUMENT, "eps -1");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, K, K, W, W, 1e-6f, 0, qn_tensor_make(pb, 0, QN_I32, 2, 1, 1, 1), N,
+                                  &rp),
+             QN_ERR_INVALID_ARGUMENT, "pos is [2,1,1,1], expected [3,1]");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, K, K, W, W, 1e-6f, 0, P, W, &rp), QN_ERR_INVALID_ARGUMENT,
+             "freq_factors is [64,1,1,1], expected [32]");
+    qn_tensor q3 = qn_tensor_make(qb, 0, QN_F32, 64, 3, 3, 1);
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, q3, KC, VC, q3, K, K, W, W, 1e-6f, 0, P, N, &rp), QN_ERR_INVALID_ARGUMENT,
+             "3 q heads for 2 kv heads (expected a multiple");
+    qn_tensor q32 = qn_tensor_make(qb, 0, QN_F32, 32, 4, 3, 1);
+    qn_rope_params r32 = qn_rope_params_default(QN_ROPE_NEOX, 32, 1e4f);
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, q32, KC, VC, q32, K, K, N, N, 1e-6f, 0, P, N, &r32), QN_ERR_INVALID_ARGUMENT,
+             "q head_dim 32 and k head_dim 64 differ");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, K, Q, W, W, 1e-6f, 0, P, N, &rp), QN_ERR_INVALID_ARGUMENT,
+             "v [64,4,3,1] and k [64,2,3,1] differ");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, VC, Q, K, qn_tensor_of(vc), W, W, 1e-6f, 0, P, N, &rp),
+             QN_ERR_INVALID_ARGUMENT, "v is q8_0 (expected f32, f16 or bf16)");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, Q, Q, K, K, W, W, 1e-6f, 0, P, N, &rp), QN_ERR_INVALID_ARGUMENT,
+             "v_cache is f32 (expected f16, bf16 or q8_0)");
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, Q, KC, qn_tensor_make(vc, 0, QN_Q8_0, 64, 2, 2, 1), Q, K, K, W, W, 1e-6f, 0, P,
+                                  N, &rp),
+             QN_ERR_INVALID_ARGUMENT, "v [64,2,3] does not fit v_cache [64,2,2]");
+    /* a q8_0 key row longer than the kernels' row buffer */
+    qn_tensor bq = qn_tensor_make(bigx, 0, QN_F32, 544, 2, 1, 1), bk = qn_tensor_make(bigx, 544 * 8, QN_F32, 544, 1, 1, 1);
+    QT_FAILS(qn_rms_norm_rope_qkv(enc, bq, qn_tensor_of(big), qn_tensor_of(big), bq, bk, bk, N, N, 1e-6f, 0,
+                                  qn_tensor_make(pb, 0, QN_I32, 1, 1, 1, 1), N, &rp),
+             QN_ERR_INVALID_ARGUMENT, "head_dim 544 is over 512 for a q8_0 k_cache");
+    /* nothing ran: the caches keep their poison */
+    QT_OK(qn_encoder_commit_wait(enc));
+    qn_buffer *poisoned[] = {kc, vc, big};
+    for (int b = 0; b < 3; b++) {
+        uint8_t *p = qt_read_all(poisoned[b]);
+        for (size_t i = 0; i < qn_buffer_bytes(poisoned[b]); i++) assert_int_equal(p[i], 0xFF);
+        free(p);
+    }
+    qn_buffer *bufs[] = {qb, kb, kc, vc, wb, pb, big, bigx};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) qn_buffer_free(bufs[i]);
+    qn_encoder_destroy(enc);
+}
+
 /* ---- activations */
 
 typedef struct {
@@ -927,7 +1235,8 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_norms),     cmocka_unit_test(test_rope),      cmocka_unit_test(test_rope_append),      cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_norms),     cmocka_unit_test(test_rope),      cmocka_unit_test(test_rope_append),
+        cmocka_unit_test(test_rope_qkv),  cmocka_unit_test(test_rope_qkv_errors),      cmocka_unit_test(test_activations),
         cmocka_unit_test(test_softmax),   cmocka_unit_test(test_embed),     cmocka_unit_test(test_moe_route),
         cmocka_unit_test(test_moe_combine), cmocka_unit_test(test_errors),
     };

@@ -11,6 +11,10 @@ typedef struct {
     qn_kt cache, src, pos;
 } qn_kv_append_args;
 void qn_cpu_kv_append(qn_device *dev, const void *args);
+/* One new row of d values (s: stride snb0, dtype st) converted into a cache
+ * row dst of dtype ct (f16, bf16 or q8_0; stride cnb0), rounded as the CUDA
+ * kernels' qn_kv_append_row rounds. */
+void qn_cpu_kv_append_row(char *dst, int ct, long long cnb0, const char *s, long long snb0, int st, long long d);
 
 typedef struct {
     qn_kt out, q, k, v, pos, sinks; /* sinks.addr 0: none */

@@ -4,29 +4,32 @@
  * match. */
 #include "cpu/attention.h"
 
+void qn_cpu_kv_append_row(char *dst, int ct, long long cnb0, const char *s, long long snb0, int st, long long d) {
+    if (ct != QN_KT_Q8_0) {
+        qn_row_convert(dst, cnb0, ct, s, snb0, st, 0, d, 1);
+        return;
+    }
+    for (long long b = 0; b < d / 32; b++) {
+        float x[32], amax = 0.0f;
+        for (int i = 0; i < 32; i++) {
+            x[i] = qn_load_f32(s + (b * 32 + i) * snb0, st);
+            amax = fmaxf(amax, fabsf(x[i]));
+        }
+        qn_u16 d_bits;
+        const float inv = qn_q8_0_inverse(amax, &d_bits);
+        char *blk = dst + b * cnb0;
+        memcpy(blk, &d_bits, 2);
+        for (int i = 0; i < 32; i++) blk[2 + i] = qn_q8_0_round(x[i], inv);
+    }
+}
+
 static void append_rows(void *ctx, int64_t begin, int64_t end) {
     const qn_kv_append_args *a = ctx;
-    const long long p0 = qn_attn_p0(&a->pos), cap = a->cache.ne[1], d = a->cache.ne[0];
+    const int p0 = qn_attn_p0(&a->pos);
     for (int64_t r = begin; r < end; r++) {
         const long long h = r % a->src.ne[1], t = r / a->src.ne[1];
-        char *dst = qn_kt_at(&a->cache, 0, (p0 + t) % cap, h, 0);
-        const char *s = qn_kt_at(&a->src, 0, h, t, 0);
-        if (a->cache.dtype != QN_KT_Q8_0) {
-            qn_row_convert(dst, a->cache.nb[0], a->cache.dtype, s, a->src.nb[0], a->src.dtype, 0, d, 1);
-            continue;
-        }
-        for (long long b = 0; b < d / 32; b++) {
-            float x[32], amax = 0.0f;
-            for (int i = 0; i < 32; i++) {
-                x[i] = qn_load_f32(s + (b * 32 + i) * a->src.nb[0], a->src.dtype);
-                amax = fmaxf(amax, fabsf(x[i]));
-            }
-            qn_u16 d_bits;
-            const float inv = qn_q8_0_inverse(amax, &d_bits);
-            char *blk = dst + b * a->cache.nb[0];
-            memcpy(blk, &d_bits, 2);
-            for (int i = 0; i < 32; i++) blk[2 + i] = qn_q8_0_round(x[i], inv);
-        }
+        qn_cpu_kv_append_row(qn_kv_row(&a->cache, p0, t, h), a->cache.dtype, a->cache.nb[0],
+                             qn_kt_at(&a->src, 0, h, t, 0), a->src.nb[0], a->src.dtype, a->cache.ne[0]);
     }
 }
 

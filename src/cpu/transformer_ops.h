@@ -9,6 +9,7 @@
 
 void qn_cpu_norm(qn_device *dev, const void *args);
 void qn_cpu_rope(qn_device *dev, const void *args);
+void qn_cpu_rope_qkv(qn_device *dev, const void *args);
 void qn_cpu_act(qn_device *dev, const void *args);
 void qn_cpu_softmax(qn_device *dev, const void *args);
 void qn_cpu_embed(qn_device *dev, const void *args);

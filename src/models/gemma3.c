@@ -348,10 +348,10 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
             qn_tensor y = qkv_rows(st->qkv, L->qkv.row0[i], QKV, L->qkv.rows[i], n);
             QN_TRY(qn_qmatmul(enc, y, qn_tensor_of(L->qkv.proj[i]), xn));
         }
-        QN_TRY(qn_rms_norm_rope(enc, q, q, qn_tensor_of(L->q_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));
-        /* k normed and rotated straight into its cache rows */
-        QN_TRY(qn_rms_norm_rope_append(enc, kc, k, qn_tensor_of(L->k_norm), w->eps, 0, pos, QN_TENSOR_NONE, rope));
-        QN_TRY(qn_kv_cache_append(enc, vc, v, pos));
+        /* q normed and rotated in place, k normed and rotated straight into
+         * its cache rows, v into its: one launch */
+        QN_TRY(qn_rms_norm_rope_qkv(enc, q, kc, vc, q, k, v, qn_tensor_of(L->q_norm), qn_tensor_of(L->k_norm), w->eps,
+                                    0, pos, QN_TENSOR_NONE, rope));
         qn_attn_opts opts = {.scale = w->attn_scale,
                              .mask = L->local ? QN_ATTN_MASK_WINDOW : QN_ATTN_MASK_CAUSAL,
                              .window = L->local ? w->window : 0};

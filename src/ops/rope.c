@@ -1,5 +1,6 @@
 /* The RoPE family: qn_rope and the fused qn_rms_norm_rope (and its form
- * that appends to a KV cache, qn_rms_norm_rope_append). The angles
+ * that appends to a KV cache, qn_rms_norm_rope_append, and the one that
+ * takes an attention layer's q, k and v, qn_rms_norm_rope_qkv). The angles
  * follow llama.cpp's rope (linear and YaRN scaling, frequency factors,
  * multi-section positions); see qn_rope_params in quanta.h. */
 #include "cpu/attention.h"
@@ -59,44 +60,65 @@ static qn_status check_params(const char *op, const qn_rope_params *p, const qn_
     return QN_OK;
 }
 
-/* dst is x's shape, or with `cache` a KV cache [head_dim, capacity, heads]
- * (f16 or bf16) that the rows are appended to. */
-static qn_status rope(const char *op, const char *name, qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w,
-                      float eps, float w_off, int norm, bool cache, qn_tensor pos, qn_tensor ff,
-                      const qn_rope_params *p) {
-    QN_TRY(qn_op_check_float(op, enc, "x", &x));
+/* What an op calls its tensors in messages. */
+typedef struct {
+    const char *dst, *x, *w;
+} rope_names;
+
+/* x [head_dim, tokens] does not fit the KV cache c [head_dim, capacity,
+ * n_kv_heads]. */
+static qn_status check_fits(const char *op, const char *xn, const qn_tensor *x, const char *cn, const qn_tensor *c) {
+    if (x->ne[0] == c->ne[0] && x->ne[1] == c->ne[2] && x->ne[2] <= c->ne[1]) return QN_OK;
+    return qn_error(QN_ERR_INVALID_ARGUMENT,
+                    "%s: %s [%lld,%lld,%lld] does not fit %s [%lld,%lld,%lld] (expected [head_dim, n_kv_heads, "
+                    "n_tokens <= capacity])",
+                    op, xn, (long long)x->ne[0], (long long)x->ne[1], (long long)x->ne[2], cn, (long long)c->ne[0],
+                    (long long)c->ne[1], (long long)c->ne[2]);
+}
+
+/* Checks the arguments of one set of rows and fills their record: dst is
+ * x's shape, or with `cache` a KV cache [head_dim, capacity, heads] (f16,
+ * bf16 or q8_0) that the rows are appended to. */
+static qn_status rope_args(const char *op, const rope_names *nm, qn_encoder *enc, qn_tensor dst, qn_tensor x,
+                           qn_tensor w, float eps, float w_off, int norm, bool cache, qn_tensor pos, qn_tensor ff,
+                           const qn_rope_params *p, qn_rope_args *a) {
+    QN_TRY(qn_op_check_float(op, enc, nm->x, &x));
     if (x.ne[3] != 1)
-        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: x ne[3] = %lld (expected [head_dim, heads, tokens, 1])", op,
-                        (long long)x.ne[3]);
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s ne[3] = %lld (expected [head_dim, heads, tokens, 1])", op,
+                        nm->x, (long long)x.ne[3]);
     if (cache) {
-        QN_TRY(qn_kv_cache_check(op, enc, "cache", &dst));
-        if (dst.dtype == QN_Q8_0)
-            return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: cache is q8_0 (expected f16 or bf16)", op);
-        if (x.ne[0] != dst.ne[0] || x.ne[1] != dst.ne[2] || x.ne[2] > dst.ne[1])
-            return qn_error(QN_ERR_INVALID_ARGUMENT,
-                            "%s: x [%lld,%lld,%lld] does not fit cache [%lld,%lld,%lld] (expected [head_dim, "
-                            "n_kv_heads, n_tokens <= capacity])",
-                            op, (long long)x.ne[0], (long long)x.ne[1], (long long)x.ne[2], (long long)dst.ne[0],
-                            (long long)dst.ne[1], (long long)dst.ne[2]);
+        QN_TRY(qn_kv_cache_check(op, enc, nm->dst, &dst));
+        QN_TRY(check_fits(op, nm->x, &x, nm->dst, &dst));
     } else {
-        QN_TRY(qn_op_check_float(op, enc, "dst", &dst));
-        QN_TRY(qn_op_same_shape(op, "dst", &dst, "x", &x));
+        QN_TRY(qn_op_check_float(op, enc, nm->dst, &dst));
+        QN_TRY(qn_op_same_shape(op, nm->dst, &dst, nm->x, &x));
     }
-    qn_rope_args a = {.dst = qn_op_kt(&dst), .x = qn_op_kt(&x), .norm = norm, .dst_cache = cache, .eps = eps,
-                      .w_off = w_off};
-    QN_TRY(check_params(op, p, &x, &a.r));
+    *a = (qn_rope_args){.dst = qn_op_kt(&dst), .x = qn_op_kt(&x), .norm = norm, .dst_cache = cache, .eps = eps,
+                        .w_off = w_off};
+    QN_TRY(check_params(op, p, &x, &a->r));
     int multi = p->mode >= QN_ROPE_MULTI;
     QN_TRY(qn_op_check_i32(op, enc, "pos", &pos, (multi ? 4 : 1) * x.ne[2], 1));
-    QN_TRY(qn_op_check_vector(op, enc, "freq_factors", &ff, qn_rope_npairs(&a.r), true));
-    QN_TRY(qn_op_check_vector(op, enc, "w", &w, x.ne[0], false));
+    QN_TRY(qn_op_check_vector(op, enc, "freq_factors", &ff, qn_rope_npairs(&a->r), true));
+    QN_TRY(qn_op_check_vector(op, enc, nm->w, &w, x.ne[0], false));
     if (norm && (!(eps >= 0.0f) || isinf(eps) || !isfinite(w_off)))
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: eps %g must be finite and >= 0, weight_offset %g finite", op,
                         (double)eps, (double)w_off);
-    a.pos = qn_op_kt(&pos);
-    a.ff = qn_op_kt_opt(&ff);
-    a.has_ff = qn_op_has(&ff);
-    a.w = qn_op_kt_opt(&w);
-    a.has_w = qn_op_has(&w);
+    a->pos = qn_op_kt(&pos);
+    a->ff = qn_op_kt_opt(&ff);
+    a->has_ff = qn_op_has(&ff);
+    a->w = qn_op_kt_opt(&w);
+    a->has_w = qn_op_has(&w);
+    return QN_OK;
+}
+
+static qn_status rope(const char *op, const char *name, qn_encoder *enc, qn_tensor dst, qn_tensor x, qn_tensor w,
+                      float eps, float w_off, int norm, bool cache, qn_tensor pos, qn_tensor ff,
+                      const qn_rope_params *p) {
+    const rope_names nm = {cache ? "cache" : "dst", "x", "w"};
+    qn_rope_args a;
+    QN_TRY(rope_args(op, &nm, enc, dst, x, w, eps, w_off, norm, cache, pos, ff, p, &a));
+    if (cache && dst.dtype == QN_Q8_0)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: cache is q8_0 (expected f16 or bf16)", op);
     if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, name, qn_cpu_rope, &a, sizeof a);
     return qn_op_launch_typed(enc, name, "rope.cu", "rope", dst.dtype, x.dtype, qn_rows_grid(&a.x),
                               qn_rows_block(norm ? x.ne[0] : qn_rope_npairs(&a.r)), &a);
@@ -117,4 +139,37 @@ qn_status qn_rms_norm_rope_append(qn_encoder *enc, qn_tensor cache, qn_tensor x,
                                   float weight_offset, qn_tensor pos, qn_tensor freq_factors, const qn_rope_params *p) {
     return rope("qn_rms_norm_rope_append", "rms_norm_rope_append", enc, cache, x, w, eps, weight_offset, 1, true, pos,
                 freq_factors, p);
+}
+
+qn_status qn_rms_norm_rope_qkv(qn_encoder *enc, qn_tensor q_dst, qn_tensor k_cache, qn_tensor v_cache, qn_tensor q,
+                               qn_tensor k, qn_tensor v, qn_tensor q_w, qn_tensor k_w, float eps, float weight_offset,
+                               qn_tensor pos, qn_tensor freq_factors, const qn_rope_params *p) {
+    const char *op = "qn_rms_norm_rope_qkv";
+    const rope_names qn = {"q_dst", "q", "q_w"}, kn = {"k_cache", "k", "k_w"};
+    qn_rope_qkv_args a;
+    QN_TRY(rope_args(op, &qn, enc, q_dst, q, q_w, eps, weight_offset, 1, false, pos, freq_factors, p, &a.q));
+    QN_TRY(rope_args(op, &kn, enc, k_cache, k, k_w, eps, weight_offset, 1, true, pos, freq_factors, p, &a.k));
+    const int64_t d = k.ne[0], H = q.ne[1], Hkv = k.ne[1], n = k.ne[2];
+    /* (their token counts agree: pos was checked against both) */
+    if (q.ne[0] != d)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: q head_dim %lld and k head_dim %lld differ", op,
+                        (long long)q.ne[0], (long long)d);
+    if (H % Hkv != 0 || H > (1 << 20))
+        return qn_error(QN_ERR_INVALID_ARGUMENT,
+                        "%s: %lld q heads for %lld kv heads (expected a multiple, at most 1048576)", op, (long long)H,
+                        (long long)Hkv);
+    if (k_cache.dtype == QN_Q8_0 && d > QN_ROPE_QKV_Q8_MAX_D)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: head_dim %lld is over %d for a q8_0 k_cache", op,
+                        (long long)d, QN_ROPE_QKV_Q8_MAX_D);
+    QN_TRY(qn_op_check_float(op, enc, "v", &v));
+    QN_TRY(qn_op_same_shape(op, "v", &v, "k", &k));
+    QN_TRY(qn_kv_cache_check(op, enc, "v_cache", &v_cache));
+    QN_TRY(check_fits(op, "v", &v, "v_cache", &v_cache));
+    a.v = qn_op_kt(&v);
+    a.v_cache = qn_op_kt(&v_cache);
+    if (enc->dev->backend == QN_BACKEND_CPU)
+        return qn_cpu_enqueue(enc, "rms_norm_rope_qkv", qn_cpu_rope_qkv, &a, sizeof a);
+    qn_dim3 grid = {(unsigned)(H + 2 * Hkv), (unsigned)(n < 65535 ? n : 65535), 1};
+    void *args[] = {&a};
+    return qn_cuda_launch(enc, "rms_norm_rope_qkv", "rope.cu", "", "rope_qkv", grid, qn_rows_block(d), 0, args);
 }

@@ -80,6 +80,37 @@ QN_HD float qn_q8_0_inverse(float amax, qn_u16 *d_bits) {
 
 QN_HD signed char qn_q8_0_round(float x, float inv) { return (signed char)roundf(x * inv); }
 
+/* The cache row of new token t, head h: position p0 + t in the ring. */
+QN_HD char *qn_kv_row(const qn_kt *cache, int p0, long long t, long long h) {
+    return qn_kt_at(cache, 0, (p0 + t) % cache->ne[1], h, 0);
+}
+
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+/* One new row of d values (s: stride snb0, dtype st) converted into a cache
+ * row dst of dtype ct (stride cnb0) by the whole block: f16 and bf16
+ * through the shared row body, q8_0 a warp per block of 32 (its amax by
+ * shuffles). blockDim.x is a multiple of 32. The CPU's counterpart is
+ * qn_cpu_kv_append_row, with the same rounding. */
+__device__ __forceinline__ void qn_kv_append_row(char *dst, int ct, long long cnb0, const char *s, long long snb0,
+                                                 int st, long long d) {
+    if (ct != QN_KT_Q8_0) {
+        qn_row_convert(dst, cnb0, ct, s, snb0, st, threadIdx.x, d, blockDim.x);
+        return;
+    }
+    const int lane = threadIdx.x % 32;
+    for (long long b = threadIdx.x / 32; b < d / 32; b += blockDim.x / 32) {
+        const float x = qn_load_f32(s + (b * 32 + lane) * snb0, st);
+        float amax = fabsf(x);
+        for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        qn_u16 d_bits;
+        const float inv = qn_q8_0_inverse(amax, &d_bits);
+        char *blk = dst + b * cnb0;
+        blk[2 + lane] = qn_q8_0_round(x, inv);
+        if (lane == 0) *(qn_u16 *)blk = d_bits;
+    }
+}
+#endif
+
 /* ---- launch shapes (the host plans grids with them; the kernels are
  * compiled for them) */
 

@@ -236,6 +236,18 @@ typedef struct {
     float eps, w_off;
 } qn_rope_args;
 
+/* qn_rms_norm_rope_qkv: q's rows normed and rotated into q.dst, k's into
+ * the K cache k.dst (k.dst_cache 1), v's appended to v_cache; q and k
+ * share pos, ff, r, eps and w_off. */
+typedef struct {
+    qn_rope_args q, k;
+    qn_kt v, v_cache;
+} qn_rope_qkv_args;
+/* The longest key row a q8_0 K cache takes there: the row is rotated into
+ * this many floats (stack or shared memory) before it is quantized. The
+ * attention ops take heads up to 512. */
+#define QN_ROPE_QKV_Q8_MAX_D 512
+
 typedef struct {
     qn_kt dst, x, up; /* glu: x is the gate */
     int act, has_up;
