@@ -56,11 +56,17 @@ static attn_plan plan(qn_device *dev, bool prefill, int64_t d, int64_t hq, int64
         if (per_sm > QN_ATTN_DEC_MINB(d)) per_sm = QN_ATTN_DEC_MINB(d);
         if (per_sm < 1) per_sm = 1;
         resident = per_sm * dev->info.sm_count;
-        /* a cluster takes up to QN_ATTN_DEC_TPW 16-key tiles a warp before
-         * another joins (the kernel's rule); whole clusters */
+        /* A cluster's blocks run together on the multiprocessors of one
+         * GPC, and not all of them can take part: on an H100 SXM (132
+         * multiprocessors, one block each) 15 clusters of 8 fit, not 16. A
+         * grid of more clusters than fit runs a second wave, which costs
+         * more than the multiprocessors left idle, so count on 7/8 of them. */
         pl.cluster = dec_cluster(dev);
-        const int64_t per_clu = (int64_t)QN_ATTN_DEC_KEYS * QN_ATTN_DEC_WARPS(d) * QN_ATTN_DEC_TPW * pl.cluster;
+        if (pl.cluster > 1) resident = resident * 7 / 8;
         resident /= pl.cluster;
+        /* a cluster takes up to QN_ATTN_DEC_TPW 16-key tiles a warp before
+         * another joins (the kernel's rule) */
+        const int64_t per_clu = (int64_t)QN_ATTN_DEC_KEYS * QN_ATTN_DEC_WARPS(d) * QN_ATTN_DEC_TPW * pl.cluster;
         max_splits = (cap + per_clu - 1) / per_clu;
         limit = QN_ATTN_DEC_MAX_SPLITS;
     }

@@ -67,28 +67,42 @@ __device__ __forceinline__ float ex2(float x) {
  * shared memory rows `stride` halves apart, thread t of NT taking chunks
  * of NT / CH rows at a time, so a warp's copy instruction reads whole rows
  * (a thread a row reading its own chunks makes each instruction touch many
- * lines, which throttles the load/store unit). Passes are unrolled by 4
- * only, so few passes' addresses are held at once. Key j lives in cache row
- * j - off, less C past the end of the ring; keys from `end` on are
- * zero-filled. */
+ * lines, which throttles the load/store unit). Key j lives in cache row
+ * j - off, less C past the end of the ring; the row address steps along
+ * instead of being recomputed (a key before `end` is less than 2C past
+ * off, so one wrap keeps its row right). Keys from `end` on are
+ * zero-filled from the ring's first row. */
 template <int NT, int CH>
 __device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *src, long long nb, int rows, int j0,
                                           int end, int off, int C, int t) {
     constexpr int RP = CH >= NT ? 1 : NT / CH, CL = CH >= NT ? CH / NT : 1;
+    if (t >= RP * CH) return; /* threads past the last chunk */
+    int r = RP > 1 ? t / CH : 0, row = j0 + r - off;
+    if (row >= C) row -= C;
+    const char *s = src + row * nb;
+    const long long ring = C * nb;
 #pragma unroll 4
-    for (int r0 = 0; r0 < rows; r0 += RP) {
-        const int r = r0 + (RP > 1 ? t / CH : 0), j = j0 + r;
-        if (t >= RP * CH || r >= rows) continue; /* threads past the last chunk or row */
-        int row = j - off;
-        if (row >= C) row -= C;
-        const bool ok = j < end;
-        const char *s = src + (ok ? row * nb : 0);
+    for (; r < rows; r += RP) {
+        const bool ok = j0 + r < end;
 #pragma unroll
         for (int u = 0; u < CL; u++) {
             const int ch = RP > 1 ? t % CH : t + NT * u;
-            cp_async16(dst + (r * stride + ch * 8) * 2, s + ch * 16, ok ? 16 : 0);
+            cp_async16(dst + (r * stride + ch * 8) * 2, (ok ? s : src) + ch * 16, ok ? 16 : 0);
+        }
+        row += RP;
+        s += RP * nb;
+        if (row >= C) {
+            row -= C;
+            s -= ring;
         }
     }
+}
+
+/* Query row rg of kv head kvh is token rg / G, head kvh G + rg % G (a
+ * single token's rows need no division). */
+__device__ __forceinline__ int row_token(int rg, int G, int n_tokens) { return n_tokens == 1 ? 0 : rg / G; }
+__device__ __forceinline__ int row_head(int rg, int G, int n_tokens, int kvh) {
+    return kvh * G + (n_tokens == 1 ? rg : rg % G);
 }
 
 /* q rows row0, row0 + 1, ... of kv head kvh (query row r: token r / G,
@@ -96,18 +110,24 @@ __device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *
  * [ROWS][stride] halves, and with LO their low parts, x - round(x), in the
  * ROWS rows after; rows from `rows` on are zeros. Lane r of each warp
  * finds row r's address (one division a row, not one an element) and
- * passes it round; each thread issues 8 loads before it converts any, so
- * their latencies overlap. */
+ * passes it round. A thread's pairs go in batches of up to 8: fetch(u0)
+ * issues a batch's loads, put(u0) converts and stores it, so the first
+ * batch can be fetched early and its latency hidden behind other work. */
 template <int DT, int NT, int ROWS, bool LO>
-__device__ __forceinline__ void load_q(unsigned char *dst, int stride, const qn_kt &q, int row0, int rows, int kvh,
-                                       int G, float qs) {
+struct q_rows {
+    static constexpr int PAIRS = ROWS * (HD / 2), PER = (PAIRS + NT - 1) / NT, BATCH = PER < 8 ? PER : 8;
     static_assert(ROWS <= 32, "a lane a row");
-    constexpr int PAIRS = ROWS * (HD / 2), PER = (PAIRS + NT - 1) / NT, BATCH = PER < 8 ? PER : 8;
-    const int lane = threadIdx.x % 32;
-    unsigned long long mine = 0;
-    if (lane < rows) mine = (unsigned long long)qn_kt_at(&q, 0, kvh * G + (row0 + lane) % G, (row0 + lane) / G, 0);
-    for (int u0 = 0; u0 < PER; u0 += BATCH) {
-        float x[BATCH][2];
+    unsigned long long mine;
+    float qs, x[BATCH][2];
+
+    __device__ __forceinline__ q_rows(const qn_kt &q, int row0, int rows, int kvh, int G, int n_tokens, float scale)
+        : mine(0), qs(scale) {
+        const int lane = threadIdx.x % 32;
+        if (lane < rows)
+            mine = (unsigned long long)qn_kt_at(&q, 0, row_head(row0 + lane, G, n_tokens, kvh),
+                                                row_token(row0 + lane, G, n_tokens), 0);
+    }
+    __device__ __forceinline__ void fetch(int u0) {
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2;
@@ -116,6 +136,8 @@ __device__ __forceinline__ void load_q(unsigned char *dst, int stride, const qn_
             x[u][0] = ok ? qrow[d] * qs : 0.0f;
             x[u][1] = ok ? qrow[d + 1] * qs : 0.0f;
         }
+    }
+    __device__ __forceinline__ void put(int u0, unsigned char *dst, int stride) const {
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2;
@@ -127,7 +149,15 @@ __device__ __forceinline__ void load_q(unsigned char *dst, int stride, const qn_
             if (LO) *(unsigned *)(dst + ((ROWS + r) * stride + d) * 2) = lo;
         }
     }
-}
+    /* the rest after the first batch */
+    __device__ __forceinline__ void finish(unsigned char *dst, int stride) {
+        put(0, dst, stride);
+        for (int u0 = BATCH; u0 < PER; u0 += BATCH) {
+            fetch(u0);
+            put(u0, dst, stride);
+        }
+    }
+};
 
 /* ---- clusters (sm_90 on)
  *
@@ -255,8 +285,8 @@ __device__ __forceinline__ bool publish_split(const qn_partials &P, int split, i
  * dv0; then the flags are lowered. sW, sM: [nsplit][ROWS] floats, sInv [ROWS]. */
 template <int NT, int ROWS, int COLS>
 __device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, int rv, const qn_kt &out,
-                                             const qn_kt &sinks, int row0, int G, int kvh, int dv0, float *sW,
-                                             float *sM, float *sInv) {
+                                             const qn_kt &sinks, int row0, int G, int n_tokens, int kvh, int dv0,
+                                             float *sW, float *sM, float *sInv) {
     /* every (split, row)'s m and l at once, then per row the largest m,
      * each split's weight 2^(m_s - m) (over l, in place) and 1 / sum */
     for (int i = threadIdx.x; i < nsplit * rv; i += NT) {
@@ -274,7 +304,7 @@ __device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, i
             sum += wt * sW[sp * ROWS + r];
             sW[sp * ROWS + r] = wt;
         }
-        const int h = kvh * G + (row0 + r) % G;
+        const int h = row_head(row0 + r, G, n_tokens, kvh);
         if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
         sInv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
     }
@@ -307,7 +337,9 @@ __device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, i
 #pragma unroll
         for (int e = 0; e < EB; e++) {
             const int i = threadIdx.x + (e0 + e) * NT, r = i / COLS, col = i % COLS, rg = row0 + r;
-            if (r < rv) ((float *)qn_kt_at(&out, 0, kvh * G + rg % G, rg / G, 0))[dv0 + col] = a[e] * sInv[r];
+            if (r < rv)
+                ((float *)qn_kt_at(&out, 0, row_head(rg, G, n_tokens, kvh), row_token(rg, G, n_tokens), 0))[dv0 + col] =
+                    a[e] * sInv[r];
         }
     }
     for (int sp = threadIdx.x; sp < nsplit; sp += NT) P.flags[sp] = 0u;
@@ -367,20 +399,27 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     const int groups = gridDim.y * gridDim.z, grp = tile * gridDim.y + kvh;
     const int G = p.group, R = G * p.n_tokens, C = p.capacity, stages = p.stages;
     const int rv = min(NR, R - tile * NR); /* rows of this tile */
+    const int nt = p.n_tokens;
     const int p0 = qn_attn_p0(&pos);
+    /* q, scaled so S is the base-2 logit (with a softcap, the logit over
+     * the cap): its first loads go out with pos's, before anything waits */
+    q_rows<MT, NT, NR, true> qr(q, tile * NR, rv, kvh, G, nt,
+                                p.softcap > 0.0f ? __fdividef(p.scale, p.softcap) : p.scale * QN_ATTN_LOG2E);
+    qr.fetch(0);
 
     /* The tile's keys: its first row's token has the lowest bounds and its
      * last row's the highest. Splits take whole 16-key tiles of them. */
     int lo_all, hi_first, lo_last, hi_all;
-    qn_attn_keys(&p, p0, tile * NR / G, &lo_all, &hi_first);
-    qn_attn_keys(&p, p0, (tile * NR + rv - 1) / G, &lo_last, &hi_all);
+    qn_attn_keys(&p, p0, row_token(tile * NR, G, nt), &lo_all, &hi_first);
+    qn_attn_keys(&p, p0, row_token(tile * NR + rv - 1, G, nt), &lo_last, &hi_all);
     const int ntiles = (max(hi_all - lo_all, 0) + TK - 1) / TK;
     constexpr int PER_CLU = DEC_CL * NW * QN_ATTN_DEC_TPW;
     const int nclu = max(1, min(grid_clu, (ntiles + PER_CLU - 1) / PER_CLU));
     if (clu >= nclu) return; /* whole clusters: no block of a working one leaves early */
     const int nsplit = nclu * DEC_CL;
-    /* slice: ntiles / nsplit tiles, one more for the first ntiles % nsplit */
-    const int per = ntiles / nsplit, extra = ntiles % nsplit;
+    /* slice: ntiles / nsplit tiles, one more for the first ntiles % nsplit
+     * (one cluster: a constant divisor) */
+    const int per = nclu == 1 ? ntiles / DEC_CL : ntiles / nsplit, extra = ntiles - per * nsplit;
     const int t0 = split * per + min(split, extra), t1 = t0 + per + (split < extra);
     const int blo = lo_all + TK * t0, bhi = min(lo_all + TK * t1, hi_all);
     const int off = blo - blo % C;                              /* row of key j: j - off, less C past the end */
@@ -392,7 +431,7 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         rlo[r] = rhi[r] = 0;
-        if (2 * c + r < rv) qn_attn_keys(&p, p0, (tile * NR + 2 * c + r) / G, &rlo[r], &rhi[r]);
+        if (2 * c + r < rv) qn_attn_keys(&p, p0, row_token(tile * NR + 2 * c + r, G, nt), &rlo[r], &rhi[r]);
     }
 
     unsigned char *sm = qn_attn_smem;
@@ -402,19 +441,21 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     const long long knb = k.nb[1], vnb = v.nb[1];
     const bool al4 = ((k.addr | v.addr | (unsigned long long)(k.nb[1] | k.nb[2] | v.nb[1] | v.nb[2])) & 3) == 0;
 
+    /* the buffer of this warp's tile `it`: it % stages, without a division */
+    auto buf = [&](int it) { return stages == 3 ? it % 3 : stages == 2 ? it & 1 : 0; };
     /* Copy this warp's tile `it` (its (warp + it W)-th of the slice) into
-     * buffer it % stages, as one cp.async group (empty past the last). */
+     * its buffer, as one cp.async group (empty past the last). */
     auto issue = [&](int it) {
         if (it < nmine) {
             const int key0 = blo + TK * (warp + it * NW);
-            const unsigned st = wsa + (it % stages) * STAGE;
+            const unsigned st = wsa + buf(it) * STAGE;
             if (!Q8) {
                 copy_rows<32, HD / 8>(st, KS, kb, knb, TK, key0, bhi, off, C, lane);
                 copy_rows<32, HD / 8>(st + TK * KS * 2, KS, vb, vnb, TK, key0, bhi, off, C, lane);
             } else {
                 /* q8_0 rows: 4-byte copies where every row is 4-byte aligned,
                  * else 2-byte loads and stores */
-                unsigned char *dst = wsm + (it % stages) * STAGE;
+                unsigned char *dst = wsm + buf(it) * STAGE;
 #pragma unroll 1
                 for (int r = 0; r < TK; r++) {
                     const int j = key0 + r;
@@ -447,11 +488,8 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     };
     for (int it = 0; it < stages - 1; it++) issue(it);
 
-    /* q, scaled so S is the base-2 logit (with a softcap, the logit over
-     * the cap), as high and low parts [2][8][KS]; rows past the tile's are
-     * zeros */
-    load_q<MT, NT, NR, true>(sm, KS, q, tile * NR, rv, kvh, G,
-                             p.softcap > 0.0f ? __fdividef(p.scale, p.softcap) : p.scale * QN_ATTN_LOG2E);
+    /* q as high and low parts [2][8][KS]; rows past the tile's are zeros */
+    qr.finish(sm, KS);
     __syncthreads();
 
     /* ldmatrix addresses of this lane: q as B (matrices: high d0, high
@@ -479,9 +517,9 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
         issue(it + stages - 1);
         wait_tile();
         const int key0 = blo + TK * (warp + it * NW);
-        unsigned kt = wsa + (it % stages) * STAGE;
+        unsigned kt = wsa + buf(it) * STAGE;
         if (Q8) {
-            const unsigned char *raw = wsm + (it % stages) * STAGE;
+            const unsigned char *raw = wsm + buf(it) * STAGE;
             float *sc = (float *)(cv + 2 * TK * KS * 2);
             for (int i = lane; i < TK * (HD / 2); i += 32) {
                 const int r = i / (HD / 2), e = (i % (HD / 2)) * 2, at = r * RBS + e / 32 * 34 + 2 + e % 32;
@@ -618,7 +656,9 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     /* merge the warps: partial sums [NW][8][HD + 4] and (m, l) [NW][8] */
     __syncthreads();
     float *sAcc = (float *)sm, *sM = sAcc + NW * NR * (HD + 4), *sL = sM + NW * NR, *sML = sL + NW * NR;
-    float *sW = sML + 2 * NR, *sMs = sW + QN_ATTN_DEC_MAX_SPLITS * NR, *sInv = sMs + QN_ATTN_DEC_MAX_SPLITS * NR;
+    float *sWt = sML + 2 * NR, *sSink = sWt + NW * NR;
+    unsigned long long *sOut = (unsigned long long *)(sSink + NR);
+    float *sW = (float *)(sOut + NR), *sMs = sW + QN_ATTN_DEC_MAX_SPLITS * NR, *sInv = sMs + QN_ATTN_DEC_MAX_SPLITS * NR;
 #pragma unroll
     for (int mt = 0; mt < NKC; mt++)
 #pragma unroll
@@ -631,26 +671,44 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
             sL[warp * NR + 2 * c + r] = l[r];
         }
     __syncthreads();
-    /* the block's partial, in place of warp 0's (each element is read and
-     * written by one thread), and its (m, l) per row in sML */
-    for (int i = tid; i < rv * HD; i += NT) {
-        const int r = i / HD, d = i % HD;
+    /* per row: the block's max, the warps' weights 2^(m_w - max), the
+     * block's l; and where out's row is and its sink (base 2) */
+    if (tid < rv) {
+        const int r = tid, rg = tile * NR + r, h = row_head(rg, G, nt, kvh);
         float mn = NEG_INF;
 #pragma unroll
         for (int w = 0; w < NW; w++) mn = fmaxf(mn, sM[w * NR + r]);
         const float b = mn == NEG_INF ? 0.0f : mn;
-        float a = 0.0f, sum = 0.0f;
+        float sum = 0.0f;
 #pragma unroll
         for (int w = 0; w < NW; w++) {
             const float wt = ex2(sM[w * NR + r] - b);
-            a += wt * sAcc[(w * NR + r) * (HD + 4) + d];
+            sWt[w * NR + r] = wt;
             sum += wt * sL[w * NR + r];
         }
-        sAcc[r * (HD + 4) + d] = a;
-        if (d == 0) {
-            sML[2 * r] = mn;
-            sML[2 * r + 1] = sum;
+        sML[2 * r] = mn;
+        sML[2 * r + 1] = sum;
+        sOut[r] = (unsigned long long)qn_kt_at(&out, 0, h, row_token(rg, G, nt), 0);
+        sSink[r] = sinks.addr ? *(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E : NEG_INF;
+    }
+    __syncthreads();
+    /* the block's partial, four columns a thread at a time, in place of
+     * warp 0's (each element is read and written by one thread) */
+    for (int i = tid; i < rv * (HD / 4); i += NT) {
+        const int r = i / (HD / 4), d = i % (HD / 4) * 4;
+        float4 x[NW];
+#pragma unroll
+        for (int w = 0; w < NW; w++) x[w] = *(const float4 *)(sAcc + (w * NR + r) * (HD + 4) + d);
+        float4 a = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int w = 0; w < NW; w++) {
+            const float wt = sWt[w * NR + r];
+            a.x += wt * x[w].x;
+            a.y += wt * x[w].y;
+            a.z += wt * x[w].z;
+            a.w += wt * x[w].w;
         }
+        *(float4 *)(sAcc + r * (HD + 4) + d) = a;
     }
     cluster_arrive<true>();
     cluster_wait();
@@ -664,7 +722,7 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     const qn_partials P = partials_at(scratch, grid_clu, groups * DEC_CL, NR, CS, grp * DEC_CL + rank);
     float *part = P.acc + clu * P.acc_sp, *pml = P.ml + clu * P.ml_sp;
     for (int i = tid; i < rv * (CS / 2); i += NT) {
-        const int r = i / (CS / 2), col = c0 + i % (CS / 2) * 2, rg = tile * NR + r;
+        const int r = i / (CS / 2), col = c0 + i % (CS / 2) * 2;
         float2 ml[DEC_CL], a[DEC_CL];
 #pragma unroll
         for (int b = 0; b < DEC_CL; b++) {
@@ -684,10 +742,9 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
             sum += wt * ml[b].y;
         }
         if (single) {
-            const int h = kvh * G + rg % G;
-            if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - base);
+            sum += ex2(sSink[r] - base);
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-            float *orow = (float *)qn_kt_at(&out, 0, h, rg / G, 0);
+            float *orow = (float *)sOut[r];
             orow[col] = acc0 * inv;
             orow[col + 1] = acc1 * inv;
         } else {
@@ -701,7 +758,7 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     }
     cluster_arrive<false>(); /* done with the other blocks' shared memory */
     if (!single && publish_split(P, clu, nclu, (int *)(sInv + NR)))
-        merge_splits<NT, NR, CS>(P, nclu, rv, out, sinks, tile * NR, G, kvh, c0, sW, sMs, sInv);
+        merge_splits<NT, NR, CS>(P, nclu, rv, out, sinks, tile * NR, G, nt, kvh, c0, sW, sMs, sInv);
     cluster_wait(); /* and they with this one's, before it leaves */
 }
 

@@ -110,9 +110,10 @@ QN_HD signed char qn_q8_0_round(float x, float inv) { return (signed char)roundf
  * once per warp, the tile converted to f16 [2][16][d + 8] and its block
  * scales [2][16][d / 32] floats. The same memory then holds the merge: per
  * warp partial sums [8][d + 4] floats, (m, l) per warp and row, the
- * block's (m, l) per row, weights and maxima [2][QN_ATTN_DEC_MAX_SPLITS][8]
- * and per-row factors. Rows of d + 8 halves (d + 4 floats) keep ldmatrix
- * and the partial stores off shared banks. */
+ * block's (m, l) per row, the warps' weights per row, per row a sink and
+ * an output address, weights and maxima [2][QN_ATTN_DEC_MAX_SPLITS][8] and
+ * per-row factors. Rows of d + 8 halves (d + 4 floats) keep ldmatrix and
+ * the partial stores off shared banks. */
 QN_HD int qn_attn_dec_q8_row(int d) { return (d / 32 * 34 + 15) / 16 * 16; }
 QN_HD int qn_attn_dec_q_bytes(int d) { return 2 * QN_ATTN_DEC_ROWS * (d + 8) * 2; }
 QN_HD int qn_attn_dec_stage_bytes(int d, int q8) {
@@ -123,7 +124,7 @@ QN_HD int qn_attn_dec_conv_bytes(int d, int q8) {
 }
 QN_HD int qn_attn_dec_merge_bytes(int d) {
     const int w = QN_ATTN_DEC_WARPS(d);
-    return (w * QN_ATTN_DEC_ROWS * (d + 4) + 2 * w * QN_ATTN_DEC_ROWS + 2 * QN_ATTN_DEC_ROWS +
+    return (w * QN_ATTN_DEC_ROWS * (d + 4) + 3 * w * QN_ATTN_DEC_ROWS + 5 * QN_ATTN_DEC_ROWS +
             2 * QN_ATTN_DEC_MAX_SPLITS * QN_ATTN_DEC_ROWS + 2 * QN_ATTN_DEC_ROWS) * 4;
 }
 QN_HD int qn_attn_dec_smem(int d, int q8, int stages) {
