@@ -7,10 +7,11 @@
  *   llama.cpp counts them; shown as TB/s and as a fraction of the read
  *   ceiling measured here, in the same process: a kernel streaming 1 GiB
  *   with 16-byte loads. Then a small model's decode (Gemma 3 270M: head
- *   256, 4 query heads over 1 kv head): 300 keys in a cache of capacity
- *   32768 (a global layer early in a long context) and a window of 512 over
- *   a ring of 1023 rows at position 5000 (a local layer); no llama.cpp
- *   figure, the target is a few microseconds.
+ *   256, 4 query heads over 1 kv head): global layers (causal) with 128 and
+ *   512 keys in a cache of capacity 4096 and 300 keys in one of 32768; local
+ *   layers (a window of 512 over a ring of 1023 rows, as the model sizes
+ *   it) at position 127 (128 keys) and 5000 (512 keys, the ring wrapped);
+ *   no llama.cpp figure, the target is 4 us.
  * attn-prefill: 512 queries after 3584 cached positions (4096 keys), head
  *   256, 8 / 4 heads, f16: causal, and without a mask. FLOPs counted as
  *   llama.cpp counts them, 4 * 512 * 4096 * 256 * 8, for both.
@@ -105,14 +106,17 @@ int qn_bench_attn_decode(qn_device *dev, const qn_bench_opts *opts) {
         {"head 128, 32/8 heads, 4096 keys", 128, 32, 8, 4096, 4096, 4095, 0, 14.04, 1.19, 38},
         {"head 256, 8/4 heads, 32768 keys", 256, 8, 4, 32768, 32768, 32767, 0, 54.75, 2.45, 79},
         {"head 128, 32/8 heads, 32768 keys", 128, 32, 8, 32768, 32768, 32767, 0, 69.51, 1.93, 62},
+        {"head 256, 4/1, 128 keys, capacity 4096", 256, 4, 1, 4096, 128, 127, 0, 0, 0, 0},
+        {"head 256, 4/1, 512 keys, capacity 4096", 256, 4, 1, 4096, 512, 511, 0, 0, 0, 0},
         {"head 256, 4/1, 300 keys, capacity 32768", 256, 4, 1, 32768, 300, 299, 0, 0, 0, 0},
-        {"head 256, 4/1, window 512, ring of 1023", 256, 4, 1, 1023, 512, 5000, 512, 0, 0, 0},
+        {"head 256, 4/1, window 512, ring 1023, 128 keys", 256, 4, 1, 1023, 128, 127, 512, 0, 0, 0},
+        {"head 256, 4/1, window 512, ring 1023, 512 keys", 256, 4, 1, 1023, 512, 5000, 512, 0, 0, 0},
     };
     qn_encoder *enc;
     double ceiling;
     if (qn_bench_start(dev, &enc, &ceiling)) return 1;
     qn_status s = QN_OK;
-    printf("%-44s %9s %8s %8s | %s\n", "decode, 1 token, f16 K/V", "us", "TB/s", "ceiling", "llama.cpp (H100)");
+    printf("%-48s %9s %8s %8s | %s\n", "decode, 1 token, f16 K/V", "us", "TB/s", "ceiling", "llama.cpp (H100)");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0] && s == QN_OK; i++) {
         attn_op a;
         double us = 0.0;
@@ -123,11 +127,11 @@ int qn_bench_attn_decode(qn_device *dev, const qn_bench_opts *opts) {
         free_op(&a);
         if (s != QN_OK) break;
         const double bytes = 2.0 * (double)cases[i].keys * (double)cases[i].d * 2.0 * (double)cases[i].hkv;
-        printf("%-44s %9.2f %8.2f %7.1f%% | ", cases[i].name, us, bytes / us / 1e6, 100.0 * bytes / us / 1e3 / ceiling);
+        printf("%-48s %9.2f %8.2f %7.1f%% | ", cases[i].name, us, bytes / us / 1e6, 100.0 * bytes / us / 1e3 / ceiling);
         if (cases[i].llama_us > 0)
             printf("%.2f us, %.2f TB/s (%d%%)\n", cases[i].llama_us, cases[i].llama_tbs, cases[i].llama_pct);
         else
-            printf("small-model decode: a few us wanted\n");
+            printf("small-model decode: 4 us wanted\n");
     }
     qn_encoder_destroy(enc);
     return s == QN_OK ? 0 : qn_cli_fail("attention decode", s);

@@ -297,6 +297,43 @@ static void test_decode(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
 }
 
+/* Short contexts, where one cluster of blocks takes all the keys and
+ * merges through shared memory (a small model's decode): lengths around
+ * the 16-key tile and the warp and cluster boundaries (64 keys a block of
+ * 4 warps, 512 a cluster of 8 at head 256, more than 512 with a second
+ * tile a warp); Gemma 3 270M's shape (head 256, 4 query heads over 1 kv
+ * head) causal in a large cache and with its window of 512 over a ring of
+ * 1023, from the start and wrapped; then every head dim, cache type and
+ * other group ratios, 1 to 3 tokens, softcap and sinks. */
+static void test_decode_short(void **state) {
+    (void)state;
+    static const int32_t lens[] = {1, 2, 63, 64, 65, 511, 512, 600};
+    static const int64_t dims[] = {64, 80, 96, 128, 256, 512};
+    static const qn_dtype kvs[] = {QN_F16, QN_BF16, QN_Q8_0};
+    for (int i = 0; i < 8; i++) {
+        const int32_t n = lens[i];
+        const acase gemma[] = {
+            {256, 4, 1, 1, 4096, n - 1, QN_F16, CAUSAL, 0, 0, false, false},
+            {256, 4, 1, 1, 1023, n - 1, QN_F16, WINDOW, 512, 0, i % 2 == 1, false},
+            {256, 4, 1, 1, 1023, 3 * 1023 + n, QN_F16, WINDOW, 512, 0, false, false},
+            {256, 4, 1, 1, 512, 700 + n, QN_BF16, WINDOW, 512, 0, false, false},
+        };
+        for (size_t j = 0; j < sizeof gemma / sizeof gemma[0]; j++) check_case(&gemma[j]);
+        const int64_t d1 = dims[i % 6], d2 = dims[(i + 3) % 6];
+        const qn_dtype kv1 = kvs[i % 3], kv2 = kvs[(i + 1) % 3];
+        const acase other[] = {
+            /* a cache just long enough for the step's keys, 1 to 3 tokens */
+            {d1, 8, 2, 1 + i % 3, n + 2, n - 1, kv1 == QN_Q8_0 && d1 % 32 ? QN_F16 : kv1, CAUSAL, 0,
+             i == 5 ? 10.0f : 0.0f, i % 3 == 1, false},
+            /* a window of n keys over a wrapped ring of 600 */
+            {d2, 6, 1, 2, 600, 1800 + 7 * n, kv2 == QN_Q8_0 && d2 % 32 ? QN_F16 : kv2, WINDOW, n, 0, i % 2 == 0,
+             false},
+            {d1, 16, 16, 1, 4096, n - 1, QN_F16, CAUSAL, 0, 0, false, false},
+        };
+        for (size_t j = 0; j < sizeof other / sizeof other[0]; j++) check_case(&other[j]);
+    }
+}
+
 /* One scratch shared by decodes and prefills of different shapes in turn,
  * as a model's layers share one, starting from bytes the ops did not write
  * (random, and then small integers, what a count-based handshake would
@@ -312,6 +349,10 @@ static void test_shared_scratch(void **state) {
         {64, 16, 4, 4, 4096, 4000, QN_Q8_0, CAUSAL, 0, 0, false, false},
         {256, 4, 1, 100, 4096, 500, QN_BF16, WINDOW, 300, 0, true, true},
         {128, 8, 2, 1, 4096, 3000, QN_F16, CAUSAL, 0, 0, false, false},
+        /* short contexts between the long ones: no partials through the scratch */
+        {256, 4, 1, 1, 4096, 300, QN_F16, CAUSAL, 0, 0, false, false},
+        {256, 4, 1, 1, 1023, 5000, QN_F16, WINDOW, 512, 0, true, false},
+        {256, 4, 1, 1, 4096, 2000, QN_F16, CAUSAL, 0, 0, false, false},
     };
     const size_t nc = sizeof cases / sizeof cases[0];
     int64_t most = 1;
@@ -437,10 +478,10 @@ static void test_attn_errors(void **state) {
     qn_buffer *q100, *k100;
     QT_OK(qn_buffer_alloc(dev, QN_F32, 3, (int64_t[]){128, 8, 9}, &qb));
     ob = qt_poisoned(dev, QN_F32, 3, (int64_t[]){128, 8, 9});
-    QT_OK(qn_buffer_alloc(dev, QN_F16, 3, (int64_t[]){128, 512, 2}, &kb));
-    QT_OK(qn_buffer_alloc(dev, QN_F16, 3, (int64_t[]){128, 512, 2}, &vb));
-    QT_OK(qn_buffer_alloc(dev, QN_Q8_0, 3, (int64_t[]){128, 512, 2}, &k8));
-    QT_OK(qn_buffer_alloc(dev, QN_BF16, 3, (int64_t[]){128, 512, 2}, &kbf));
+    QT_OK(qn_buffer_alloc(dev, QN_F16, 3, (int64_t[]){128, 4096, 2}, &kb));
+    QT_OK(qn_buffer_alloc(dev, QN_F16, 3, (int64_t[]){128, 4096, 2}, &vb));
+    QT_OK(qn_buffer_alloc(dev, QN_Q8_0, 3, (int64_t[]){128, 4096, 2}, &k8));
+    QT_OK(qn_buffer_alloc(dev, QN_BF16, 3, (int64_t[]){128, 4096, 2}, &kbf));
     QT_OK(qn_buffer_alloc(dev, QN_I32, 1, (int64_t[]){1}, &pb));
     QT_OK(qn_buffer_alloc(dev, QN_F32, 1, (int64_t[]){1}, &pf));
     QT_OK(qn_buffer_alloc(dev, QN_F32, 1, (int64_t[]){7}, &sb));
@@ -453,7 +494,7 @@ static void test_attn_errors(void **state) {
     const qn_attn_opts ok = {0.088f, 0, QN_ATTN_MASK_CAUSAL, 0};
     int64_t need;
     QT_OK(qn_flash_attn_scratch(dev, false, q1, k, &need));
-    if (qt_on_gpu()) assert_true(need > 0); /* 512 keys split on the GPU: the scratch checks below run */
+    if (qt_on_gpu()) assert_true(need > 0); /* 4096 keys split on the GPU: the scratch checks below run */
     qn_buffer *sfull = NULL;
     if (need > 0) QT_OK(qn_buffer_alloc(dev, QN_F32, 1, (int64_t[]){need}, &sfull));
     qn_tensor sc = need > 0 ? qn_tensor_of(sfull) : qn_tensor_of(scratch), *s = need > 0 ? &sc : NULL;
@@ -510,6 +551,7 @@ static void test_attn_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode),
+        cmocka_unit_test(test_decode_short),
         cmocka_unit_test(test_prefill),
         cmocka_unit_test(test_shared_scratch),
         cmocka_unit_test(test_decode_graph),

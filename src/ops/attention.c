@@ -15,13 +15,19 @@ static bool head_dim_ok(int64_t d) { return d == 64 || d == 80 || d == 96 || d =
  * `splits` slices. The grid is sized from what the host knows (shapes,
  * capacity, multiprocessors), never from the position, so a graph replays
  * it at every step: enough blocks to fill the GPU once (blocks resident
- * per multiprocessor x multiprocessors), no more. Decode also picks its
+ * per multiprocessor x multiprocessors), no more. Decode's splits come in
+ * clusters of `cluster` blocks (a whole number of them); it also picks its
  * shared-memory buffers (`stages`, `smem` bytes); stages 0: the device's
  * shared memory is too small. */
 typedef struct {
-    int rows, tiles, splits, stages;
+    int rows, tiles, splits, cluster, stages;
     unsigned smem;
 } attn_plan;
+
+/* Decode blocks a cluster: the kernel is compiled with clusters from sm_90 on. */
+static int dec_cluster(const qn_device *dev) {
+    return dev->backend == QN_BACKEND_CUDA && dev->info.cc_major >= 9 ? QN_ATTN_DEC_CL : 1;
+}
 
 static attn_plan plan(qn_device *dev, bool prefill, int64_t d, int64_t hq, int64_t n, int64_t hkv, int64_t cap,
                       bool q8) {
@@ -50,29 +56,40 @@ static attn_plan plan(qn_device *dev, bool prefill, int64_t d, int64_t hq, int64
         if (per_sm > QN_ATTN_DEC_MINB(d)) per_sm = QN_ATTN_DEC_MINB(d);
         if (per_sm < 1) per_sm = 1;
         resident = per_sm * dev->info.sm_count;
-        /* a split streams one 16-key tile per warp at least */
-        const int64_t per_split = (int64_t)QN_ATTN_DEC_KEYS * QN_ATTN_DEC_WARPS(d);
-        max_splits = (cap + per_split - 1) / per_split;
+        /* A cluster's blocks run together on the multiprocessors of one
+         * GPC, and not all of them can take part: on an H100 SXM (132
+         * multiprocessors, one block each) 15 clusters of 8 fit, not 16. A
+         * grid of more clusters than fit runs a second wave, which costs
+         * more than the multiprocessors left idle, so count on 7/8 of them. */
+        pl.cluster = dec_cluster(dev);
+        if (pl.cluster > 1) resident = resident * 7 / 8;
+        resident /= pl.cluster;
+        /* a cluster takes up to QN_ATTN_DEC_TPW 16-key tiles a warp before
+         * another joins (the kernel's rule) */
+        const int64_t per_clu = (int64_t)QN_ATTN_DEC_KEYS * QN_ATTN_DEC_WARPS(d) * QN_ATTN_DEC_TPW * pl.cluster;
+        max_splits = (cap + per_clu - 1) / per_clu;
         limit = QN_ATTN_DEC_MAX_SPLITS;
     }
     int64_t s = resident / blocks;
     if (s > max_splits) s = max_splits;
     if (s > limit) s = limit;
     pl.splits = s < 1 ? 1 : (int)s;
+    if (!prefill) pl.splits *= pl.cluster;
     return pl;
 }
 
 /* Scratch elements when the op splits: decode's partials (acc, m, l) per
- * split and row of a row tile, and a flag word per split and tile;
+ * cluster and row of a row tile when it takes several clusters (a column
+ * slice per block of a cluster), and a flag word per cluster and slice;
  * prefill's partials per split and query row. */
 static int64_t scratch_elems(const qn_device *dev, const attn_plan *pl, bool prefill, int64_t d, int64_t hq,
                              int64_t n, int64_t hkv) {
-    if (dev->backend != QN_BACKEND_CUDA || pl->splits == 1) return 0;
+    if (dev->backend != QN_BACKEND_CUDA) return 0;
     if (!prefill) {
-        const int64_t groups = (int64_t)pl->tiles * hkv;
-        return (int64_t)pl->splits * groups * (QN_ATTN_DEC_ROWS * (d + 2) + 1);
+        const int64_t clusters = pl->splits / pl->cluster, slices = (int64_t)pl->tiles * hkv * pl->cluster;
+        return clusters == 1 ? 0 : clusters * slices * (QN_ATTN_DEC_ROWS * (d / pl->cluster + 2) + 1);
     }
-    return (int64_t)pl->splits * n * hq * (d + 2);
+    return pl->splits == 1 ? 0 : (int64_t)pl->splits * n * hq * (d + 2);
 }
 
 qn_status qn_flash_attn_scratch(qn_device *dev, bool prefill, qn_tensor q, qn_tensor k, int64_t *elems) {

@@ -10,8 +10,11 @@
  * j % capacity; pos[0] = p0, the first query token's position, read here so
  * a replayed graph follows it. Query rows of a kv head are numbered
  * token-major, row = t * group + g, for query head kv_head * group + g.
- * Logits are kept in base 2 (scaled by log2 e) from the dot product on. */
+ * Logits are kept in base 2 (scaled by log2 e) from the dot product on.
+ * Every kernel opens with QN_GRID_WAIT: it may start while the kernel
+ * before it on the stream finishes, and reads nothing before the wait. */
 #include "attention_common.cuh"
+#include "mma.cuh"
 
 #ifndef QN_ATTN_D
 #error "attention.cu is compiled with -DQN_ATTN_D=<head dim>"
@@ -20,37 +23,14 @@
 constexpr int HD = QN_ATTN_D;
 #define NEG_INF __int_as_float(0xff800000u)
 
-/* ---- PTX helpers */
+/* ---- PTX helpers (the shared ones are in mma.cuh) */
 
 extern __shared__ __align__(16) unsigned char qn_attn_smem[];
 
-__device__ __forceinline__ unsigned smem_addr(const void *p) {
-    unsigned a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-
-__device__ __forceinline__ void cp_async16(unsigned dst, const void *src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
+/* 4 bytes global -> shared; only the first src_bytes (0 or 4) are read,
+ * the rest is zero-filled. */
 __device__ __forceinline__ void cp_async4(unsigned dst, const void *src, int src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_trans(unsigned (&r)[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
 }
 /* The transpose of an 8x8 matrix of 16-bit values spread over the warp as
  * ldmatrix spreads it (lane 4r + c holds row r, columns 2c and 2c + 1). */
@@ -58,30 +38,6 @@ __device__ __forceinline__ unsigned movtrans(unsigned a) {
     unsigned d;
     asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(d) : "r"(a));
     return d;
-}
-
-/* c += a * b for one 16x8 tile: a 16x16 (row), b 16x8 (col). */
-template <int DT>
-__device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    if (DT == QN_KT_BF16)
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-            "{%0, %1, %2, %3};"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-            "{%0, %1, %2, %3};"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Two floats as a packed pair, `lo` in the low half (the lower column). */
-template <int DT>
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-    unsigned r;
-    if (DT == QN_KT_BF16) asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    else asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
 }
 
 /* A pair split in two packed pairs, hi = round(x) and lo = round(x - hi):
@@ -111,51 +67,77 @@ __device__ __forceinline__ float ex2(float x) {
  * shared memory rows `stride` halves apart, thread t of NT taking chunks
  * of NT / CH rows at a time, so a warp's copy instruction reads whole rows
  * (a thread a row reading its own chunks makes each instruction touch many
- * lines, which throttles the load/store unit). Rows go one pass at a time,
- * not unrolled, so the passes' addresses are not all held at once. Key j lives in cache row
- * j - off, less C past the end of the ring; keys from `end` on are
- * zero-filled. */
+ * lines, which throttles the load/store unit). Key j lives in cache row
+ * j - off, less C past the end of the ring; the row address steps along
+ * instead of being recomputed (a key before `end` is less than 2C past
+ * off, so one wrap keeps its row right). Keys from `end` on are
+ * zero-filled from the ring's first row. */
 template <int NT, int CH>
 __device__ __forceinline__ void copy_rows(unsigned dst, int stride, const char *src, long long nb, int rows, int j0,
                                           int end, int off, int C, int t) {
     constexpr int RP = CH >= NT ? 1 : NT / CH, CL = CH >= NT ? CH / NT : 1;
-#pragma unroll 1
-    for (int r0 = 0; r0 < rows; r0 += RP) {
-        const int r = r0 + (RP > 1 ? t / CH : 0), j = j0 + r;
-        if (t >= RP * CH || r >= rows) continue; /* threads past the last chunk or row */
-        int row = j - off;
-        if (row >= C) row -= C;
-        const bool ok = j < end;
-        const char *s = src + (ok ? row * nb : 0);
+    if (t >= RP * CH) return; /* threads past the last chunk */
+    int r = RP > 1 ? t / CH : 0, row = j0 + r - off;
+    if (row >= C) row -= C;
+    const char *s = src + row * nb;
+    const long long ring = C * nb;
+#pragma unroll 4
+    for (; r < rows; r += RP) {
+        const bool ok = j0 + r < end;
 #pragma unroll
         for (int u = 0; u < CL; u++) {
             const int ch = RP > 1 ? t % CH : t + NT * u;
-            cp_async16(dst + (r * stride + ch * 8) * 2, s + ch * 16, ok ? 16 : 0);
+            cp_async16(dst + (r * stride + ch * 8) * 2, (ok ? s : src) + ch * 16, ok ? 16 : 0);
+        }
+        row += RP;
+        s += RP * nb;
+        if (row >= C) {
+            row -= C;
+            s -= ring;
         }
     }
+}
+
+/* Query row rg of kv head kvh is token rg / G, head kvh G + rg % G (a
+ * single token's rows need no division). */
+__device__ __forceinline__ int row_token(int rg, int G, int n_tokens) { return n_tokens == 1 ? 0 : rg / G; }
+__device__ __forceinline__ int row_head(int rg, int G, int n_tokens, int kvh) {
+    return kvh * G + (n_tokens == 1 ? rg : rg % G);
 }
 
 /* q rows row0, row0 + 1, ... of kv head kvh (query row r: token r / G,
  * head kvh G + r % G) times qs, as f16/bf16 pairs into shared memory
  * [ROWS][stride] halves, and with LO their low parts, x - round(x), in the
- * ROWS rows after; rows from `rows` on are zeros. Each thread issues 8
- * loads before it converts any, so their latencies overlap. */
+ * ROWS rows after; rows from `rows` on are zeros. Lane r of each warp
+ * finds row r's address (one division a row, not one an element) and
+ * passes it round. A thread's pairs go in batches of up to 8: fetch(u0)
+ * issues a batch's loads, put(u0) converts and stores it, so the first
+ * batch can be fetched early and its latency hidden behind other work. */
 template <int DT, int NT, int ROWS, bool LO>
-__device__ __forceinline__ void load_q(unsigned char *dst, int stride, const qn_kt &q, int row0, int rows, int kvh,
-                                       int G, float qs) {
-    constexpr int PAIRS = ROWS * (HD / 2), PER = (PAIRS + NT - 1) / NT, BATCH = PER < 8 ? PER : 8;
-    for (int u0 = 0; u0 < PER; u0 += BATCH) {
-        float x[BATCH][2];
+struct q_rows {
+    static constexpr int PAIRS = ROWS * (HD / 2), PER = (PAIRS + NT - 1) / NT, BATCH = PER < 8 ? PER : 8;
+    static_assert(ROWS <= 32, "a lane a row");
+    unsigned long long mine;
+    float qs, x[BATCH][2];
+
+    __device__ __forceinline__ q_rows(const qn_kt &q, int row0, int rows, int kvh, int G, int n_tokens, float scale)
+        : mine(0), qs(scale) {
+        const int lane = threadIdx.x % 32;
+        if (lane < rows)
+            mine = (unsigned long long)qn_kt_at(&q, 0, row_head(row0 + lane, G, n_tokens, kvh),
+                                                row_token(row0 + lane, G, n_tokens), 0);
+    }
+    __device__ __forceinline__ void fetch(int u0) {
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
-            const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2, rg = row0 + r;
-            x[u][0] = x[u][1] = 0.0f;
-            if (i < PAIRS && r < rows) {
-                const float *qrow = (const float *)qn_kt_at(&q, 0, kvh * G + rg % G, rg / G, 0);
-                x[u][0] = qrow[d] * qs;
-                x[u][1] = qrow[d + 1] * qs;
-            }
+            const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2;
+            const float *qrow = (const float *)__shfl_sync(0xffffffffu, mine, r < ROWS ? r : 0);
+            const bool ok = i < PAIRS && qrow;
+            x[u][0] = ok ? qrow[d] * qs : 0.0f;
+            x[u][1] = ok ? qrow[d + 1] * qs : 0.0f;
         }
+    }
+    __device__ __forceinline__ void put(int u0, unsigned char *dst, int stride) const {
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             const int i = threadIdx.x + (u0 + u) * NT, r = i / (HD / 2), d = (i % (HD / 2)) * 2;
@@ -167,32 +149,99 @@ __device__ __forceinline__ void load_q(unsigned char *dst, int stride, const qn_
             if (LO) *(unsigned *)(dst + ((ROWS + r) * stride + d) * 2) = lo;
         }
     }
+    /* the rest after the first batch */
+    __device__ __forceinline__ void finish(unsigned char *dst, int stride) {
+        put(0, dst, stride);
+        for (int u0 = BATCH; u0 < PER; u0 += BATCH) {
+            fetch(u0);
+            put(u0, dst, stride);
+        }
+    }
+};
+
+/* ---- clusters (sm_90 on)
+ *
+ * Decode's split blocks come in clusters of DEC_CL (the grid's x in
+ * consecutive runs): the blocks of a cluster merge their partials by
+ * reading each other's shared memory, with no global round trip. Before
+ * sm_90 a cluster is one block. */
+#if __CUDA_ARCH__ >= 900
+#define DEC_CL QN_ATTN_DEC_CL
+#define DEC_CLUSTER_DIMS __cluster_dims__(QN_ATTN_DEC_CL, 1, 1)
+#else
+#define DEC_CL 1
+#define DEC_CLUSTER_DIMS
+#endif
+
+__device__ __forceinline__ int cluster_rank() {
+#if DEC_CL > 1
+    unsigned r;
+    asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return (int)r;
+#else
+    return 0;
+#endif
+}
+/* A barrier over the cluster's threads, split in two: arrive, with
+ * RELEASE after this thread's shared-memory writes that the others will
+ * read (it costs a device-wide fence; without, it only says this thread is
+ * done reading theirs), and wait (acquire). */
+template <bool RELEASE>
+__device__ __forceinline__ void cluster_arrive() {
+#if DEC_CL > 1
+    if (RELEASE) asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+    else asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#else
+    if (RELEASE) __syncthreads();
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if DEC_CL > 1
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+/* The pair at p, p + 1 (shared memory, 8-byte aligned) of the cluster's
+ * block `rank`. */
+__device__ __forceinline__ float2 ld_cluster2(const float *p, int rank) {
+#if DEC_CL > 1
+    unsigned a;
+    float2 v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(smem_addr(p)), "r"(rank));
+    asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(a));
+    return v;
+#else
+    (void)rank;
+    return *(const float2 *)p;
+#endif
 }
 
-/* ---- split partials and their merge
+/* ---- split partials across clusters and their merge
  *
- * When a row group's keys are cut into nsplit slices, each slice's block
- * writes its partial (acc, m, l): acc = sum_j 2^(logit_j - m) v_j unscaled,
- * m its reference max, l = sum_j 2^(logit_j - m); then raises its flag, and
- * a block that sees every flag of its group raised merges the partials,
- * out = sum_s w_s acc_s / (sum_s w_s l_s + sink), w_s = 2^(m_s - max m), and
- * lowers the flags. Each block orders its flag store before its flag loads
- * with fences, so at least one sees all flags; two that both do write the
- * same values. A flag is a magic word, not a count: whatever a fresh or
- * reused scratch holds, only a complete set reads as done, and each merge
- * leaves the flags lowered. No second kernel, no counter to reset.
+ * When a row group's keys take nsplit clusters, each cluster's merged
+ * partial (acc, m, l) goes to scratch, one column slice per block of the
+ * cluster: acc = sum_j 2^(logit_j - m) v_j unscaled, m its reference max,
+ * l = sum_j 2^(logit_j - m). The block then raises its flag, and a block
+ * that sees every flag of its slice raised merges the slice over the
+ * clusters, out = sum_s w_s acc_s / (sum_s w_s l_s + sink), w_s =
+ * 2^(m_s - max m), and lowers the flags. Each block orders its flag store
+ * before its flag loads with fences, so at least one sees all flags; two
+ * that both do write the same values. A flag is a magic word, not a count:
+ * whatever a fresh or reused scratch holds, only a complete set reads as
+ * done, and each merge leaves the flags lowered. No second kernel, no
+ * counter to reset.
  *
- * Scratch (f32 words), S = n_splits, RG row groups of ROWS rows and COLS
- * columns: acc [S][RG][ROWS][COLS], then (m, l) [S][RG][ROWS][2], then flags
- * [RG][S]. Bytes: (COLS + 2) floats per row and working split, written once
- * and read once. */
+ * Scratch (f32 words), S = clusters a group may take, RG slices (row
+ * groups times blocks a cluster) of ROWS rows and COLS columns: acc
+ * [S][RG][ROWS][COLS], then (m, l) [S][RG][ROWS][2], then flags [RG][S].
+ * Bytes: (COLS + 2) floats per row and working cluster, written once and
+ * read once. */
 
 #define QN_ATTN_DONE 0x7fc0da7au /* a NaN no arithmetic produces */
 
 typedef struct {
-    float *acc, *ml;          /* this group's split 0 */
+    float *acc, *ml;          /* this slice's split 0 */
     long long acc_sp, ml_sp;  /* floats from one split to the next */
-    volatile unsigned *flags; /* this group's [S] */
+    volatile unsigned *flags; /* this slice's [S] */
 } qn_partials;
 
 __device__ __forceinline__ qn_partials partials_at(float *scratch, int S, int RG, int rows, int cols, int grp) {
@@ -236,8 +285,8 @@ __device__ __forceinline__ bool publish_split(const qn_partials &P, int split, i
  * dv0; then the flags are lowered. sW, sM: [nsplit][ROWS] floats, sInv [ROWS]. */
 template <int NT, int ROWS, int COLS>
 __device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, int rv, const qn_kt &out,
-                                             const qn_kt &sinks, int row0, int G, int kvh, int dv0, float *sW,
-                                             float *sM, float *sInv) {
+                                             const qn_kt &sinks, int row0, int G, int n_tokens, int kvh, int dv0,
+                                             float *sW, float *sM, float *sInv) {
     /* every (split, row)'s m and l at once, then per row the largest m,
      * each split's weight 2^(m_s - m) (over l, in place) and 1 / sum */
     for (int i = threadIdx.x; i < nsplit * rv; i += NT) {
@@ -255,37 +304,59 @@ __device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, i
             sum += wt * sW[sp * ROWS + r];
             sW[sp * ROWS + r] = wt;
         }
-        const int h = kvh * G + (row0 + r) % G;
+        const int h = row_head(row0 + r, G, n_tokens, kvh);
         if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
         sInv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
     }
     __syncthreads();
-    /* the sums, 8 splits' loads in flight at a time */
-    for (int i = threadIdx.x; i < rv * COLS; i += NT) {
-        const int r = i / COLS, col = i % COLS, rg = row0 + r;
-        const float *a0 = P.acc + r * COLS + col;
-        float a[8] = {};
-        int sp = 0;
-        for (; sp + 8 <= nsplit; sp += 8)
+    /* the sums: a thread takes EB elements at a time and loads 8 splits of
+     * each before it adds any (and stores nothing until all splits are in),
+     * so EB * 8 loads are in flight at once */
+    constexpr int E = (ROWS * COLS + NT - 1) / NT, EB = E < 4 ? E : 4;
+    for (int e0 = 0; e0 < E; e0 += EB) {
+        float a[EB];
 #pragma unroll
-            for (int u = 0; u < 8; u++) a[u] += sW[(sp + u) * ROWS + r] * __ldcg(a0 + (sp + u) * P.acc_sp);
-        for (; sp < nsplit; sp++) a[0] += sW[sp * ROWS + r] * __ldcg(a0 + sp * P.acc_sp);
-        const float sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-        ((float *)qn_kt_at(&out, 0, kvh * G + rg % G, rg / G, 0))[dv0 + col] = sum * sInv[r];
+        for (int e = 0; e < EB; e++) a[e] = 0.0f;
+        for (int sp = 0; sp < nsplit; sp += 8) {
+            float x[EB][8];
+#pragma unroll
+            for (int e = 0; e < EB; e++) {
+                const int i = threadIdx.x + (e0 + e) * NT, r = i / COLS, col = i % COLS;
+#pragma unroll
+                for (int u = 0; u < 8; u++)
+                    x[e][u] = r < rv && sp + u < nsplit ? __ldcg(P.acc + r * COLS + col + (sp + u) * P.acc_sp) : 0.0f;
+            }
+#pragma unroll
+            for (int e = 0; e < EB; e++) {
+                const int r = (threadIdx.x + (e0 + e) * NT) / COLS;
+#pragma unroll
+                for (int u = 0; u < 8; u++)
+                    if (r < rv && sp + u < nsplit) a[e] += sW[(sp + u) * ROWS + r] * x[e][u];
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < EB; e++) {
+            const int i = threadIdx.x + (e0 + e) * NT, r = i / COLS, col = i % COLS, rg = row0 + r;
+            if (r < rv)
+                ((float *)qn_kt_at(&out, 0, row_head(rg, G, n_tokens, kvh), row_token(rg, G, n_tokens), 0))[dv0 + col] =
+                    a[e] * sInv[r];
+        }
     }
     for (int sp = threadIdx.x; sp < nsplit; sp += NT) P.flags[sp] = 0u;
 }
 
 /* ---- decode
  *
- * Grid (splits, n_kv_heads, row tiles), QN_ATTN_DEC_WARPS(D) warps. A block
- * takes 8 query rows of one kv head (the heads of its group times the
- * step's tokens), so every K and V row is read once for all of them, and
- * one slice of the keys they see. The grid is sized on the host from the
- * capacity; the visible length, read from pos, decides how many splits
- * work (at least a 16-key tile per warp each), and the others return at
- * once, so a replayed graph fits every step and a short context costs only
- * the blocks it needs.
+ * Grid (splits, n_kv_heads, row tiles), QN_ATTN_DEC_WARPS(D) warps, the
+ * splits in clusters of DEC_CL blocks. A block takes 8 query rows of one kv
+ * head (the heads of its group times the step's tokens), so every K and V
+ * row is read once for all of them, and one slice of the keys they see.
+ * The grid is sized on the host from the capacity; the visible length,
+ * read from pos, decides how many clusters work (up to QN_ATTN_DEC_TPW
+ * 16-key tiles per warp before another cluster joins), and the others
+ * return at once, so a replayed graph fits every step and a short context
+ * costs only the blocks it needs: up to 512 keys at head 256, one cluster
+ * whose warps take a tile each.
  *
  * Tensor cores compute S^T = K Q^T (16 keys as the mma's M, the 8 rows as
  * N) and O^T += V^T P^T: a tile of 16 keys costs D / 4 mma for all rows. q
@@ -300,11 +371,14 @@ __device__ __forceinline__ void merge_splits(const qn_partials &P, int nsplit, i
  * row that moves only when a logit passes it by more than 8 (weights stay
  * below 2^8), which spares most rescales of the accumulators.
  *
- * At the end the warps merge through shared memory; a lone split writes
- * out, several write partials and merge as above (rows of 8, columns D, a
- * row group per kv head and row tile).
+ * At the end the warps merge through shared memory into the block's
+ * partial, and the blocks of a cluster through each other's shared memory,
+ * block r taking columns r D / DEC_CL onwards: with one working cluster it
+ * writes out; with several, each block's slice goes through scratch as
+ * above (rows of 8, columns D / DEC_CL, a slice per kv head, row tile and
+ * block of a cluster).
  * Bytes: K and V of the visible keys once per row tile, q once, partials
- * D + 2 floats per row and working split. */
+ * D + 2 DEC_CL floats per row and working cluster beyond the first. */
 
 template <int DT>
 __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, const qn_kt &k, const qn_kt &v,
@@ -321,20 +395,32 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
     const int split = blockIdx.x, kvh = blockIdx.y, tile = blockIdx.z;
+    const int clu = split / DEC_CL, rank = cluster_rank(), grid_clu = gridDim.x / DEC_CL;
     const int groups = gridDim.y * gridDim.z, grp = tile * gridDim.y + kvh;
     const int G = p.group, R = G * p.n_tokens, C = p.capacity, stages = p.stages;
     const int rv = min(NR, R - tile * NR); /* rows of this tile */
+    const int nt = p.n_tokens;
     const int p0 = qn_attn_p0(&pos);
+    /* q, scaled so S is the base-2 logit (with a softcap, the logit over
+     * the cap): its first loads go out with pos's, before anything waits */
+    q_rows<MT, NT, NR, true> qr(q, tile * NR, rv, kvh, G, nt,
+                                p.softcap > 0.0f ? __fdividef(p.scale, p.softcap) : p.scale * QN_ATTN_LOG2E);
+    qr.fetch(0);
 
     /* The tile's keys: its first row's token has the lowest bounds and its
      * last row's the highest. Splits take whole 16-key tiles of them. */
     int lo_all, hi_first, lo_last, hi_all;
-    qn_attn_keys(&p, p0, tile * NR / G, &lo_all, &hi_first);
-    qn_attn_keys(&p, p0, (tile * NR + rv - 1) / G, &lo_last, &hi_all);
+    qn_attn_keys(&p, p0, row_token(tile * NR, G, nt), &lo_all, &hi_first);
+    qn_attn_keys(&p, p0, row_token(tile * NR + rv - 1, G, nt), &lo_last, &hi_all);
     const int ntiles = (max(hi_all - lo_all, 0) + TK - 1) / TK;
-    const int nsplit = max(1, min(p.n_splits, (ntiles + NW - 1) / NW));
-    if (split >= nsplit) return;
-    const int t0 = (int)((long long)split * ntiles / nsplit), t1 = (int)((long long)(split + 1) * ntiles / nsplit);
+    constexpr int PER_CLU = DEC_CL * NW * QN_ATTN_DEC_TPW;
+    const int nclu = max(1, min(grid_clu, (ntiles + PER_CLU - 1) / PER_CLU));
+    if (clu >= nclu) return; /* whole clusters: no block of a working one leaves early */
+    const int nsplit = nclu * DEC_CL;
+    /* slice: ntiles / nsplit tiles, one more for the first ntiles % nsplit
+     * (one cluster: a constant divisor) */
+    const int per = nclu == 1 ? ntiles / DEC_CL : ntiles / nsplit, extra = ntiles - per * nsplit;
+    const int t0 = split * per + min(split, extra), t1 = t0 + per + (split < extra);
     const int blo = lo_all + TK * t0, bhi = min(lo_all + TK * t1, hi_all);
     const int off = blo - blo % C;                              /* row of key j: j - off, less C past the end */
     const int full_lo = lo_last, full_hi = min(hi_first, bhi); /* keys every row of the tile sees */
@@ -345,7 +431,7 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         rlo[r] = rhi[r] = 0;
-        if (2 * c + r < rv) qn_attn_keys(&p, p0, (tile * NR + 2 * c + r) / G, &rlo[r], &rhi[r]);
+        if (2 * c + r < rv) qn_attn_keys(&p, p0, row_token(tile * NR + 2 * c + r, G, nt), &rlo[r], &rhi[r]);
     }
 
     unsigned char *sm = qn_attn_smem;
@@ -355,19 +441,21 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     const long long knb = k.nb[1], vnb = v.nb[1];
     const bool al4 = ((k.addr | v.addr | (unsigned long long)(k.nb[1] | k.nb[2] | v.nb[1] | v.nb[2])) & 3) == 0;
 
+    /* the buffer of this warp's tile `it`: it % stages, without a division */
+    auto buf = [&](int it) { return stages == 3 ? it % 3 : stages == 2 ? it & 1 : 0; };
     /* Copy this warp's tile `it` (its (warp + it W)-th of the slice) into
-     * buffer it % stages, as one cp.async group (empty past the last). */
+     * its buffer, as one cp.async group (empty past the last). */
     auto issue = [&](int it) {
         if (it < nmine) {
             const int key0 = blo + TK * (warp + it * NW);
-            const unsigned st = wsa + (it % stages) * STAGE;
+            const unsigned st = wsa + buf(it) * STAGE;
             if (!Q8) {
                 copy_rows<32, HD / 8>(st, KS, kb, knb, TK, key0, bhi, off, C, lane);
                 copy_rows<32, HD / 8>(st + TK * KS * 2, KS, vb, vnb, TK, key0, bhi, off, C, lane);
             } else {
                 /* q8_0 rows: 4-byte copies where every row is 4-byte aligned,
                  * else 2-byte loads and stores */
-                unsigned char *dst = wsm + (it % stages) * STAGE;
+                unsigned char *dst = wsm + buf(it) * STAGE;
 #pragma unroll 1
                 for (int r = 0; r < TK; r++) {
                     const int j = key0 + r;
@@ -400,11 +488,8 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
     };
     for (int it = 0; it < stages - 1; it++) issue(it);
 
-    /* q, scaled so S is the base-2 logit (with a softcap, the logit over
-     * the cap), as high and low parts [2][8][KS]; rows past the tile's are
-     * zeros */
-    load_q<MT, NT, NR, true>(sm, KS, q, tile * NR, rv, kvh, G,
-                             p.softcap > 0.0f ? p.scale / p.softcap : p.scale * QN_ATTN_LOG2E);
+    /* q as high and low parts [2][8][KS]; rows past the tile's are zeros */
+    qr.finish(sm, KS);
     __syncthreads();
 
     /* ldmatrix addresses of this lane: q as B (matrices: high d0, high
@@ -432,9 +517,9 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
         issue(it + stages - 1);
         wait_tile();
         const int key0 = blo + TK * (warp + it * NW);
-        unsigned kt = wsa + (it % stages) * STAGE;
+        unsigned kt = wsa + buf(it) * STAGE;
         if (Q8) {
-            const unsigned char *raw = wsm + (it % stages) * STAGE;
+            const unsigned char *raw = wsm + buf(it) * STAGE;
             float *sc = (float *)(cv + 2 * TK * KS * 2);
             for (int i = lane; i < TK * (HD / 2); i += 32) {
                 const int r = i / (HD / 2), e = (i % (HD / 2)) * 2, at = r * RBS + e / 32 * 34 + 2 + e % 32;
@@ -463,7 +548,9 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
         /* S^T: element e is key key0 + g + 8 (e / 2), row 2c + e % 2 */
         float s[4];
         if (!Q8) {
-            float ah[2][4] = {}, al[2][4] = {};
+            /* QC independent accumulator pairs, so the mma chain is NKC / QC deep */
+            constexpr int QC = HD >= 512 ? 2 : 4;
+            float ah[QC][4] = {}, al[QC][4] = {};
 #pragma unroll
             for (int kc = 0; kc < NKC; kc++) {
                 unsigned a[4], b[4];
@@ -471,11 +558,15 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
                 if (QREG) b[0] = qf[QREG ? kc : 0][0], b[1] = qf[QREG ? kc : 0][1], b[2] = qf[QREG ? kc : 0][2],
                           b[3] = qf[QREG ? kc : 0][3];
                 else ldsm_x4(b, qoff + kc * 32);
-                mma16816<MT>(ah[kc & 1], a, b[0], b[1]);
-                mma16816<MT>(al[kc & 1], a, b[2], b[3]);
+                mma16816<MT>(ah[kc % QC], a, b[0], b[1]);
+                mma16816<MT>(al[kc % QC], a, b[2], b[3]);
             }
 #pragma unroll
-            for (int e = 0; e < 4; e++) s[e] = (ah[0][e] + ah[1][e]) + (al[0][e] + al[1][e]);
+            for (int e = 0; e < 4; e++) {
+                s[e] = 0.0f;
+#pragma unroll
+                for (int u = 0; u < QC; u++) s[e] += ah[u][e] + al[u][e];
+            }
         } else {
             s[0] = s[1] = s[2] = s[3] = 0.0f;
 #pragma unroll
@@ -564,8 +655,10 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
 
     /* merge the warps: partial sums [NW][8][HD + 4] and (m, l) [NW][8] */
     __syncthreads();
-    float *sAcc = (float *)sm, *sM = sAcc + NW * NR * (HD + 4), *sL = sM + NW * NR;
-    float *sW = sL + NW * NR, *sMs = sW + QN_ATTN_DEC_MAX_SPLITS * NR, *sInv = sMs + QN_ATTN_DEC_MAX_SPLITS * NR;
+    float *sAcc = (float *)sm, *sM = sAcc + NW * NR * (HD + 4), *sL = sM + NW * NR, *sML = sL + NW * NR;
+    float *sWt = sML + 2 * NR, *sSink = sWt + NW * NR;
+    unsigned long long *sOut = (unsigned long long *)(sSink + NR);
+    float *sW = (float *)(sOut + NR), *sMs = sW + QN_ATTN_DEC_MAX_SPLITS * NR, *sInv = sMs + QN_ATTN_DEC_MAX_SPLITS * NR;
 #pragma unroll
     for (int mt = 0; mt < NKC; mt++)
 #pragma unroll
@@ -578,43 +671,102 @@ __device__ __forceinline__ void attn_decode(const qn_kt &out, const qn_kt &q, co
             sL[warp * NR + 2 * c + r] = l[r];
         }
     __syncthreads();
-
-    const bool single = nsplit == 1;
-    const qn_partials P = partials_at(scratch, p.n_splits, groups, NR, HD, grp);
-    float *part = P.acc + split * P.acc_sp, *pml = P.ml + split * P.ml_sp;
-    for (int i = tid; i < rv * HD; i += NT) {
-        const int r = i / HD, d = i % HD, rg = tile * NR + r;
+    /* per row: the block's max, the warps' weights 2^(m_w - max), the
+     * block's l; and where out's row is and its sink (base 2) */
+    if (tid < rv) {
+        const int r = tid, rg = tile * NR + r, h = row_head(rg, G, nt, kvh);
         float mn = NEG_INF;
 #pragma unroll
         for (int w = 0; w < NW; w++) mn = fmaxf(mn, sM[w * NR + r]);
         const float b = mn == NEG_INF ? 0.0f : mn;
-        float a = 0.0f, sum = 0.0f;
+        float sum = 0.0f;
 #pragma unroll
         for (int w = 0; w < NW; w++) {
             const float wt = ex2(sM[w * NR + r] - b);
-            a += wt * sAcc[(w * NR + r) * (HD + 4) + d];
+            sWt[w * NR + r] = wt;
             sum += wt * sL[w * NR + r];
         }
+        sML[2 * r] = mn;
+        sML[2 * r + 1] = sum;
+        sOut[r] = (unsigned long long)qn_kt_at(&out, 0, h, row_token(rg, G, nt), 0);
+        sSink[r] = sinks.addr ? *(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E : NEG_INF;
+    }
+    __syncthreads();
+    /* the block's partial, four columns a thread at a time, in place of
+     * warp 0's (each element is read and written by one thread) */
+    for (int i = tid; i < rv * (HD / 4); i += NT) {
+        const int r = i / (HD / 4), d = i % (HD / 4) * 4;
+        float4 x[NW];
+#pragma unroll
+        for (int w = 0; w < NW; w++) x[w] = *(const float4 *)(sAcc + (w * NR + r) * (HD + 4) + d);
+        float4 a = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int w = 0; w < NW; w++) {
+            const float wt = sWt[w * NR + r];
+            a.x += wt * x[w].x;
+            a.y += wt * x[w].y;
+            a.z += wt * x[w].z;
+            a.w += wt * x[w].w;
+        }
+        *(float4 *)(sAcc + r * (HD + 4) + d) = a;
+    }
+    cluster_arrive<true>();
+    cluster_wait();
+
+    /* the cluster's merge of columns c0 .. c0 + CS, a pair of them a thread:
+     * every block's (m, l) and partial of the pair loaded at once */
+    constexpr int CS = HD / DEC_CL;
+    static_assert(CS % 2 == 0, "column pairs");
+    const int c0 = rank * CS;
+    const bool single = nclu == 1;
+    const qn_partials P = partials_at(scratch, grid_clu, groups * DEC_CL, NR, CS, grp * DEC_CL + rank);
+    float *part = P.acc + clu * P.acc_sp, *pml = P.ml + clu * P.ml_sp;
+    for (int i = tid; i < rv * (CS / 2); i += NT) {
+        const int r = i / (CS / 2), col = c0 + i % (CS / 2) * 2;
+        float2 ml[DEC_CL], a[DEC_CL];
+#pragma unroll
+        for (int b = 0; b < DEC_CL; b++) {
+            ml[b] = ld_cluster2(sML + 2 * r, b);
+            a[b] = ld_cluster2(sAcc + r * (HD + 4) + col, b);
+        }
+        float mn = NEG_INF;
+#pragma unroll
+        for (int b = 0; b < DEC_CL; b++) mn = fmaxf(mn, ml[b].x);
+        const float base = mn == NEG_INF ? 0.0f : mn;
+        float acc0 = 0.0f, acc1 = 0.0f, sum = 0.0f;
+#pragma unroll
+        for (int b = 0; b < DEC_CL; b++) {
+            const float wt = ex2(ml[b].x - base);
+            acc0 += wt * a[b].x;
+            acc1 += wt * a[b].y;
+            sum += wt * ml[b].y;
+        }
         if (single) {
-            const int h = kvh * G + rg % G;
-            if (sinks.addr) sum += ex2(*(const float *)qn_kt_at(&sinks, h, 0, 0, 0) * QN_ATTN_LOG2E - b);
-            ((float *)qn_kt_at(&out, 0, h, rg / G, 0))[d] = sum > 0.0f ? a / sum : 0.0f;
+            sum += ex2(sSink[r] - base);
+            const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+            float *orow = (float *)sOut[r];
+            orow[col] = acc0 * inv;
+            orow[col + 1] = acc1 * inv;
         } else {
-            part[r * HD + d] = a;
-            if (d == 0) {
+            part[r * CS + col - c0] = acc0;
+            part[r * CS + col - c0 + 1] = acc1;
+            if (col == c0) {
                 pml[2 * r] = mn;
                 pml[2 * r + 1] = sum;
             }
         }
     }
-    if (!single && publish_split(P, split, nsplit, (int *)(sInv + NR)))
-        merge_splits<NT, NR, HD>(P, nsplit, rv, out, sinks, tile * NR, G, kvh, 0, sW, sMs, sInv);
+    cluster_arrive<false>(); /* done with the other blocks' shared memory */
+    if (!single && publish_split(P, clu, nclu, (int *)(sInv + NR)))
+        merge_splits<NT, NR, CS>(P, nclu, rv, out, sinks, tile * NR, G, nt, kvh, c0, sW, sMs, sInv);
+    cluster_wait(); /* and they with this one's, before it leaves */
 }
 
 #define DECODE_KERNEL(dn, DT)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(32 * QN_ATTN_DEC_WARPS(HD), QN_ATTN_DEC_MINB(HD))              \
+    extern "C" __global__ void DEC_CLUSTER_DIMS __launch_bounds__(32 * QN_ATTN_DEC_WARPS(HD), QN_ATTN_DEC_MINB(HD)) \
         attn_decode_##dn(qn_kt out, qn_kt q, qn_kt k, qn_kt v, qn_kt pos, qn_kt sinks, float *scratch,            \
                          qn_attn_params p) {                                                                       \
+        QN_GRID_WAIT();                                                                                            \
         attn_decode<DT>(out, q, k, v, pos, sinks, scratch, p);                                                    \
     }
 DECODE_KERNEL(f16, QN_KT_F16)
@@ -630,6 +782,7 @@ DECODE_KERNEL(q8_0, QN_KT_Q8_0)
  * D written per row. */
 extern "C" __global__ void __launch_bounds__(128) attn_reduce(qn_kt out, qn_kt sinks, const float *scratch,
                                                               qn_attn_params p) {
+    QN_GRID_WAIT();
     __shared__ float w[QN_ATTN_MAX_SPLITS];
     const int h = blockIdx.x, t = blockIdx.y, S = p.n_splits;
     const long long rows = (long long)p.n_tokens * p.n_q_heads, row = (long long)t * p.n_q_heads + h;
@@ -896,6 +1049,7 @@ __device__ __forceinline__ void attn_prefill(const qn_kt &out, const qn_kt &q, c
     extern "C" __global__ void __launch_bounds__(32 * QN_ATTN_PF_WARPS, QN_ATTN_PF_MINB(HD))                     \
         attn_prefill_##dn(qn_kt out, qn_kt q, qn_kt k, qn_kt v, qn_kt pos, qn_kt sinks, float *scratch,           \
                           qn_attn_params p) {                                                                      \
+        QN_GRID_WAIT();                                                                                            \
         attn_prefill<DT>(out, q, k, v, pos, sinks, scratch, p);                                                   \
     }
 PREFILL_KERNEL(f16, QN_KT_F16)

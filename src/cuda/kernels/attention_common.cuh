@@ -125,18 +125,26 @@ __device__ __forceinline__ void qn_kv_append_row(char *dst, int ct, long long cn
 /* Decode blocks a multiprocessor holds at most (the kernel's launch bound;
  * shared memory sets what it really holds). */
 #define QN_ATTN_DEC_MINB(d) ((d) <= 80 ? 3 : (d) <= 128 ? 2 : 1)
-/* Splits a row group's keys may be cut into (the merge keeps a weight per
- * split and row in shared memory). */
+/* Clusters a row group's keys may be cut into (the merge keeps a weight
+ * per cluster and row in shared memory). */
 #define QN_ATTN_DEC_MAX_SPLITS 256
+/* Decode blocks a cluster (sm_90 on; one before): they merge through each
+ * other's shared memory. The head dims divide by it. */
+#define QN_ATTN_DEC_CL 8
+/* Tiles a warp takes before the keys are spread over another cluster: a
+ * second tile costs less than a merge through global memory. */
+#define QN_ATTN_DEC_TPW 2
 
 /* Shared memory of a decode block, in bytes: q as f16/bf16 high and low
  * parts [2][8][d + 8]; per warp and stage a K and a V tile [2][16][d + 8]
  * halves, or for q8_0 the raw rows [2][16][row bytes rounded to 16] plus,
  * once per warp, the tile converted to f16 [2][16][d + 8] and its block
  * scales [2][16][d / 32] floats. The same memory then holds the merge: per
- * warp partial sums [8][d + 4] floats, (m, l) per warp and row, weights
- * and maxima [2][QN_ATTN_DEC_MAX_SPLITS][8] and per-row factors. Rows of d + 8 halves
- * (d + 4 floats) keep ldmatrix and the partial stores off shared banks. */
+ * warp partial sums [8][d + 4] floats, (m, l) per warp and row, the
+ * block's (m, l) per row, the warps' weights per row, per row a sink and
+ * an output address, weights and maxima [2][QN_ATTN_DEC_MAX_SPLITS][8] and
+ * per-row factors. Rows of d + 8 halves (d + 4 floats) keep ldmatrix and
+ * the partial stores off shared banks. */
 QN_HD int qn_attn_dec_q8_row(int d) { return (d / 32 * 34 + 15) / 16 * 16; }
 QN_HD int qn_attn_dec_q_bytes(int d) { return 2 * QN_ATTN_DEC_ROWS * (d + 8) * 2; }
 QN_HD int qn_attn_dec_stage_bytes(int d, int q8) {
@@ -147,8 +155,8 @@ QN_HD int qn_attn_dec_conv_bytes(int d, int q8) {
 }
 QN_HD int qn_attn_dec_merge_bytes(int d) {
     const int w = QN_ATTN_DEC_WARPS(d);
-    return (w * QN_ATTN_DEC_ROWS * (d + 4) + 2 * w * QN_ATTN_DEC_ROWS + 2 * QN_ATTN_DEC_MAX_SPLITS * QN_ATTN_DEC_ROWS +
-            2 * QN_ATTN_DEC_ROWS) * 4;
+    return (w * QN_ATTN_DEC_ROWS * (d + 4) + 3 * w * QN_ATTN_DEC_ROWS + 5 * QN_ATTN_DEC_ROWS +
+            2 * QN_ATTN_DEC_MAX_SPLITS * QN_ATTN_DEC_ROWS + 2 * QN_ATTN_DEC_ROWS) * 4;
 }
 QN_HD int qn_attn_dec_smem(int d, int q8, int stages) {
     const int pipe = qn_attn_dec_q_bytes(d) +
