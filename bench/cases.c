@@ -33,14 +33,14 @@ const qn_bench_case qn_bench_cases[] = {
     {"gguf-upload", "runtime", "open a 1 GiB GGUF (16 f16 tensors) and upload every tensor to the device",
      qn_bench_gguf_upload},
     /* quantized matmul cases */
-    {"matvec", "matvec", "quantized matvec (1 token) on ANCHORS.md's shapes, beside llama.cpp", qn_bench_matvec},
-    {"matmul", "matvec",
+    {"matvec", "qmatmul", "quantized matvec (1 token) on ANCHORS.md's shapes, beside llama.cpp", qn_bench_matvec},
+    {"matmul", "qmatmul",
      "quantized prefill matmul on tensor cores (512 tokens, moe 512 tokens, the matvec crossover, Gemma 3 270M "
      "shapes), beside llama.cpp",
      qn_bench_matmul},
-    {"moe-id-vs-plain", "matvec", "expert-routed matvec's per-expert cost against the plain one (q6_K 2816x8192)",
+    {"moe-id-vs-plain", "qmatmul", "expert-routed matvec's per-expert cost against the plain one (q6_K 2816x8192)",
      qn_bench_id_vs_plain},
-    {"mlx-matvec", "matvec", "MLX affine matvec, 4 and 8 bits, groups of 64, 8B shapes, beside llama.cpp's q4_0/q8_0",
+    {"mlx-matvec", "qmatmul", "MLX affine matvec, 4 and 8 bits, groups of 64, 8B shapes, beside llama.cpp's q4_0/q8_0",
      qn_bench_mlx_matvec},
     /* transformer ops cases */
     {"ops", "ops",

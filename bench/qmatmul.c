@@ -1,4 +1,4 @@
-/* Benchmarks of the quantized matrix products (family "matvec"): the
+/* Benchmarks of the quantized matrix products (family "qmatmul"): the
  * shapes of ANCHORS.md, each beside llama.cpp's CUDA figure on an H100.
  *
  * Method: the weights are random bytes (timing does not depend on the

@@ -311,9 +311,11 @@ static void test_matmul(void **state) {
 }
 
 /* The shapes the matvec streams in several stages: rows longer than a stage
- * (16 KB; taken in pieces, the last one shorter), more rows than one round
- * of stages covers, and strided rows at each type's smallest alignment (the
- * lowest set bit of its block size). */
+ * (16 KB; taken in pieces, the last one shorter), more rows than a block's
+ * stages hold at once, strided rows at each type's smallest alignment (the
+ * lowest set bit of its block size), and one token over wide rows (8192
+ * weights, the width of a large model's projections) with an odd row count,
+ * so that the blocks' last stages are partial. */
 static void test_long_and_many_rows(void **state) {
     (void)state;
     qn_encoder *enc;
@@ -327,6 +329,8 @@ static void test_long_and_many_rows(void **state) {
         run_dense(enc, &lng);
         dense_case many = {t, QN_BF16, 2048, 5000, 1, QN_ACT_SILU, false, 0};
         run_dense(enc, &many);
+        dense_case wide = {t, QN_F16, 8192, 777, 1, (qn_act)((ti + 1) % 3), false, 0};
+        run_dense(enc, &wide);
     }
     qn_encoder_destroy(enc);
 }

@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""`quanta bench` picks its cases: a case's own name runs that case alone,
+even where a family has the same name; a family name runs all of its cases
+in table order; an unknown name fails with a message naming it. Run on the
+CPU backend, where the GPU cases say they are skipped, so it takes no time.
+"""
+import sys
+
+from quanta_test_util import check, quanta, summary
+
+
+def headers(*args):
+    r = quanta("bench", *args, "--backend", "cpu")
+    return r.returncode, [l.split(":")[0][3:] for l in r.stdout.splitlines() if l.startswith("== ")]
+
+
+def main():
+    listed = quanta("bench", "--list")
+    rows = [l.split() for l in listed.stdout.splitlines() if l.strip()]
+    check("--list", listed.returncode == 0 and len(rows) > 5, listed.stderr)
+    family = {r[0]: r[1] for r in rows}
+
+    rc, got = headers("--case", "matvec")
+    check("a case by its name", rc == 0 and got == ["matvec"], "%d %s" % (rc, got))
+    rc, got = headers("--case", "qmatmul")
+    want = [name for name, fam in family.items() if fam == "qmatmul"]
+    check("a family", rc == 0 and got == want and len(want) > 1, "%d %s, want %s" % (rc, got, want))
+    rc, got = headers("--case", "ops")  # a family of one case of the same name
+    check("ops", rc == 0 and got == ["ops"], "%d %s" % (rc, got))
+    r = quanta("bench", "--case", "no-such-case", "--backend", "cpu")
+    check("unknown name", r.returncode == 2 and "no-such-case" in r.stderr, "%d %s" % (r.returncode, r.stderr))
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
