@@ -34,14 +34,10 @@ int qn_cmd_bench(int argc, char **argv) {
         }
     }
     if (!which) return usage();
-    /* a case's own name picks that case alone, even where a family shares it */
-    bool by_name = false;
     int matched = 0;
-    for (int c = 0; c < qn_bench_ncases; c++) {
-        by_name |= strcmp(which, qn_bench_cases[c].name) == 0;
+    for (int c = 0; c < qn_bench_ncases; c++)
         matched += strcmp(which, "all") == 0 || strcmp(which, qn_bench_cases[c].name) == 0 ||
                    strcmp(which, qn_bench_cases[c].family) == 0;
-    }
     if (!matched) {
         fprintf(stderr, "quanta bench: no case or family '%s' (see --list)\n", which);
         return 2;
@@ -55,7 +51,7 @@ int qn_cmd_bench(int argc, char **argv) {
     int rc = 0;
     for (int c = 0; c < qn_bench_ncases && rc == 0; c++) {
         const qn_bench_case *k = &qn_bench_cases[c];
-        if (strcmp(which, "all") && strcmp(which, k->name) && (by_name || strcmp(which, k->family))) continue;
+        if (strcmp(which, "all") && strcmp(which, k->name) && strcmp(which, k->family)) continue;
         printf("\n== %s: %s\n", k->name, k->what);
         rc = k->run(dev, &opts);
     }
