@@ -764,6 +764,25 @@ qn_status qn_qmatmul(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x);
  * both weights; act QN_ACT_SILU (SwiGLU), QN_ACT_GELU_TANH or QN_ACT_GELU_ERF
  * (GeGLU). G and U have the same type and shape. */
 qn_status qn_qmatmul_glu(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, qn_tensor x, qn_act act);
+/* A product whose x is made by a norm first (Gemma's sandwich norm, or a
+ * layer's input norm), which a decode step's matvec computes in each of its
+ * blocks instead of a kernel of its own:
+ *   sum = a + qn_rms_norm(b) * (b_w + weight_offset)   (b absent: sum = a)
+ *   x   = qn_rms_norm(sum) * (w + weight_offset)
+ * then y = x · Wᵀ as qn_qmatmul (or qn_qmatmul_glu). a, b, sum and x are f32
+ * [K, M] with contiguous rows (on the GPU 16-byte aligned); b_w and w f32
+ * [K]. sum, the new residual stream, is given exactly when b is; x gets
+ * the normed input too (later products of the same input take it as a
+ * plain x). Neither may overlap a, b, y or the other. The result is what
+ * qn_norm_add_rms_norm (qn_rms_norm without b) followed by the product
+ * gives, up to the f32 rounding of the norm's sums. */
+typedef struct {
+    qn_tensor x, sum, a, b, b_w, w;
+    float eps, weight_offset;
+} qn_norm_in;
+qn_status qn_qmatmul_normed(qn_encoder *enc, qn_tensor y, qn_tensor w, const qn_norm_in *in);
+qn_status qn_qmatmul_glu_normed(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, const qn_norm_in *in,
+                                qn_act act);
 /* Expert-routed (mixture of experts): W [K, N, n_experts], ids i32 [top_k,
  * M] (the experts of each token, read on the device), x [K, 1, M] (every
  * expert sees the token) or [K, top_k, M] (each slot its own input), y f32

@@ -590,6 +590,164 @@ static void test_errors_and_plan(void **state) {
     qn_encoder_destroy(enc);
 }
 
+/* ---- the norm in front (qn_qmatmul_normed, qn_qmatmul_glu_normed)
+ * Reference: the norm in double (sum = a + rms_norm(b) (b_w + off), x =
+ * rms_norm(sum) (w + off)), then the product's reference on that x. The
+ * device computes the norm in f32, which moves x by a few ulps: inside the
+ * products' 1e-4 relative bound. sum: |sum - ref| <= 1e-5 (|a| + |rms_norm(b)
+ * (b_w + off)|) + 1e-6; x (stored too): 1e-5 |ref| + 1e-6. */
+
+typedef struct {
+    qn_dtype t;
+    int64_t K, N, M;
+    bool with_b; /* the sandwich form; else the input norm alone */
+    bool glu;
+} normed_case;
+
+static double rms_scale(const double *v, int64_t K, double eps) {
+    double ss = 0;
+    for (int64_t k = 0; k < K; k++) ss += v[k] * v[k];
+    return 1 / sqrt(ss / (double)K + eps);
+}
+
+static void run_normed(qn_encoder *enc, const normed_case *c) {
+    const int64_t K = c->K, N = c->N, M = c->M;
+    const float eps = 1e-6f, off = c->t == QN_Q8_0 ? 1.0f : 0.0f; /* both weight conventions */
+    const path p = dense_path(c->t, N, K, M);
+    weights g = make_weights(c->t, K, N), u = make_weights(c->t, K, N);
+    float *a = malloc((size_t)(K * M) * 4), *b = malloc((size_t)(K * M) * 4), *bw = malloc((size_t)K * 4),
+          *w = malloc((size_t)K * 4);
+    qt_fill_random_f32(a, (size_t)(K * M), -3, 3);
+    qt_fill_random_f32(b, (size_t)(K * M), -20, 20);
+    qt_fill_random_f32(bw, (size_t)K, 0.5f, 1.5f);
+    qt_fill_random_f32(w, (size_t)K, -1.5f, 1.5f);
+    qn_tensor tg, tu;
+    qn_buffer *bg = upload_rows(&g, 0, &tg), *bu = upload_rows(&u, 0, &tu);
+    qn_buffer *ba = upload(QN_F32, 2, (int64_t[]){K, M}, a, (size_t)(K * M) * 4);
+    qn_buffer *bb = upload(QN_F32, 2, (int64_t[]){K, M}, b, (size_t)(K * M) * 4);
+    qn_buffer *bbw = upload(QN_F32, 1, (int64_t[]){K}, bw, (size_t)K * 4);
+    qn_buffer *bwn = upload(QN_F32, 1, (int64_t[]){K}, w, (size_t)K * 4);
+    qn_buffer *bx = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){K, M});
+    qn_buffer *bs = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){K, M});
+    qn_buffer *by = qt_poisoned(qt_device(), QN_F32, 2, (int64_t[]){N, M});
+    qn_norm_in in = {.x = qn_tensor_of(bx), .a = qn_tensor_of(ba), .w = qn_tensor_of(bwn), .eps = eps,
+                     .weight_offset = off};
+    if (c->with_b) in.b = qn_tensor_of(bb), in.b_w = qn_tensor_of(bbw), in.sum = qn_tensor_of(bs);
+    if (c->glu) QT_OK(qn_qmatmul_glu_normed(enc, qn_tensor_of(by), tg, tu, &in, QN_ACT_GELU_TANH));
+    else QT_OK(qn_qmatmul_normed(enc, qn_tensor_of(by), tg, &in));
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *y = qt_read_all(by), *sum = qt_read_all(bs), *x = qt_read_all(bx);
+    double *pw = path_weights(&p, &g), *pu = path_weights(&p, &u), *xr = malloc((size_t)(K * M) * sizeof *xr),
+           *sr = malloc((size_t)K * sizeof *sr), *br = malloc((size_t)K * sizeof *br);
+    for (int64_t m = 0; m < M; m++) {
+        const float *am = a + m * K, *bm = b + m * K;
+        for (int64_t k = 0; k < K; k++) br[k] = bm[k];
+        const double sb = rms_scale(br, K, eps);
+        for (int64_t k = 0; k < K; k++) {
+            const double o = c->with_b ? br[k] * sb * (bw[k] + off) : 0;
+            sr[k] = am[k] + o;
+            const double tol = 1e-5 * (fabs(am[k]) + fabs(o)) + 1e-6;
+            if (c->with_b && !(fabs(sum[m * K + k] - sr[k]) <= tol))
+                fail_msg("normed %s: sum[%lld, %lld] = %.8g, reference %.8g", qn_dtype_name(c->t), (long long)k,
+                         (long long)m, (double)sum[m * K + k], sr[k]);
+        }
+        const double ss = rms_scale(sr, K, eps);
+        for (int64_t k = 0; k < K; k++) {
+            xr[m * K + k] = sr[k] * ss * (w[k] + off);
+            if (!(fabs(x[m * K + k] - xr[m * K + k]) <= 1e-5 * fabs(xr[m * K + k]) + 1e-6))
+                fail_msg("normed %s: x[%lld, %lld] = %.8g, reference %.8g", qn_dtype_name(c->t), (long long)k,
+                         (long long)m, (double)x[m * K + k], xr[m * K + k]);
+        }
+        for (int64_t n = 0; n < N; n++) {
+            double tol, want = ref_out(pw + n * K, c->glu ? pu + n * K : NULL, xr + m * K, K, QN_ACT_GELU_TANH, p.x8,
+                                       &tol);
+            check(c->glu ? "glu_normed" : "normed", c->t, y[m * N + n], want, tol, n, m);
+        }
+    }
+    if (!c->with_b) /* sum was not given: untouched */
+        for (int64_t i = 0; i < K * M; i++) assert_true(isnan(sum[i]));
+    free(y), free(sum), free(x), free(pw), free(pu), free(xr), free(sr), free(br);
+    free(a), free(b), free(bw), free(w);
+    qn_buffer *bufs[] = {bg, bu, ba, bb, bbw, bwn, bx, bs, by};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) qn_buffer_free(bufs[i]);
+    free_weights(&g);
+    free_weights(&u);
+}
+
+/* Every type at one and three blocks, 1 to 8 tokens (the matvec makes x
+ * itself) and 12 (the norm runs first), the sandwich form and the input
+ * norm alone, plain and GLU; and Gemma 3 270M's shapes (K 640 and 2048). */
+static void test_normed(void **state) {
+    (void)state;
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(qt_device(), &enc));
+    const int64_t Ms[4] = {1, 3, 8, 12};
+    for (int ti = 0; ti < NTYPES; ti++)
+        for (int kb = 0; kb < 2; kb++) {
+            const int v = ti + kb;
+            normed_case c = {TYPES[ti], block_of(TYPES[ti]) * (kb == 0 ? 1 : 3), 37, Ms[v % 4], v % 2 == 0, v % 3 == 0};
+            run_normed(enc, &c);
+        }
+    const normed_case gemma[] = {{QN_Q8_0, 640, 1536, 1, true, false},
+                                 {QN_Q5_0, 640, 2048, 1, true, true},
+                                 {QN_Q6_K, 2048, 640, 1, false, false},
+                                 {QN_Q8_0, 640, 4099, 1, true, false}};
+    for (size_t i = 0; i < sizeof gemma / sizeof gemma[0]; i++) run_normed(enc, &gemma[i]);
+    qn_encoder_destroy(enc);
+}
+
+static void test_normed_errors(void **state) {
+    (void)state;
+    qn_device *dev = qt_device();
+    qn_encoder *enc;
+    QT_OK(qn_encoder_create(dev, &enc));
+    qn_buffer *w = qt_poisoned(dev, QN_Q8_0, 2, (int64_t[]){64, 8});
+    qn_buffer *x = qt_poisoned(dev, QN_F32, 2, (int64_t[]){64, 2});
+    qn_buffer *a = qt_poisoned(dev, QN_F32, 2, (int64_t[]){64, 2});
+    qn_buffer *b = qt_poisoned(dev, QN_F32, 2, (int64_t[]){64, 2});
+    qn_buffer *s = qt_poisoned(dev, QN_F32, 2, (int64_t[]){64, 2});
+    qn_buffer *a3 = qt_poisoned(dev, QN_F32, 2, (int64_t[]){64, 3});
+    qn_buffer *nw = qt_poisoned(dev, QN_F32, 1, (int64_t[]){64});
+    qn_buffer *nh = qt_poisoned(dev, QN_F16, 1, (int64_t[]){64});
+    qn_buffer *y = qt_poisoned(dev, QN_F32, 2, (int64_t[]){8, 2});
+    const qn_tensor tw = qn_tensor_of(w), ty = qn_tensor_of(y);
+    const qn_norm_in ok = {.x = qn_tensor_of(x), .sum = qn_tensor_of(s), .a = qn_tensor_of(a), .b = qn_tensor_of(b),
+                           .b_w = qn_tensor_of(nw), .w = qn_tensor_of(nw), .eps = 1e-6f};
+    qn_norm_in in = ok;
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, NULL), QN_ERR_INVALID_ARGUMENT, "the norm (in) is NULL");
+    in.sum = QN_TENSOR_NONE;
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "both or neither");
+    in = ok, in.b = QN_TENSOR_NONE;
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "both or neither");
+    in = ok, in.sum = qn_tensor_of(a); /* in place: other blocks still read a */
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "sum overlaps a");
+    in = ok, in.x = qn_tensor_of(b);
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "x overlaps b");
+    in = ok, in.sum = qn_tensor_make(x, 0, QN_F32, 64, 2, 1, 1);
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "sum overlaps x");
+    in = ok, in.a = qn_tensor_of(a3);
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "a is [64,3,1,1], expected [64,2]");
+    in = ok, in.w = QN_TENSOR_NONE;
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "the norm weight w is missing");
+    in = ok, in.b_w = qn_tensor_of(nh);
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "b_w must be a contiguous f32 [64]");
+    in = ok, in.eps = -1;
+    QT_FAILS(qn_qmatmul_glu_normed(enc, ty, tw, tw, &in, QN_ACT_SILU), QN_ERR_INVALID_ARGUMENT, "eps -1");
+    QT_FAILS(qn_qmatmul_glu_normed(enc, ty, tw, tw, &ok, QN_ACT_SIGMOID), QN_ERR_INVALID_ARGUMENT, "activation 3");
+    if (qt_on_gpu()) {
+        in = ok, in.b = qn_tensor_make(a3, 4, QN_F32, 64, 2, 1, 1); /* 4 bytes in: not 16-byte aligned */
+        QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "b rows must start at 16-byte aligned");
+    }
+    QT_OK(qn_encoder_commit_wait(enc));
+    float *yv = qt_read_all(y), *sv = qt_read_all(s), *xv = qt_read_all(x); /* nothing ran */
+    for (int i = 0; i < 16; i++) assert_true(isnan(yv[i]));
+    for (int i = 0; i < 128; i++) assert_true(isnan(sv[i]) && isnan(xv[i]));
+    free(yv), free(sv), free(xv);
+    qn_buffer *bufs[] = {w, x, a, b, s, a3, nw, nh, y};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) qn_buffer_free(bufs[i]);
+    qn_encoder_destroy(enc);
+}
+
 /* ---- MLX affine weights
  * The same checks for weights in MLX's affine format: the reference is
  * the host's MLX dequantizer (itself checked against MLX's own output in
@@ -873,6 +1031,8 @@ int main(void) {
         cmocka_unit_test(test_routed_graph),
         cmocka_unit_test(test_weights_from_previous),
         cmocka_unit_test(test_errors_and_plan),
+        cmocka_unit_test(test_normed),
+        cmocka_unit_test(test_normed_errors),
         cmocka_unit_test(test_mlx_dense_and_glu),
         cmocka_unit_test(test_mlx_routed),
         cmocka_unit_test(test_mlx_errors_and_plan),

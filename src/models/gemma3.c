@@ -66,7 +66,9 @@ typedef struct {
 /* Per context: the caches and the step buffers (T = the context's chunk). */
 typedef struct {
     qn_buffer *k_cache[MAX_LAYERS], *v_cache[MAX_LAYERS]; /* f16 [D, capacity, Hkv] */
-    qn_buffer *x;       /* f32 [E, T]     the residual stream               */
+    qn_buffer *x[2];    /* f32 [E, T]     the residual stream, in turns: a norm
+                         * fused into a matvec writes the new stream while
+                         * the matvec's other blocks still read the old */
     qn_buffer *xn;      /* f32 [E, T]     the normed input of the next block */
     qn_buffer *qkv;     /* f32 [(H + 2 Hkv) D, T]: a token's q, k, v heads   */
     qn_buffer *att;     /* f32 [D, H, T]  attention output                  */
@@ -249,7 +251,7 @@ static void gemma3_context_free(qn_context *c) {
         qn_buffer_free(st->k_cache[l]);
         qn_buffer_free(st->v_cache[l]);
     }
-    qn_buffer *bufs[] = {st->x, st->xn, st->qkv, st->att, st->proj, st->hidden, st->scratch};
+    qn_buffer *bufs[] = {st->x[0], st->x[1], st->xn, st->qkv, st->att, st->proj, st->hidden, st->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) qn_buffer_free(bufs[i]);
     free(st);
     c->state = NULL;
@@ -282,7 +284,8 @@ static qn_status gemma3_context_init(qn_context *c) {
             if (elems > scratch) scratch = elems;
         }
     }
-    QN_TRY(alloc2(dev, E, T, &st->x));
+    QN_TRY(alloc2(dev, E, T, &st->x[0]));
+    QN_TRY(alloc2(dev, E, T, &st->x[1]));
     QN_TRY(alloc2(dev, E, T, &st->xn));
     QN_TRY(alloc2(dev, D * (H + 2 * Hkv), T, &st->qkv));
     QN_TRY(alloc2(dev, D * H, T, &st->att));
@@ -315,6 +318,15 @@ static qn_tensor qkv_heads(qn_buffer *b, int64_t first, int64_t stride, int64_t 
 
 /* ---- the forward pass */
 
+/* The norm in front of a product: x = rms_norm(a + rms_norm(b) * b_w) * w
+ * into xn, the new stream into sum (without b: x = rms_norm(a) * w). */
+static qn_norm_in norm_in(const gemma3 *w, qn_tensor xn, qn_tensor a, const qn_tensor *b, qn_buffer *b_w,
+                          qn_tensor sum, qn_buffer *nw) {
+    qn_norm_in in = {.x = xn, .a = a, .w = qn_tensor_of(nw), .eps = w->eps, .weight_offset = 0};
+    if (b) in.b = *b, in.b_w = qn_tensor_of(b_w), in.sum = sum;
+    return in;
+}
+
 static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
     const gemma3 *w = c->m->weights;
     gemma3_state *st = c->state;
@@ -322,7 +334,7 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
 
     qn_tensor ids = qn_tensor_make(c->ids, 0, QN_I32, n, 1, 1, 1);       /* i32 [n]        */
     qn_tensor pos = qn_tensor_make(c->positions, 0, QN_I32, n, 1, 1, 1); /* i32 [n]        */
-    qn_tensor x = f32_view(st->x, E, n, 1);                              /* [E, n]         */
+    qn_tensor xs[2] = {f32_view(st->x[0], E, n, 1), f32_view(st->x[1], E, n, 1)}; /* [E, n] each */
     qn_tensor xn = f32_view(st->xn, E, n, 1);                            /* [E, n]         */
     const int64_t QKV = D * (H + 2 * Hkv);                               /* a token's qkv row */
     qn_tensor q = qkv_heads(st->qkv, 0, QKV, D, H, n);                   /* [D, H, n]      */
@@ -334,19 +346,26 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
     qn_tensor scratch = qn_tensor_of(st->scratch);
     /* The output projection sees att as a matrix of one column a token. */
     qn_tensor att2 = f32_view(st->att, D * H, n, 1);
+    int cur = 0; /* xs[cur] holds the stream */
 
-    QN_TRY(qn_embed(enc, x, qn_tensor_of(w->tok_embd), ids, sqrtf((float)E)));
-    QN_TRY(qn_rms_norm(enc, xn, x, qn_tensor_of(w->layers[0].attn_norm), w->eps, 0));
+    QN_TRY(qn_embed(enc, xs[0], qn_tensor_of(w->tok_embd), ids, sqrtf((float)E)));
 
     for (int l = 0; l < w->n_layer; l++) {
         const layer *L = &w->layers[l];
         const qn_rope_params *rope = L->local ? &w->rope_local : &w->rope_global;
         qn_tensor kc = qn_tensor_of(st->k_cache[l]), vc = qn_tensor_of(st->v_cache[l]);
 
-        /* attention */
-        for (int i = 0; i < L->qkv.nproj; i++) { /* q, k, v: rows of qkv, one matvec per stack */
+        /* attention; its input norm (after the layer before's feed-forward
+         * add: x += rms_norm(proj) * post_ffw_norm) made by the first of
+         * the q, k, v matvecs (one a stack of one type), which leave it in
+         * xn for the others */
+        const qn_norm_in in = norm_in(w, xn, xs[cur], l > 0 ? &proj : NULL,
+                                      l > 0 ? w->layers[l - 1].post_ffn_norm : NULL, xs[!cur], L->attn_norm);
+        if (l > 0) cur = !cur;
+        for (int i = 0; i < L->qkv.nproj; i++) {
             qn_tensor y = qkv_rows(st->qkv, L->qkv.row0[i], QKV, L->qkv.rows[i], n);
-            QN_TRY(qn_qmatmul(enc, y, qn_tensor_of(L->qkv.proj[i]), xn));
+            if (i == 0) QN_TRY(qn_qmatmul_normed(enc, y, qn_tensor_of(L->qkv.proj[i]), &in));
+            else QN_TRY(qn_qmatmul(enc, y, qn_tensor_of(L->qkv.proj[i]), xn));
         }
         /* q normed and rotated in place, k normed and rotated straight into
          * its cache rows, v into its: one launch */
@@ -360,24 +379,26 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
         else
             QN_TRY(qn_flash_attn_prefill(enc, att, q, kc, vc, pos, NULL, &scratch, opts));
         QN_TRY(qn_qmatmul(enc, proj, qn_tensor_of(L->wo), att2));
-        /* x += rms_norm(proj) * post_attention_norm; xn = rms_norm(x) * ffn_norm */
-        QN_TRY(qn_norm_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(L->post_attn_norm), qn_tensor_of(L->ffn_norm),
-                                    w->eps, 0));
 
-        /* feed-forward: GeGLU (tanh GELU) */
-        QN_TRY(qn_qmatmul_glu(enc, hidden, qn_tensor_of(L->gate), qn_tensor_of(L->up), xn, QN_ACT_GELU_TANH));
+        /* feed-forward: GeGLU (tanh GELU), its input norm (x +=
+         * rms_norm(proj) * post_attention_norm; rms_norm(x) * ffn_norm)
+         * made by the GLU matvec */
+        const qn_norm_in fin = norm_in(w, xn, xs[cur], &proj, L->post_attn_norm, xs[!cur], L->ffn_norm);
+        cur = !cur;
+        QN_TRY(qn_qmatmul_glu_normed(enc, hidden, qn_tensor_of(L->gate), qn_tensor_of(L->up), &fin, QN_ACT_GELU_TANH));
         QN_TRY(qn_qmatmul(enc, proj, qn_tensor_of(L->down), hidden));
-        /* x += rms_norm(proj) * post_ffw_norm; xn = the next block's normed
-         * input (or the final norm) */
-        qn_buffer *next = l + 1 < w->n_layer ? w->layers[l + 1].attn_norm : w->output_norm;
-        QN_TRY(qn_norm_add_rms_norm(enc, xn, x, x, proj, qn_tensor_of(L->post_ffn_norm), qn_tensor_of(next), w->eps,
-                                    0));
     }
 
-    /* The head, for the last token only: logits [vocab] = Wemb xn[:, n-1]. */
-    qn_tensor last = qn_tensor_make(st->xn, (size_t)(n - 1) * (size_t)E * sizeof(float), QN_F32, E, 1, 1, 1);
+    /* The head, for the last token only: logits [vocab] = Wemb x, x the
+     * final norm of the last add's result. */
+    const size_t last = (size_t)(n - 1) * (size_t)E * sizeof(float);
+    qn_tensor a1 = qn_tensor_make(st->x[cur], last, QN_F32, E, 1, 1, 1);
+    qn_tensor s1 = qn_tensor_make(st->x[!cur], last, QN_F32, E, 1, 1, 1);
+    qn_tensor b1 = qn_tensor_make(st->proj, last, QN_F32, E, 1, 1, 1);
+    qn_tensor x1 = qn_tensor_make(st->xn, last, QN_F32, E, 1, 1, 1);
+    const qn_norm_in out = norm_in(w, x1, a1, &b1, w->layers[w->n_layer - 1].post_ffn_norm, s1, w->output_norm);
     qn_tensor logits = qn_tensor_make(c->logits, 0, QN_F32, w->n_vocab, 1, 1, 1);
-    QN_TRY(qn_qmatmul(enc, logits, qn_tensor_of(w->tok_embd), last));
+    QN_TRY(qn_qmatmul_normed(enc, logits, qn_tensor_of(w->tok_embd), &out));
     if (w->softcap > 0) QN_TRY(qn_softcap(enc, logits, logits, w->softcap));
     return QN_OK;
 }

@@ -19,14 +19,6 @@ static qn_status check_shape(const char *op, const char *name, const qn_tensor *
                     expected, (long long)n0, (long long)n1, (long long)n2, (long long)n3);
 }
 
-/* Byte range [lo, hi) the view can touch (nb >= 0, as qn_op_check ensures). */
-static void byte_range(const qn_tensor *t, uint64_t *lo, uint64_t *hi) {
-    uint64_t last = (uint64_t)qn_dtype_block_bytes(t->dtype);
-    for (int i = 0; i < 4; i++) last += (uint64_t)(t->ne[i] - 1) * (uint64_t)t->nb[i];
-    *lo = qn_tensor_addr(t);
-    *hi = *lo + last;
-}
-
 /* state_out is state_in itself, or does not overlap it: a kernel that
  * reads one while writing the other sees either the same element or none. */
 static qn_status check_in_place(const char *op, const char *out_name, const qn_tensor *out, const char *in_name,
@@ -34,10 +26,7 @@ static qn_status check_in_place(const char *op, const char *out_name, const qn_t
     bool same = qn_tensor_addr(out) == qn_tensor_addr(in) && out->dtype == in->dtype;
     for (int i = 0; i < 4; i++) same = same && out->ne[i] == in->ne[i] && out->nb[i] == in->nb[i];
     if (same) return QN_OK;
-    uint64_t a0, a1, b0, b1;
-    byte_range(out, &a0, &a1);
-    byte_range(in, &b0, &b1);
-    if (a1 <= b0 || b1 <= a0) return QN_OK;
+    if (!qn_op_overlap(out, in)) return QN_OK;
     return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s overlaps %s without being the same view", op, out_name, in_name);
 }
 

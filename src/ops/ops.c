@@ -73,6 +73,21 @@ qn_dim3 qn_rows_grid(const qn_kt *t) {
     return (qn_dim3){(unsigned)x, (unsigned)y, (unsigned)z};
 }
 
+/* Byte range [lo, hi) the view can touch. */
+static void byte_range(const qn_tensor *t, uint64_t *lo, uint64_t *hi) {
+    uint64_t last = (uint64_t)qn_dtype_block_bytes(t->dtype);
+    for (int i = 0; i < 4; i++) last += (uint64_t)(t->ne[i] - 1) * (uint64_t)t->nb[i];
+    *lo = qn_tensor_addr(t);
+    *hi = *lo + last;
+}
+
+bool qn_op_overlap(const qn_tensor *a, const qn_tensor *b) {
+    uint64_t a0, a1, b0, b1;
+    byte_range(a, &a0, &a1);
+    byte_range(b, &b0, &b1);
+    return a0 < b1 && b0 < a1;
+}
+
 qn_dim3 qn_rows_block(long long units) {
     long long t = (units + 31) / 32 * 32;
     return (qn_dim3){(unsigned)(t < 256 ? t : 256), 1, 1};

@@ -18,6 +18,10 @@ qn_status qn_op_same_shape(const char *op, const char *na, const qn_tensor *a, c
 
 bool qn_dtype_is_float(qn_dtype t);
 
+/* The views can touch a common byte (strides >= 0, as qn_op_check
+ * ensures). */
+bool qn_op_overlap(const qn_tensor *a, const qn_tensor *b);
+
 /* An MLX affine weight's tensors agree with each other (src/ops/quant.c);
  * *cols gets its row length in weights. */
 qn_status qn_mlx_weight_check(const char *op, qn_encoder *enc, const qn_mlx_weight *w, int64_t *cols);

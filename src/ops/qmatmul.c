@@ -18,7 +18,9 @@
 #include "cuda/kernels/matmul_args.cuh"
 #include "ops/ops.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda/kernels/matvec_args.cuh"
@@ -43,6 +45,14 @@ static void smem_limits(const qn_device *dev, long long *sm, long long *block) {
     *block = *sm - 1024;
 }
 
+/* The bytes a warp's stage should hold: QN_MV_STAGE, or QUANTA_MV_STAGE
+ * (512 .. 65536) to time others (bench's qmatmul family). */
+static long long mv_stage_bytes(void) {
+    const char *env = getenv("QUANTA_MV_STAGE");
+    long long v = env ? atoll(env) : 0;
+    return v >= QN_MV_STAGE_MIN && v <= 65536 ? v : QN_MV_STAGE;
+}
+
 /* A matvec launch for weights of type t, K x N, nx tokens (at most; the plan
  * may take fewer), over `pairs` (slot, token) pairs. */
 static qn_status mv_plan(const qn_device *dev, const char *op, qn_dtype t, int64_t K, int64_t N, int64_t row_bytes,
@@ -56,7 +66,8 @@ static qn_status mv_plan(const qn_device *dev, const char *op, qn_dtype t, int64
     a->glu = glu;
     a->nx = nx;
     unsigned gx;
-    long long s = qn_mv_plan(a, (int)qk, bytes, N, pairs, dev->info.sm_count > 0 ? dev->info.sm_count : 1, sm, block, &gx);
+    long long s = qn_mv_plan(a, (int)qk, bytes, N, pairs, dev->info.sm_count > 0 ? dev->info.sm_count : 1,
+                             mv_stage_bytes(), sm, block, &gx);
     if (s < 0)
         return qn_error(QN_ERR_UNSUPPORTED, "%s: rows of %lld %s values do not fit the GPU's shared memory", op,
                         (long long)K, qn_dtype_name(t));
@@ -82,14 +93,14 @@ static void mv_weights(qn_mv_args *m, const qn_tensor *w, const qn_tensor *up) {
  * ([y, y_end)) and fetches weights early unless the kernel before it may
  * still be writing them. */
 static qn_status mv_launch(qn_encoder *enc, const char *op, qn_dtype t, qn_mv_args *m, qn_dim3 grid, unsigned smem,
-                           uint64_t y_end) {
+                           uint64_t writes_lo, uint64_t writes_hi) {
     char fn[48], defines[32];
-    snprintf(fn, sizeof fn, "matvec_%s", qn_dtype_name(t));
+    snprintf(fn, sizeof fn, "matvec_%s%s", qn_dtype_name(t), m->nx > 1 ? "_tokens" : "");
     snprintf(defines, sizeof defines, "-DQN_BLOCK=%s", qn_dtype_name(t));
     m->early = !qn_cuda_pdl_overlaps(enc, m->w, m->w_end) && !(m->up && qn_cuda_pdl_overlaps(enc, m->up, m->up_end));
     void *args[] = {m};
     return qn_cuda_launch_pdl(enc, op + 3, "matvec.cu", defines, fn, grid, (qn_dim3){QN_MV_THREADS, 1, 1}, smem, args,
-                              m->y, y_end);
+                              writes_lo, writes_hi);
 }
 
 /* A weight format as the GPU paths see it: a ggml block type, or MLX
@@ -288,9 +299,9 @@ static qn_status mv_shape(const qn_device *dev, wformat f, int64_t n, int64_t k,
     unsigned smem;
     QN_TRY(mv_plan(dev, "plan", f.t, k, n, qn_dtype_row_bytes(f.t, k), 0, nx, (int)pairs, &a, &grid, &smem));
     snprintf(out, len,
-             "%u x %lld block(s) of %d threads, each streaming %lld rows through shared memory in stages of %d "
-             "row(s) x %d blocks (%u bytes of shared memory)",
-             grid.x, (long long)pairs, QN_MV_THREADS, (long long)((n + grid.x - 1) / grid.x), a.rs, a.kc, smem);
+             "%u x %lld block(s) of %d warps, each warp streaming its rows through shared memory in stages of %d "
+             "row(s) x %d blocks, %d lanes a row (%u bytes of shared memory)",
+             grid.x, (long long)pairs, QN_MV_WARPS, a.rs, a.kc, a.team, smem);
     *per_launch = a.nx;
     return QN_OK;
 }
@@ -473,7 +484,90 @@ static qn_status check_y(const char *op, qn_encoder *enc, const qn_tensor *y, in
     return QN_OK;
 }
 
-static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g, operand *u, qn_tensor x, int act) {
+/* ---- the norm in front (qn_qmatmul_normed) */
+
+/* a, b or sum of a qn_norm_in: f32 [K, M], rows contiguous (on the GPU
+ * 16-byte aligned, as the matvec reads them in float4s). */
+static qn_status check_norm_rows(const char *op, qn_encoder *enc, const char *name, const qn_tensor *t, int64_t K,
+                                 int64_t M) {
+    QN_TRY(qn_op_check(op, enc, name, t));
+    if (t->dtype != QN_F32 || t->nb[0] != 4)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s must be f32 with contiguous rows (is %s)", op, name,
+                        qn_dtype_name(t->dtype));
+    if (t->ne[0] != K || t->ne[1] != M || t->ne[2] != 1 || t->ne[3] != 1)
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s is [%lld,%lld,%lld,%lld], expected [%lld,%lld]", op, name,
+                        (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                        (long long)K, (long long)M);
+    if (enc->dev->backend == QN_BACKEND_CUDA && (qn_tensor_addr(t) % 16 || t->nb[1] % 16))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s rows must start at 16-byte aligned addresses on the GPU", op,
+                        name);
+    return QN_OK;
+}
+
+static qn_status check_norm_vector(const char *op, qn_encoder *enc, const char *name, const qn_tensor *t, int64_t K) {
+    if (!t->buf) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: the norm weight %s is missing", op, name);
+    QN_TRY(qn_op_check(op, enc, name, t));
+    if (t->dtype != QN_F32 || t->ne[0] != K || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1 || t->nb[0] != 4 ||
+        (enc->dev->backend == QN_BACKEND_CUDA && qn_tensor_addr(t) % 16))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s must be a contiguous f32 [%lld] vector (16-byte aligned on the GPU)",
+                        op, name, (long long)K);
+    return QN_OK;
+}
+
+/* The norm's operands, after x and y are checked (x's shape is a's). */
+static qn_status check_norm_in(const char *op, qn_encoder *enc, const qn_norm_in *in, const qn_tensor *y) {
+    const int64_t K = in->x.ne[0], M = in->x.ne[1];
+    const bool has_b = in->b.buf != NULL;
+    if (has_b != (in->sum.buf != NULL))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: sum is given without b, or b without sum (both or neither)", op);
+    if (in->x.dtype != QN_F32) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: x must be f32 (is %s)", op, qn_dtype_name(in->x.dtype));
+    QN_TRY(check_norm_rows(op, enc, "a", &in->a, K, M));
+    QN_TRY(check_norm_vector(op, enc, "w", &in->w, K));
+    if (has_b) {
+        QN_TRY(check_norm_rows(op, enc, "b", &in->b, K, M));
+        QN_TRY(check_norm_rows(op, enc, "sum", &in->sum, K, M));
+        QN_TRY(check_norm_vector(op, enc, "b_w", &in->b_w, K));
+    }
+    /* x and sum are written while other blocks still read a and b */
+    const qn_tensor *outs[] = {&in->x, &in->sum}, *ins[] = {&in->a, &in->b, y, &in->x};
+    static const char *const out_names[] = {"x", "sum"}, *const in_names[] = {"a", "b", "y", "x"};
+    for (int o = 0; o < 2; o++)
+        for (int i = 0; i < 4; i++)
+            if (outs[o]->buf && ins[i]->buf && ins[i] != outs[o] && qn_op_overlap(outs[o], ins[i]))
+                return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: %s overlaps %s (the norm's outputs need memory of their own)",
+                                op, out_names[o], in_names[i]);
+    if (!(in->eps >= 0.0f) || isinf(in->eps) || !isfinite(in->weight_offset))
+        return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: eps %g and weight_offset %g must be finite (eps >= 0)", op,
+                        (double)in->eps, (double)in->weight_offset);
+    return QN_OK;
+}
+
+/* The norm as its own op, for the paths that do not fuse it. */
+static qn_status norm_op(qn_encoder *enc, const qn_norm_in *in) {
+    if (!in->b.buf) return qn_rms_norm(enc, in->x, in->a, in->w, in->eps, in->weight_offset);
+    return qn_norm_add_rms_norm(enc, in->x, in->sum, in->a, in->b, in->b_w, in->w, in->eps, in->weight_offset);
+}
+
+/* The matvec's norm fields for tokens t0 ... of the request. */
+static void mv_norm(qn_mv_args *m, const qn_norm_in *in, int64_t t0) {
+    m->norm = 1;
+    m->pa = qn_tensor_addr(&in->a) + (uint64_t)(t0 * in->a.nb[1]);
+    m->pa_nb1 = in->a.nb[1];
+    m->pw = qn_tensor_addr(&in->w);
+    m->eps = in->eps;
+    m->w_off = in->weight_offset;
+    if (in->b.buf) {
+        m->pb = qn_tensor_addr(&in->b) + (uint64_t)(t0 * in->b.nb[1]);
+        m->pb_nb1 = in->b.nb[1];
+        m->pbw = qn_tensor_addr(&in->b_w);
+        m->ps = qn_tensor_addr(&in->sum) + (uint64_t)(t0 * in->sum.nb[1]);
+        m->ps_nb1 = in->sum.nb[1];
+    }
+}
+
+/* pre: the norm that makes x (then x is pre->x), or NULL. */
+static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g, operand *u, qn_tensor x,
+                       const qn_norm_in *pre, int act) {
     QN_TRY(check_operand(op, enc, "w", g));
     if (u) QN_TRY(check_up(op, enc, g, u));
     const qn_tensor w = g->w, *up = u ? &u->w : NULL;
@@ -484,11 +578,18 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g,
     if (y.ne[1] != x.ne[1])
         return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: y has %lld tokens, x %lld", op, (long long)y.ne[1],
                         (long long)x.ne[1]);
-    qn_qmatmul_args a = make_args(enc, &y, g, u, &x, NULL, act); /* flags: for a failed CPU scratch allocation */
-    if (enc->dev->backend == QN_BACKEND_CPU) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
-
+    if (pre) QN_TRY(check_norm_in(op, enc, pre, &y));
+    /* The matvec of block-quantized weights makes x itself; every other
+     * path runs the norm first. */
     const wformat f = operand_format(g);
-    if (mm_dense_ok(enc->dev, f, w.ne[1], x.ne[1], up != NULL)) {
+    const bool gpu = enc->dev->backend == QN_BACKEND_CUDA;
+    const bool mm = gpu && mm_dense_ok(enc->dev, f, w.ne[1], x.ne[1], up != NULL);
+    const bool fuse = pre && gpu && !mm && !g->mlx && mv_block_elems(w.dtype) >= 32;
+    if (pre && !fuse) QN_TRY(norm_op(enc, pre));
+    qn_qmatmul_args a = make_args(enc, &y, g, u, &x, NULL, act); /* flags: for a failed CPU scratch allocation */
+    if (!gpu) return qn_cpu_enqueue(enc, op + 3, qn_cpu_qmatmul, &a, sizeof a);
+
+    if (mm) {
         int64_t M = x.ne[1], row_tiles = mm_row_tiles(w.ne[1], up != NULL);
         int bm = mm_bm(enc->dev, row_tiles, M);
         qn_dtype dt = mm_dtype(f);
@@ -526,14 +627,34 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g,
         m.y = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
         m.x_nb1 = x.nb[1];
         m.nx = (int)(x.ne[1] - t0 < per_launch ? x.ne[1] - t0 : per_launch);
-        QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem, m.y + (uint64_t)(((m.nx - 1) * m.y_nb1 + m.N) * 4)));
+        uint64_t lo = m.y, hi = m.y + (uint64_t)(((m.nx - 1) * m.y_nb1 + m.N) * 4);
+        if (fuse) {
+            mv_norm(&m, pre, t0);
+            if (m.ps) { /* the writes' hull: y and sum */
+                const uint64_t s_hi = m.ps + (uint64_t)((m.nx - 1) * m.ps_nb1 + w.ne[0] * 4);
+                lo = m.ps < lo ? m.ps : lo;
+                hi = s_hi > hi ? s_hi : hi;
+            }
+        }
+        QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem, lo, hi));
     }
     return QN_OK;
 }
 
 qn_status qn_qmatmul(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x) {
     operand g = block_operand(w);
-    return dense("qn_qmatmul", enc, y, &g, NULL, x, 0);
+    return dense("qn_qmatmul", enc, y, &g, NULL, x, NULL, 0);
+}
+
+static qn_status check_in(const char *op, const qn_norm_in *in) {
+    if (!in) return qn_error(QN_ERR_INVALID_ARGUMENT, "%s: the norm (in) is NULL", op);
+    return QN_OK;
+}
+
+qn_status qn_qmatmul_normed(qn_encoder *enc, qn_tensor y, qn_tensor w, const qn_norm_in *in) {
+    QN_TRY(check_in("qn_qmatmul_normed", in));
+    operand g = block_operand(w);
+    return dense("qn_qmatmul_normed", enc, y, &g, NULL, in->x, in, 0);
 }
 
 static qn_status check_act(const char *op, qn_act act) {
@@ -546,7 +667,15 @@ static qn_status check_act(const char *op, qn_act act) {
 qn_status qn_qmatmul_glu(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, qn_tensor x, qn_act act) {
     QN_TRY(check_act("qn_qmatmul_glu", act));
     operand g = block_operand(gate), u = block_operand(up);
-    return dense("qn_qmatmul_glu", enc, y, &g, &u, x, (int)act);
+    return dense("qn_qmatmul_glu", enc, y, &g, &u, x, NULL, (int)act);
+}
+
+qn_status qn_qmatmul_glu_normed(qn_encoder *enc, qn_tensor y, qn_tensor gate, qn_tensor up, const qn_norm_in *in,
+                                qn_act act) {
+    QN_TRY(check_act("qn_qmatmul_glu_normed", act));
+    QN_TRY(check_in("qn_qmatmul_glu_normed", in));
+    operand g = block_operand(gate), u = block_operand(up);
+    return dense("qn_qmatmul_glu_normed", enc, y, &g, &u, in->x, in, (int)act);
 }
 
 /* Expert-routed: W [K, N, E], ids i32 [top_k, M], x [K, 1 or top_k, M],
@@ -631,7 +760,7 @@ static qn_status routed(const char *op, qn_encoder *enc, qn_tensor y, operand *g
     m.n_experts = (int)E;
     m.top_k = (int)top_k;
     m.act = act;
-    return mv_launch(enc, op, w.dtype, &m, grid, smem, m.y + (uint64_t)(top_k * M * m.N * 4));
+    return mv_launch(enc, op, w.dtype, &m, grid, smem, m.y, m.y + (uint64_t)(top_k * M * m.N * 4));
 }
 
 qn_status qn_qmatmul_id(qn_encoder *enc, qn_tensor y, qn_tensor w, qn_tensor x, qn_tensor ids) {
@@ -725,14 +854,14 @@ static qn_status affine_routed(const char *op, qn_encoder *enc, const qn_qmatmul
 
 qn_status qn_qmatmul_mlx(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *w, qn_tensor x) {
     operand g = mlx_operand(w);
-    return dense("qn_qmatmul_mlx", enc, y, &g, NULL, x, 0);
+    return dense("qn_qmatmul_mlx", enc, y, &g, NULL, x, NULL, 0);
 }
 
 qn_status qn_qmatmul_mlx_glu(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *gate, const qn_mlx_weight *up,
                              qn_tensor x, qn_act act) {
     QN_TRY(check_act("qn_qmatmul_mlx_glu", act));
     operand g = mlx_operand(gate), u = mlx_operand(up);
-    return dense("qn_qmatmul_mlx_glu", enc, y, &g, &u, x, (int)act);
+    return dense("qn_qmatmul_mlx_glu", enc, y, &g, &u, x, NULL, (int)act);
 }
 
 qn_status qn_qmatmul_mlx_id(qn_encoder *enc, qn_tensor y, const qn_mlx_weight *w, qn_tensor x, qn_tensor ids) {

@@ -8,19 +8,21 @@
  * strides).
  *
  * Grid: blockIdx.y is the routed form's (slot, token) pair (0 when dense);
- * a launch has about as many blocks as fit on the GPU at once, and the
- * blockIdx.x blocks of a pair share its N rows to within one row, so every
- * multiprocessor streams to the end.
+ * a launch has at most as many blocks as fit on the GPU at once (fewer when
+ * the rows would leave warps idle), and each warp of a pair's blocks takes
+ * a contiguous share of its rows, to within one stage.
  * Bytes moved: the weights once, x once per block (from L2), y once.
  *
- * How a block streams: its rows go through shared memory in stages of rs
- * whole rows (or, for rows longer than a stage, kc blocks of one row), each
- * row (with its up row for GLU) a segment copied with 16-byte cp.async in
- * coalesced pieces whatever the block size; QN_MV_STAGES buffers keep two
- * stages in flight while the block works on a third. The copies need no
- * registers, so the bytes in flight are set by the buffers, not by the
- * threads' loads, and the quants are read back from shared memory at any
- * alignment.
+ * How a warp streams (version 7 in docs/PERF.md): every warp is its own
+ * pipeline, with no barrier across the block once x is ready. Its rows go
+ * through QN_MV_BUFS shared-memory buffers of ~3 KB in stages of rs whole
+ * rows (or, for rows longer than a stage, kc blocks of one row), copied
+ * with 16-byte cp.async by the warp's lanes whatever the block size, three
+ * stages in flight while it decodes a fourth: 16 warps a multiprocessor
+ * keep ~150 KB of loads in flight, which the copies hold without registers.
+ * The quants are read back from shared memory at any alignment. A row's
+ * units (traits::UPB a block) go to a team of lanes; the team's sums stay
+ * in registers until its row is done and are added by shuffles.
  *
  * Quantized weights are dotted with x quantized once per block to int8 in
  * blocks of 32 (scale d = max|x| / 127, and the sum of the 32 int8 values),
@@ -30,12 +32,6 @@
  * Float weights (f32, f16, bf16) are dotted with x in f32, read from global
  * memory.
  *
- * A thread's share of a block is a unit (traits::UPB units a block). Within
- * a stage the threads split a segment's units; threads at the same unit
- * position split the segments, so each loads the unit's x once for all of
- * them. Partial sums go to shared memory in a fixed order and a warp per
- * (row, token) adds them up: results do not depend on timing.
- *
  * Launched as a programmatic dependent launch, a matvec after a matvec
  * starts while that one finishes and fetches its first weights before
  * waiting for it (unless those weights are what it writes).
@@ -44,8 +40,6 @@
 #include "blocks.cuh"
 #include "matvec_args.cuh"
 #include "ops_math.cuh"
-
-#define MV_WARPS (QN_MV_THREADS / 32)
 
 /* ---- shared memory and asynchronous copies */
 
@@ -505,8 +499,11 @@ typedef qn_mv_plain<QN_KT_F32> qn_mv_f32;
 typedef qn_mv_plain<QN_KT_F16> qn_mv_f16;
 typedef qn_mv_plain<QN_KT_BF16> qn_mv_bf16;
 
-/* ---- x quantization: each group of four threads takes 32 values */
-__device__ __forceinline__ void qn_x_quantize(const char *x, long long x_nb1, int xt, int nx, int K, qn_u8 *xs) {
+/* ---- x quantization: each group of four threads takes 32 values, which
+ * load(t, e, ok, v) gives as v[0..7] = x[e .. e + 8) of token t (ok: the
+ * thread's values are in the row; when not, e is 0 and v is not used). */
+template <typename L>
+__device__ __forceinline__ void qn_x_quantize(int nx, int K, qn_u8 *xs, L load) {
     const int per = K / 8, xq = (int)qn_mv_xq_bytes(K);
     for (int t = 0; t < nx; t++)
         for (int base = 0; base < per; base += QN_MV_THREADS) {
@@ -515,7 +512,7 @@ __device__ __forceinline__ void qn_x_quantize(const char *x, long long x_nb1, in
             const bool ok = i < per;
             const int e = ok ? 8 * i : 0;
             float v[8];
-            qn_load_x8(x + t * x_nb1, xt, e, v);
+            load(t, e, ok, v);
             float amax = 0.0f;
 #pragma unroll
             for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k]));
@@ -537,13 +534,93 @@ __device__ __forceinline__ void qn_x_quantize(const char *x, long long x_nb1, in
         }
 }
 
+__device__ __forceinline__ void qn_f32x8(const float *p, float v[8]) {
+    const float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+/* The norm in front of the product (qn_qmatmul_normed), token by token:
+ *   sum = a + rms_norm(b) * (b_w + w_off)     (no b: sum = a)
+ *   x   = rms_norm(sum) * (w + w_off)
+ * with the arithmetic of the norm kernels (norm.cu), then quantized as any
+ * x. Every block computes it for itself (two reductions over K a token:
+ * cheaper than the launch and the latency chain of a norm kernel of its
+ * own); block (0, 0) stores x (at a.x, for later products of the same
+ * input) and sum. a, b and the weights are reread from cache by each pass
+ * rather than held, so any K fits. */
+__device__ void qn_x_normed(const qn_mv_args &m, int nx, int K, qn_u8 *xs) {
+    __shared__ float red[32];
+    const int per = K / 8, xq = (int)qn_mv_xq_bytes(K);
+    const bool store = blockIdx.x == 0 && blockIdx.y == 0;
+    const float *bw = (const float *)m.pbw, *w = (const float *)m.pw;
+    for (int t = 0; t < nx; t++) {
+        const float *pa = (const float *)(m.pa + t * m.pa_nb1);
+        const float *pb = m.pb ? (const float *)(m.pb + t * m.pb_nb1) : nullptr;
+        float *ps = m.ps ? (float *)(m.ps + t * m.ps_nb1) : nullptr, *px = (float *)(m.x + t * m.x_nb1);
+        float sb = 1.0f;
+        if (pb) {
+            float acc = 0.0f;
+            for (int i = threadIdx.x; i < per; i += QN_MV_THREADS) {
+                float v[8];
+                qn_f32x8(pb + 8 * i, v);
+#pragma unroll
+                for (int k = 0; k < 8; k++) acc += v[k] * v[k];
+            }
+            sb = qn_norm_scale(QN_NORM_RMS, qn_block_sum(acc, red), K, m.eps);
+        }
+        auto sum8 = [&](int e, float h[8]) {
+            qn_f32x8(pa + e, h);
+            if (pb) {
+                float v[8], g[8];
+                qn_f32x8(pb + e, v);
+                qn_f32x8(bw + e, g);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    float o = v[k] * sb;
+                    o *= g[k] + m.w_off;
+                    h[k] += o;
+                }
+            }
+        };
+        float acc = 0.0f;
+        for (int i = threadIdx.x; i < per; i += QN_MV_THREADS) {
+            float h[8];
+            sum8(8 * i, h);
+#pragma unroll
+            for (int k = 0; k < 8; k++) acc += h[k] * h[k];
+        }
+        const float ss = qn_norm_scale(QN_NORM_RMS, qn_block_sum(acc, red), K, m.eps);
+        qn_x_quantize(1, K, xs + t * xq, [&](int, int e, bool ok, float v[8]) {
+            float h[8], g[8];
+            sum8(e, h);
+            qn_f32x8(w + e, g);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float o = h[k] * ss;
+                v[k] = o * (g[k] + m.w_off);
+            }
+            if (store && ok) {
+                if (ps) {
+                    *(float4 *)(ps + e) = make_float4(h[0], h[1], h[2], h[3]);
+                    *(float4 *)(ps + e + 4) = make_float4(h[4], h[5], h[6], h[7]);
+                }
+                *(float4 *)(px + e) = make_float4(v[0], v[1], v[2], v[3]);
+                *(float4 *)(px + e + 4) = make_float4(v[4], v[5], v[6], v[7]);
+            }
+        });
+    }
+}
+
 /* ---- the kernel */
 
-template <typename B>
+/* NX: the tokens the kernel is built for (1, or QN_MV_TOKENS for any
+ * number up to it: a.nx); their sums stay in registers. */
+template <typename B, int NX>
 __device__ void qn_matvec(const qn_mv_args &a) {
     extern __shared__ __align__(16) qn_u8 qn_mv_smem_[];
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const bool quant = B::QK >= 32;
+    const int nx = NX == 1 ? 1 : a.nx;
 
     /* the pair's weights, x and y */
     const qn_u8 *w = (const qn_u8 *)a.w, *up = (const qn_u8 *)a.up;
@@ -555,7 +632,7 @@ __device__ void qn_matvec(const qn_mv_args &a) {
         const int j = blockIdx.y, slot = j % a.top_k, tok = j / a.top_k;
         const int e = ((const int *)a.ids)[slot + tok * a.ids_nb1];
         if (e < 0 || e >= a.n_experts) {
-            if (tid == 0 && blockIdx.x == 0) atomicOr((int *)a.flags, QN_FLAG_BAD_EXPERT);
+            if (threadIdx.x == 0 && blockIdx.x == 0) atomicOr((int *)a.flags, QN_FLAG_BAD_EXPERT);
             return;
         }
         w += e * a.expert_bytes;
@@ -564,77 +641,52 @@ __device__ void qn_matvec(const qn_mv_args &a) {
         x_nb1 = 0;
         y += (long long)j * a.N;
     }
-    const long long K = (long long)a.bpr * B::QK;
+    const int K = a.bpr * B::QK, xq = quant ? (int)qn_mv_xq_bytes(K) : 0;
 
-    /* Stage s holds rows row0 .. row0 + rows - 1, blocks c kc .. c kc +
-     * blocks - 1 of each (c > 0 only for rows longer than a stage, when
-     * rows = 1). Packed rows (row_bytes the row's size) make one range of
-     * bytes per weight tensor; strided rows a range each. A range's slot in
-     * shared memory starts with the bytes from the 16-byte boundary below
-     * the range's start, so its block b of row r sits at slot + (start & 15)
-     * + r row_bytes (packed) + b BYTES. */
-    const int mult = a.glu ? 2 : 1;
+    /* This warp's rows: groups g0 .. g1 - 1 of rs rows (a contiguous share
+     * of the pair's groups, even to within one), each in nch chunks of kc
+     * blocks; a stage is one chunk of one group. A stage copies a range of
+     * bytes per weight tensor when rows are packed (row_bytes is the row's
+     * size), else one per row; a range's slot in the stage buffer starts at
+     * the 16-byte boundary at or below the range, so row r's block b sits at
+     * slot + (start & 15) + r row_bytes (packed) + b BYTES. */
     const bool packed = a.row_bytes == (long long)a.bpr * B::BYTES;
-    const int nrange = mult * (packed ? 1 : a.rs);
     const int slot_bytes = (int)qn_mv_seg_bytes(qn_mv_range(a.row_bytes, a.bpr, a.kc, a.rs, B::BYTES));
-    const int lanes = qn_mv_lanes((long long)a.kc * B::UPB), nseg = a.rs * mult;
-
-    /* shared memory: x, the stage buffers, two sets of partial sums */
-    const int Ki = (int)K, xq = quant ? (int)qn_mv_xq_bytes(K) : 0;
-    qn_u8 *xs = qn_mv_smem_, *stages = xs + xq * a.nx;
-    float *vals = (float *)(stages + QN_MV_STAGES * nrange * slot_bytes);
-    const int vals_set = nseg * a.nx * lanes;
-
-    /* The blocks go through the rows together, a round of rs rows each at
-     * a time, so the GPU as a whole streams one region of memory front to
-     * back; the rows left after the full rounds are split evenly. */
-    const long long nb = gridDim.x, round = nb * a.rs, full = a.N / round, rest = a.N - full * round;
-    const long long last_row = full * round + rest * blockIdx.x / nb;
-    const long long last_rows = rest * (blockIdx.x + 1) / nb - rest * blockIdx.x / nb;
-    const int nch = (a.bpr + a.kc - 1) / a.kc;
-    const int nst = (int)((full + (last_rows > 0)) * nch);
+    const int buf_bytes = (int)qn_mv_buf_bytes(&a, B::BYTES);
+    qn_u8 *xs = qn_mv_smem_, *bufs = xs + xq * nx + warp * QN_MV_BUFS * buf_bytes;
+    const long long groups = (a.N + a.rs - 1) / a.rs, nw = (long long)gridDim.x * QN_MV_WARPS;
+    const long long gw = (long long)blockIdx.x * QN_MV_WARPS + warp;
+    const long long g0 = groups * gw / nw, g1 = groups * (gw + 1) / nw;
+    const int nch = (a.bpr + a.kc - 1) / a.kc, nst = (int)(g1 - g0) * nch;
     struct stage {
-        long long row0;
-        int rows, blocks, c;
-        const qn_u8 *g, *u; /* the first gate and up block */
-        long long len;      /* bytes of a range */
+        long long row0, off; /* the first row; the chunk's first byte from a tensor's start */
+        int rows, blocks, c, len;
     };
     auto stage_at = [&](int s) -> stage {
-        const long long r = s / nch;
-        const int c = s - (int)r * nch, kleft = a.bpr - c * a.kc;
+        const int gi = s / nch, c = s - gi * nch, kleft = a.bpr - c * a.kc;
         stage st;
-        st.row0 = r < full ? r * round + blockIdx.x * a.rs : last_row;
-        st.rows = r < full ? a.rs : (int)last_rows;
+        st.row0 = (g0 + gi) * a.rs;
+        st.rows = a.N - st.row0 < a.rs ? (int)(a.N - st.row0) : a.rs;
         st.blocks = kleft < a.kc ? kleft : a.kc;
         st.c = c;
-        const long long off = st.row0 * a.row_bytes + (long long)c * a.kc * B::BYTES;
-        st.g = w + off;
-        st.u = up ? up + off : up;
-        st.len = (packed ? (st.rows - 1) * a.row_bytes : 0) + (long long)st.blocks * B::BYTES;
+        st.off = st.row0 * a.row_bytes + (long long)c * a.kc * B::BYTES;
+        st.len = (packed ? (st.rows - 1) * (int)a.row_bytes : 0) + st.blocks * B::BYTES;
         return st;
     };
-    /* range j: tensor j / (nrange / mult), row j % (nrange / mult) */
-    auto range_src = [&](const stage &st, int j) -> const qn_u8 * {
-        const int per = packed ? 1 : st.rows;
-        return (j < per ? st.g : st.u) + (j < per ? j : j - per) * a.row_bytes;
-    };
-    /* segment i (gate row i, or up row i - rows) in stage buffer buf */
-    auto seg_at = [&](const qn_u8 *buf, const stage &st, int i) -> const qn_u8 * {
-        const int m = i < st.rows ? 0 : 1;
-        const unsigned off = (unsigned)(i - m * st.rows) * (unsigned)a.row_bytes; /* from the tensor's first row */
-        const unsigned lo = (unsigned)(unsigned long long)(m ? st.u : st.g) + (packed ? 0u : off);
-        return buf + (packed ? m : i) * slot_bytes + (lo & 15) + (packed ? off : 0u);
+    /* range j: gate (j < per) or up, row j % per (per: 1 when packed) */
+    auto range_src = [&](const stage &st, int j, int per) -> const qn_u8 * {
+        return (j < per ? w : up) + st.off + (long long)(j < per ? j : j - per) * a.row_bytes;
     };
     auto issue = [&](int s) {
         if (s < nst) {
             const stage st = stage_at(s);
-            const int ranges = mult * (packed ? 1 : st.rows);
-            qn_u8 *dst = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
+            const int per = packed ? 1 : st.rows, ranges = (a.glu ? 2 : 1) * per;
+            qn_u8 *dst = bufs + (s % QN_MV_BUFS) * buf_bytes;
             for (int j = 0; j < ranges; j++) {
-                const qn_u8 *src = range_src(st, j), *end = (const qn_u8 *)(j < ranges / mult ? a.w_end : a.up_end);
+                const qn_u8 *src = range_src(st, j, per), *end = (const qn_u8 *)(j < per ? a.w_end : a.up_end);
                 const qn_u8 *base = src - ((unsigned long long)src & 15);
                 const int pieces = (int)(((unsigned long long)src & 15) + st.len + 15) / 16;
-                for (int p = tid; p < pieces; p += QN_MV_THREADS) {
+                for (int p = lane; p < pieces; p += 32) {
                     const qn_u8 *from = base + 16 * p;
                     qn_u8 *to = dst + j * slot_bytes + 16 * p;
                     const long long n = end - from;
@@ -647,86 +699,80 @@ __device__ void qn_matvec(const qn_mv_args &a) {
         qn_cp_commit();
     };
 
-    for (int s = 0; s < QN_MV_STAGES - 1; s++) issue(s);
+    /* Before the wait on the kernel before, unless it may write them: the
+     * first stages' weights. */
+    for (int s = 0; s < QN_MV_BUFS - 1; s++) issue(s);
     QN_GRID_DEPS_WAIT(); /* x, and y's old readers */
     QN_GRID_DEPS_RELEASE();
-    if (quant) qn_x_quantize(x, x_nb1, a.xt, a.nx, Ki, xs);
-
-    /* Stage s: the threads split a segment's units (lanes of them), those
-     * at the same unit position split the segments. A thread's sum over its
-     * units of segment i for token t goes to vals[(i * nx + t) * lanes +
-     * lane]. */
-    auto decode = [&](int s) {
-        const stage sg = stage_at(s);
-        const int segs = sg.rows * mult;
-        const int units = sg.blocks * B::UPB, nl = qn_mv_lanes(units), G = QN_MV_THREADS / nl;
-        const int kl = tid % nl, g = tid / nl;
-        if (g >= G) return;
-        const qn_u8 *buf = stages + (s % QN_MV_STAGES) * nrange * slot_bytes;
-        float *v = vals + (s & 1) * vals_set;
-        const int e0 = sg.c * a.kc * B::QK;
-        for (int i = g; i < segs; i += G) {
-            const qn_u8 *seg = seg_at(buf, sg, i);
-            for (int t = 0; t < a.nx; t++) {
-                const qn_xsrc src = {xs + t * xq, Ki, x + t * x_nb1, a.xt};
-                float acc = 0.0f;
-                for (int k = kl; k < units; k += nl) {
-                    const int blk = k / B::UPB, u = k % B::UPB;
-                    typename B::X xv;
-                    qn_x_load(xv, src, e0 + blk * B::QK + B::xoff(u), B::xhalf(u));
-                    acc += B::dot(seg + blk * B::BYTES, u, xv);
-                }
-                v[(i * a.nx + t) * nl + kl] = acc;
-            }
-        }
-    };
-
-    /* Stage s's sums: a warp per (row, token); a row longer than a stage
-     * carries its sums from chunk to chunk (then rs = 1 and nx <= MV_WARPS,
-     * so warp t always takes token t). */
-    float carry_g = 0.0f, carry_u = 0.0f;
-    auto reduce = [&](int s) {
-        const stage sg = stage_at(s);
-        const int rows = sg.rows, c = sg.c;
-        const int nl = qn_mv_lanes(sg.blocks * B::UPB);
-        const float *v = vals + (s & 1) * vals_set;
-        for (int p = warp; p < rows * a.nx; p += MV_WARPS) {
-            const int i = p / a.nx, t = p % a.nx;
-            float g = 0.0f, u = 0.0f;
-            for (int l = lane; l < nl; l += 32) {
-                g += v[(i * a.nx + t) * nl + l];
-                if (a.glu) u += v[((rows + i) * a.nx + t) * nl + l];
-            }
-#pragma unroll
-            for (int o = 16; o > 0; o /= 2) g += __shfl_xor_sync(0xffffffffu, g, o);
-            if (a.glu) {
-#pragma unroll
-                for (int o = 16; o > 0; o /= 2) u += __shfl_xor_sync(0xffffffffu, u, o);
-            }
-            if (nch > 1) {
-                if (c > 0) g += carry_g, u += carry_u;
-                carry_g = g, carry_u = u;
-            }
-            if (c == nch - 1 && lane == 0) {
-                y[t * a.y_nb1 + sg.row0 + i] = a.glu ? qn_act_apply(a.act, g, 0.0f) * u : g;
-            }
-        }
-    };
-
-    for (int s = 0; s < nst; s++) {
-        qn_cp_wait<QN_MV_STAGES - 2>(); /* this thread's copies of stage s are done */
-        __syncthreads();                /* everyone's are; stage s - 1 and its sums are free */
-        issue(s + QN_MV_STAGES - 1);
-        if (s > 0) reduce(s - 1);
-        decode(s);
-    }
+    if (quant && a.norm) qn_x_normed(a, nx, K, xs);
+    else if (quant)
+        qn_x_quantize(nx, K, xs, [&](int t, int e, bool, float v[8]) { qn_load_x8(x + t * x_nb1, a.xt, e, v); });
     __syncthreads();
-    if (nst > 0) reduce(nst - 1);
+
+    /* A team of `team` lanes a row: lane tl of team tm takes units tl, tl +
+     * team, ... of rows tm, tm + 32 / team, ... of each stage, and keeps its
+     * sums for each token in registers (across the chunks of a row longer
+     * than a stage, when rs = 1 and the warp is one team). A row's team
+     * adds its sums with shuffles in a fixed order: results do not depend on
+     * timing. */
+    const int T = a.team, tm = lane / T, tl = lane % T;
+    float sg[NX], su[NX];
+#pragma unroll
+    for (int t = 0; t < NX; t++) sg[t] = su[t] = 0.0f;
+    for (int s = 0; s < nst; s++) {
+        qn_cp_wait<QN_MV_BUFS - 2>(); /* this lane's copies of stage s are done */
+        __syncwarp();                 /* the warp's are; stage s - 1's buffer is free */
+        issue(s + QN_MV_BUFS - 1);
+        const stage st = stage_at(s);
+        const qn_u8 *buf = bufs + (s % QN_MV_BUFS) * buf_bytes;
+        const int units = st.blocks * B::UPB, e0 = st.c * a.kc * B::QK, per = packed ? 1 : st.rows;
+        for (int i0 = 0; i0 < st.rows; i0 += 32 / T) {
+            const int i = i0 + tm;
+            if (i < st.rows) {
+                const int jg = packed ? 0 : i, ju = jg + per; /* the row's gate and up ranges */
+                const unsigned rel = packed ? (unsigned)i * (unsigned)a.row_bytes : 0u;
+                const qn_u8 *rg = buf + jg * slot_bytes + ((unsigned)(unsigned long long)range_src(st, jg, per) & 15u) + rel;
+                const qn_u8 *ru = a.glu ? buf + ju * slot_bytes + ((unsigned)(unsigned long long)range_src(st, ju, per) & 15u) + rel : rg;
+                for (int k = tl; k < units; k += T) {
+                    const int blk = k / B::UPB, u = k % B::UPB;
+#pragma unroll
+                    for (int t = 0; t < NX; t++) {
+                        if (t < nx) {
+                            const qn_xsrc src = {xs + t * xq, K, x + t * x_nb1, a.xt};
+                            typename B::X xv;
+                            qn_x_load(xv, src, e0 + blk * B::QK + B::xoff(u), B::xhalf(u));
+                            sg[t] += B::dot(rg + blk * B::BYTES, u, xv);
+                            if (a.glu) su[t] += B::dot(ru + blk * B::BYTES, u, xv);
+                        }
+                    }
+                }
+            }
+            if (st.c == nch - 1) { /* the rows are whole: the teams' sums */
+#pragma unroll
+                for (int t = 0; t < NX; t++) {
+                    if (t < nx) {
+                        float g = sg[t], v = su[t];
+                        for (int o = T / 2; o > 0; o /= 2) {
+                            g += __shfl_xor_sync(0xffffffffu, g, o);
+                            if (a.glu) v += __shfl_xor_sync(0xffffffffu, v, o);
+                        }
+                        if (i < st.rows && tl == 0) y[t * a.y_nb1 + st.row0 + i] = a.glu ? qn_act_apply(a.act, g, 0.0f) * v : g;
+                    }
+                    sg[t] = su[t] = 0.0f;
+                }
+            }
+        }
+    }
 }
 
-#define MATVEC(name)                                                                                   \
+/* matvec_<type>: one token; matvec_<type>_tokens: up to QN_MV_TOKENS. */
+#define MATVEC(name)                                                                                                 \
     extern "C" __global__ void __launch_bounds__(QN_MV_THREADS, QN_MV_BLOCKS_SM) matvec_##name(const qn_mv_args a) { \
-        qn_matvec<QN_CAT(qn_mv_, name)>(a);                                                            \
+        qn_matvec<QN_CAT(qn_mv_, name), 1>(a);                                                                       \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(QN_MV_THREADS, QN_MV_BLOCKS_SM)                                     \
+        matvec_##name##_tokens(const qn_mv_args a) {                                                                 \
+        qn_matvec<QN_CAT(qn_mv_, name), QN_MV_TOKENS>(a);                                                            \
     }
 #define MATVEC_EXPAND(name) MATVEC(name)
 MATVEC_EXPAND(QN_BLOCK)

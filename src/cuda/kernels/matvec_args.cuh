@@ -8,10 +8,12 @@
 #include "tensor.h"
 
 #define QN_MV_THREADS 256 /* threads a block */
-#define QN_MV_STAGES 3    /* stage buffers a block cycles through: two in flight while one is used */
-#define QN_MV_TOKENS 8    /* tokens a launch covers at most (at most the warps of a block) */
-#define QN_MV_BLOCKS_SM 3 /* blocks a multiprocessor holds (the kernel's launch bounds promise the registers) */
-#define QN_MV_STAGE 16384 /* bytes of weights a stage holds, about */
+#define QN_MV_WARPS (QN_MV_THREADS / 32)
+#define QN_MV_BUFS 4      /* stage buffers a warp cycles through: three in flight while one is used */
+#define QN_MV_TOKENS 8    /* tokens a launch covers at most */
+#define QN_MV_BLOCKS_SM 2 /* blocks a multiprocessor holds (the kernel's launch bounds promise the registers) */
+#define QN_MV_STAGE 3072  /* bytes of weights a warp's stage holds, about (QUANTA_MV_STAGE overrides it) */
+#define QN_MV_STAGE_MIN 512 /* the least the plan shrinks a stage to before it takes fewer tokens */
 
 typedef struct {
     unsigned long long w, up;         /* gate (or only) weights; up weights (GLU) or 0 */
@@ -25,6 +27,7 @@ typedef struct {
     long long y_nb1;        /* floats between y's token rows (dense) */
     long long ids_nb1;      /* routed: ints between the tokens' ids */
     int bpr;                /* blocks a row */
+    int team;               /* lanes a row (a power of two up to 32): a warp takes 32 / team rows at once */
     int kc;                 /* blocks of each row a stage holds: bpr, or fewer for long rows */
     int rs;                 /* rows a stage holds (1 when kc < bpr) */
     int nx;                 /* tokens (dense; 1 in the routed form) */
@@ -33,6 +36,15 @@ typedef struct {
     int n_experts, top_k;   /* routed form */
     int glu;                /* 1: y = act(gate x) * (up x) */
     int early;              /* 1: the weights may be read before the kernel before has finished */
+    /* The norm in front (dense, quantized weights; qn_qmatmul_normed): x
+     * is not read but made, per token, from a (the residual stream), b (a
+     * branch's output, or 0), b_w and w (f32 [K]): sum = a + rms_norm(b) *
+     * (b_w + w_off), x = rms_norm(sum) * (w + w_off); block (0, 0) stores x
+     * (f32, at x) and sum at ps (0: no b). Strides in bytes between tokens. */
+    unsigned long long pa, pb, pbw, pw, ps;
+    long long pa_nb1, pb_nb1, ps_nb1;
+    float eps, w_off;
+    int norm; /* 1: x comes from the norm */
 } qn_mv_args;
 
 /* Bytes of x, quantized to int8 in blocks of 32 with a float scale and sum
@@ -53,58 +65,77 @@ QN_HD long long qn_mv_range(long long row_bytes, int bpr, int kc, int rs, int by
  * of over-read after. */
 QN_HD long long qn_mv_seg_bytes(long long range) { return (range + 15 + 4 + 15) / 16 * 16; }
 
-/* Units of a stage's segment (a row's blocks in it) a thread's partial sums
- * are kept for: the threads split a segment's units, and the ones that
- * share a unit position split the segments. */
-QN_HD int qn_mv_lanes(long long units) { return units < QN_MV_THREADS ? (int)units : QN_MV_THREADS; }
+/* Ranges of a stage, and the bytes of one of a warp's stage buffers. */
+QN_HD int qn_mv_ranges(const qn_mv_args *a, int bytes) {
+    return (a->glu ? 2 : 1) * (a->row_bytes == (long long)a->bpr * bytes ? 1 : a->rs);
+}
+QN_HD long long qn_mv_buf_bytes(const qn_mv_args *a, int bytes) {
+    return qn_mv_ranges(a, bytes) * qn_mv_seg_bytes(qn_mv_range(a->row_bytes, a->bpr, a->kc, a->rs, bytes));
+}
 
-/* Dynamic shared memory: x for every token (quantized types), the stage
- * buffers of `slots` ranges each, and two sets of per-lane partial sums for
- * `segs` segments (one being reduced while the next is written). */
-QN_HD long long qn_mv_smem(long long xq_bytes, int nx, int slots, long long slot_bytes, int segs, int lanes) {
-    return xq_bytes * nx + (long long)QN_MV_STAGES * slots * slot_bytes + 2LL * segs * nx * lanes * 4;
+/* Dynamic shared memory: x for every token (quantized types), then each
+ * warp's stage buffers. */
+QN_HD long long qn_mv_smem(const qn_mv_args *a, long long xq_bytes, int bytes) {
+    return xq_bytes * a->nx + (long long)QN_MV_WARPS * QN_MV_BUFS * qn_mv_buf_bytes(a, bytes);
 }
 
 /* Plans a launch: a->bpr, row_bytes, glu and nx (the most tokens wanted)
- * in; rs, kc and nx (fewer tokens when they do not fit) out, *grid_x blocks
- * a pair.
+ * in; team, rs, kc and nx (fewer tokens when they do not fit) out, *grid_x
+ * blocks a pair.
  * qk and bytes: the kernel's block (8 values for float weights); pairs: the
- * routed form's (slot, token) pairs (1 when dense); smem_sm: shared memory a
- * multiprocessor has, smem_block the most a block may take. Returns the
- * dynamic shared memory, or -1 when one token's x and a stage do not fit. */
-QN_HD long long qn_mv_plan(qn_mv_args *a, int qk, int bytes, long long N, int pairs, int sms, long long smem_sm,
-                           long long smem_block, unsigned *grid_x) {
+ * routed form's (slot, token) pairs (1 when dense); stage: the bytes a
+ * warp's stage should hold; smem_sm: shared memory a multiprocessor has,
+ * smem_block the most a block may take. Returns the dynamic shared memory,
+ * or -1 when one token's x and the smallest stages do not fit.
+ *
+ * A stage holds whole rows when they fit (as many as make `stage` bytes,
+ * but no more than leave every warp of the launch a stage: small matvecs
+ * want all their rows in flight at once, not a few warps walking many),
+ * else a row's blocks in chunks of `stage` bytes. A row's units go to a
+ * team of lanes, the least power of two covering them up to 32. */
+QN_HD long long qn_mv_plan(qn_mv_args *a, int qk, int bytes, long long N, int pairs, int sms, long long stage,
+                           long long smem_sm, long long smem_block, unsigned *grid_x) {
     const int upb = qk == 256 ? 4 : 1, mult = a->glu ? 2 : 1;
     const long long xq = qk >= 32 ? qn_mv_xq_bytes((long long)a->bpr * qk) : 0;
-    long long g = (long long)sms * QN_MV_BLOCKS_SM / pairs;
-    g = g < 1 ? 1 : g > N ? N : g;
-    *grid_x = (unsigned)g;
-    const long long row = (long long)a->bpr * bytes, rows_per_block = (N + g - 1) / g;
-    long long rs = 1, kc = a->bpr;
-    if (row * mult <= QN_MV_STAGE) {
-        /* a multiple of the row groups the kernel's threads split into, so
-         * they get equal shares */
-        const long long units = (long long)a->bpr * upb, groups = units < QN_MV_THREADS ? QN_MV_THREADS / units : 1;
-        rs = QN_MV_STAGE / (row * mult);
-        if (rs * mult >= groups) rs = (rs * mult / groups) * groups / mult;
-        rs = rs < rows_per_block ? rs : rows_per_block;
-    } else {
-        kc = QN_MV_STAGE / ((long long)bytes * mult);
-        kc = kc < 1 ? 1 : kc;
-    }
-    a->kc = (int)kc;
+    const long long units = (long long)a->bpr * upb;
+    int team = 1;
+    while (team < 32 && team < units) team *= 2;
+    a->team = team;
+    long long blocks = (long long)sms * QN_MV_BLOCKS_SM / pairs;
+    blocks = blocks < 1 ? 1 : blocks;
+    const long long warps = blocks * QN_MV_WARPS, teams = 32 / team, row = (long long)a->bpr * bytes;
     /* the blocks of a multiprocessor share its memory, less 1 KB each the
      * system keeps */
-    const long long budget = smem_sm / QN_MV_BLOCKS_SM - 1024 < smem_block ? smem_sm / QN_MV_BLOCKS_SM - 1024 : smem_block;
+    const long long per_sm = smem_sm / QN_MV_BLOCKS_SM - 1024;
+    const long long budget = per_sm < smem_block ? per_sm : smem_block;
     for (;;) {
-        const int slots = mult * (a->row_bytes == row ? 1 : (int)rs);
-        const long long slot = qn_mv_seg_bytes(qn_mv_range(a->row_bytes, a->bpr, (int)kc, (int)rs, bytes));
-        const long long smem = qn_mv_smem(xq, a->nx, slots, slot, (int)rs * mult, qn_mv_lanes(kc * upb));
-        if (smem <= budget || (rs == 1 && a->nx == 1 && smem <= smem_block)) {
-            a->rs = (int)rs;
+        long long rs = 1, kc = a->bpr;
+        if (row * mult <= stage) {
+            const long long fill = (N + warps - 1) / warps; /* rows a warp, with every warp at work */
+            rs = stage / (row * mult);
+            rs = rs < fill ? rs : fill;
+            if (rs > teams) rs = rs / teams * teams; /* whole passes of the warp's teams */
+        } else {
+            /* whole blocks, a multiple of the 32 lanes' units when the
+             * stage is large enough for that */
+            const long long step = 32 / upb;
+            kc = stage / ((long long)bytes * mult);
+            kc = kc >= step ? kc / step * step : kc < 1 ? 1 : kc;
+        }
+        a->rs = (int)rs;
+        a->kc = (int)kc;
+        const long long smem = qn_mv_smem(a, xq, bytes);
+        /* one block a multiprocessor rather than none, for the longest x */
+        const bool last = stage <= QN_MV_STAGE_MIN && a->nx == 1;
+        if (smem <= budget || (last && smem <= smem_block)) {
+            const long long groups = (N + rs - 1) / rs, need = (groups + QN_MV_WARPS - 1) / QN_MV_WARPS;
+            *grid_x = (unsigned)(blocks < need ? blocks : need);
             return smem;
         }
-        if (rs > 1) rs = (rs + 1) / 2;
+        /* fewer tokens first while x takes half the budget, then smaller
+         * stages, then fewer tokens again */
+        if (a->nx > 1 && xq * a->nx * 2 > budget) a->nx = (a->nx + 1) / 2;
+        else if (stage > QN_MV_STAGE_MIN) stage = stage * 7 / 8 > QN_MV_STAGE_MIN ? stage * 7 / 8 : QN_MV_STAGE_MIN;
         else if (a->nx > 1) a->nx = (a->nx + 1) / 2;
         else return -1;
     }
