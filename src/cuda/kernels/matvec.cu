@@ -11,7 +11,9 @@
  * a launch has at most as many blocks as fit on the GPU at once (fewer when
  * the rows would leave warps idle), and each warp of a pair's blocks takes
  * a contiguous share of its rows, to within one stage.
- * Bytes moved: the weights once, x once per block (from L2), y once.
+ * Bytes moved: the weights once, x once per block (from L2), y once; with
+ * the norm in front, its inputs (a, b: 2 K floats a token, and the norm
+ * weights) once per block from L2, x and the sum once.
  *
  * How a warp streams (version 7 in docs/PERF.md): every warp is its own
  * pipeline, with no barrier across the block once x is ready. Its rows go
@@ -31,6 +33,11 @@
  * W with the rounded x: |y - W x| <= sum |w| d / 2 beyond the f32 rounding.
  * Float weights (f32, f16, bf16) are dotted with x in f32, read from global
  * memory.
+ *
+ * A dense matvec of quantized weights may make its x itself from the norm
+ * in front of it (qn_qmatmul_normed: the residual add and RMSNorm of a
+ * decoder layer, qn_x_normed below): every block computes the norm of the
+ * K-wide rows before quantizing them, one block stores the results.
  *
  * Launched as a programmatic dependent launch, a matvec after a matvec
  * starts while that one finishes and fetches its first weights before
