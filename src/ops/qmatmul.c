@@ -565,6 +565,13 @@ static void mv_norm(qn_mv_args *m, const qn_norm_in *in, int64_t t0) {
     }
 }
 
+/* Widens [lo, hi) to cover n rows of row_bytes, nb1 bytes apart, from p. */
+static void widen(uint64_t *lo, uint64_t *hi, uint64_t p, int64_t nb1, int64_t n, int64_t row_bytes) {
+    const uint64_t end = p + (uint64_t)((n - 1) * nb1 + row_bytes);
+    *lo = p < *lo ? p : *lo;
+    *hi = end > *hi ? end : *hi;
+}
+
 /* pre: the norm that makes x (then x is pre->x), or NULL. */
 static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g, operand *u, qn_tensor x,
                        const qn_norm_in *pre, int act) {
@@ -627,14 +634,12 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g,
         m.y = qn_tensor_addr(&y) + (uint64_t)(t0 * y.nb[1]);
         m.x_nb1 = x.nb[1];
         m.nx = (int)(x.ne[1] - t0 < per_launch ? x.ne[1] - t0 : per_launch);
+        /* the writes' hull: y, and the norm's x and sum */
         uint64_t lo = m.y, hi = m.y + (uint64_t)(((m.nx - 1) * m.y_nb1 + m.N) * 4);
         if (fuse) {
             mv_norm(&m, pre, t0);
-            if (m.ps) { /* the writes' hull: y and sum */
-                const uint64_t s_hi = m.ps + (uint64_t)((m.nx - 1) * m.ps_nb1 + w.ne[0] * 4);
-                lo = m.ps < lo ? m.ps : lo;
-                hi = s_hi > hi ? s_hi : hi;
-            }
+            widen(&lo, &hi, m.x, m.x_nb1, m.nx, g->K * 4);
+            if (m.ps) widen(&lo, &hi, m.ps, m.ps_nb1, m.nx, g->K * 4);
         }
         QN_TRY(mv_launch(enc, op, w.dtype, &m, grid, smem, lo, hi));
     }
