@@ -45,12 +45,12 @@ static void smem_limits(const qn_device *dev, long long *sm, long long *block) {
     *block = *sm - 1024;
 }
 
-/* The bytes a warp's stage should hold: QN_MV_STAGE, or QUANTA_MV_STAGE
- * (512 .. 65536) to time others (bench's qmatmul family). */
-static long long mv_stage_bytes(void) {
-    const char *env = getenv("QUANTA_MV_STAGE");
+/* A plan parameter: its default, or the environment variable `name`
+ * within [lo, hi], to time others (bench's qmatmul family). */
+static long long mv_tunable(const char *name, long long def, long long lo, long long hi) {
+    const char *env = getenv(name);
     long long v = env ? atoll(env) : 0;
-    return v >= QN_MV_STAGE_MIN && v <= 65536 ? v : QN_MV_STAGE;
+    return v >= lo && v <= hi ? v : def;
 }
 
 /* A matvec launch for weights of type t, K x N, nx tokens (at most; the plan
@@ -67,7 +67,8 @@ static qn_status mv_plan(const qn_device *dev, const char *op, qn_dtype t, int64
     a->nx = nx;
     unsigned gx;
     long long s = qn_mv_plan(a, (int)qk, bytes, N, pairs, dev->info.sm_count > 0 ? dev->info.sm_count : 1,
-                             mv_stage_bytes(), sm, block, &gx);
+                             mv_tunable("QUANTA_MV_STAGE", QN_MV_STAGE, QN_MV_STAGE_MIN, 65536),
+                             (int)mv_tunable("QUANTA_MV_UPL", QN_MV_UPL, 1, 64), sm, block, &gx);
     if (s < 0)
         return qn_error(QN_ERR_UNSUPPORTED, "%s: rows of %lld %s values do not fit the GPU's shared memory", op,
                         (long long)K, qn_dtype_name(t));

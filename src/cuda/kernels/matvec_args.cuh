@@ -14,6 +14,7 @@
 #define QN_MV_BLOCKS_SM 2 /* blocks a multiprocessor holds (the kernel's launch bounds promise the registers) */
 #define QN_MV_STAGE 3072  /* bytes of weights a warp's stage holds, about (QUANTA_MV_STAGE overrides it) */
 #define QN_MV_STAGE_MIN 512 /* the least the plan shrinks a stage to before it takes fewer tokens */
+#define QN_MV_UPL 4         /* units a lane of a row's team takes at most, where rows are short (QUANTA_MV_UPL overrides it) */
 
 typedef struct {
     unsigned long long w, up;         /* gate (or only) weights; up weights (GLU) or 0 */
@@ -92,29 +93,34 @@ QN_HD long long qn_mv_smem(const qn_mv_args *a, long long xq_bytes, int bytes) {
  * but no more than leave every warp of the launch a stage: small matvecs
  * want all their rows in flight at once, not a few warps walking many),
  * else a row's blocks in chunks of `stage` bytes. A row's units go to a
- * team of lanes, the least power of two covering them up to 32. */
+ * team of lanes: the least power of two that leaves each lane at most upl
+ * of them (a lane's units reuse nothing, but a team's sums cost a shuffle
+ * a halving and every lane of a row loads its own x: short rows go
+ * faster to a few lanes each), but no fewer lanes than keep the warp busy
+ * with the rows a stage holds; 32 for rows in chunks. */
 QN_HD long long qn_mv_plan(qn_mv_args *a, int qk, int bytes, long long N, int pairs, int sms, long long stage,
-                           long long smem_sm, long long smem_block, unsigned *grid_x) {
+                           int upl, long long smem_sm, long long smem_block, unsigned *grid_x) {
     const int upb = qk == 256 ? 4 : 1, mult = a->glu ? 2 : 1;
     const long long xq = qk >= 32 ? qn_mv_xq_bytes((long long)a->bpr * qk) : 0;
     const long long units = (long long)a->bpr * upb;
-    int team = 1;
-    while (team < 32 && team < units) team *= 2;
-    a->team = team;
+    int least = 1;
+    while (least < 32 && (long long)least * upl < units) least *= 2;
     long long blocks = (long long)sms * QN_MV_BLOCKS_SM / pairs;
     blocks = blocks < 1 ? 1 : blocks;
-    const long long warps = blocks * QN_MV_WARPS, teams = 32 / team, row = (long long)a->bpr * bytes;
+    const long long warps = blocks * QN_MV_WARPS, row = (long long)a->bpr * bytes;
     /* the blocks of a multiprocessor share its memory, less 1 KB each the
      * system keeps */
     const long long per_sm = smem_sm / QN_MV_BLOCKS_SM - 1024;
     const long long budget = per_sm < smem_block ? per_sm : smem_block;
     for (;;) {
         long long rs = 1, kc = a->bpr;
+        int team = 32;
         if (row * mult <= stage) {
             const long long fill = (N + warps - 1) / warps; /* rows a warp, with every warp at work */
             rs = stage / (row * mult);
             rs = rs < fill ? rs : fill;
-            if (rs > teams) rs = rs / teams * teams; /* whole passes of the warp's teams */
+            for (team = least; team < 32 && 32 / team > rs;) team *= 2;
+            if (rs > 32 / team) rs = rs / (32 / team) * (32 / team); /* whole passes of the warp's teams */
         } else {
             /* whole blocks, a multiple of the 32 lanes' units when the
              * stage is large enough for that */
@@ -124,6 +130,7 @@ QN_HD long long qn_mv_plan(qn_mv_args *a, int qk, int bytes, long long N, int pa
         }
         a->rs = (int)rs;
         a->kc = (int)kc;
+        a->team = team;
         const long long smem = qn_mv_smem(a, xq, bytes);
         /* one block a multiprocessor rather than none, for the longest x */
         const bool last = stage <= QN_MV_STAGE_MIN && a->nx == 1;
