@@ -14,7 +14,7 @@
 #define QN_MV_BLOCKS_SM 2 /* blocks a multiprocessor holds (the kernel's launch bounds promise the registers) */
 #define QN_MV_STAGE 3072  /* bytes of weights a warp's stage holds, about (QUANTA_MV_STAGE overrides it) */
 #define QN_MV_STAGE_MIN 512 /* the least the plan shrinks a stage to before it takes fewer tokens */
-#define QN_MV_UPL 4         /* units a lane of a row's team takes at most, where rows are short (QUANTA_MV_UPL overrides it) */
+#define QN_MV_UPL 8         /* units a lane of a row's team takes at most, where rows are short (QUANTA_MV_UPL overrides it) */
 
 typedef struct {
     unsigned long long w, up;         /* gate (or only) weights; up weights (GLU) or 0 */
