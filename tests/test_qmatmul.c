@@ -713,6 +713,7 @@ static void test_normed_errors(void **state) {
     qn_buffer *a3 = qt_poisoned(dev, QN_F32, 2, (int64_t[]){64, 3});
     qn_buffer *nw = qt_poisoned(dev, QN_F32, 1, (int64_t[]){64});
     qn_buffer *nh = qt_poisoned(dev, QN_F16, 1, (int64_t[]){64});
+    qn_buffer *xh = qt_poisoned(dev, QN_F16, 2, (int64_t[]){64, 2});
     qn_buffer *y = qt_poisoned(dev, QN_F32, 2, (int64_t[]){8, 2});
     const qn_tensor tw = qn_tensor_of(w), ty = qn_tensor_of(y);
     const qn_norm_in ok = {.x = qn_tensor_of(x), .sum = qn_tensor_of(s), .a = qn_tensor_of(a), .b = qn_tensor_of(b),
@@ -729,6 +730,8 @@ static void test_normed_errors(void **state) {
     QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "x overlaps b");
     in = ok, in.sum = qn_tensor_make(x, 0, QN_F32, 64, 2, 1, 1);
     QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "sum overlaps x");
+    in = ok, in.x = qn_tensor_of(xh);
+    QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "x must be f32 (is f16)");
     in = ok, in.a = qn_tensor_of(a3);
     QT_FAILS(qn_qmatmul_normed(enc, ty, tw, &in), QN_ERR_INVALID_ARGUMENT, "a is [64,3,1,1], expected [64,2]");
     in = ok, in.w = QN_TENSOR_NONE;
@@ -747,7 +750,7 @@ static void test_normed_errors(void **state) {
     for (int i = 0; i < 16; i++) assert_true(isnan(yv[i]));
     for (int i = 0; i < 128; i++) assert_true(isnan(sv[i]) && isnan(xv[i]));
     free(yv), free(sv), free(xv);
-    qn_buffer *bufs[] = {w, x, a, b, s, a3, nw, nh, y};
+    qn_buffer *bufs[] = {w, x, a, b, s, a3, nw, nh, xh, y};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) qn_buffer_free(bufs[i]);
     qn_encoder_destroy(enc);
 }
