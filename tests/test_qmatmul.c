@@ -315,7 +315,9 @@ static void test_matmul(void **state) {
  * stages hold at once, strided rows at each type's smallest alignment (the
  * lowest set bit of its block size), and one token over wide rows (8192
  * weights, the width of a large model's projections) with an odd row count,
- * so that the blocks' last stages are partial. */
+ * so that the blocks' last stages are partial; and many short rows (two
+ * blocks; 640 values, as a small model's output head), which the matvec
+ * gives to teams of 1, 2 or 4 lanes a row, many rows a stage. */
 static void test_long_and_many_rows(void **state) {
     (void)state;
     qn_encoder *enc;
@@ -331,7 +333,13 @@ static void test_long_and_many_rows(void **state) {
         run_dense(enc, &many);
         dense_case wide = {t, QN_F16, 8192, 777, 1, (qn_act)((ti + 1) % 3), false, 0};
         run_dense(enc, &wide);
+        dense_case tall = {t, QN_F32, 2 * blk, 70001, 1 + ti % 2, (qn_act)(ti % 3), false, 0};
+        run_dense(enc, &tall);
     }
+    dense_case head = {QN_Q4_0, QN_F32, 640, 20001, 1, QN_ACT_GELU_TANH, false, 0};
+    run_dense(enc, &head);
+    head.M = 3;
+    run_dense(enc, &head);
     qn_encoder_destroy(enc);
 }
 
