@@ -23,8 +23,11 @@
  * stages in flight while it decodes a fourth: 16 warps a multiprocessor
  * keep ~150 KB of loads in flight, which the copies hold without registers.
  * The quants are read back from shared memory at any alignment. A row's
- * units (traits::UPB a block) go to a team of lanes; the team's sums stay
- * in registers until its row is done and are added by shuffles.
+ * units (traits::UPB a block) go to a team of lanes, 32 for long rows and
+ * as few as leave a lane QN_MV_UPL units for short ones (a warp then takes
+ * several rows at once, with less x reloaded and fewer shuffles a row); the
+ * team's sums stay in registers until its row is done and are added by
+ * shuffles.
  *
  * Quantized weights are dotted with x quantized once per block to int8 in
  * blocks of 32 (scale d = max|x| / 127, and the sum of the 32 int8 values),
