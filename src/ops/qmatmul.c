@@ -566,7 +566,8 @@ static void mv_norm(qn_mv_args *m, const qn_norm_in *in, int64_t t0) {
     }
 }
 
-/* Widens [lo, hi) to cover n rows of row_bytes, nb1 bytes apart, from p. */
+/* Widens [lo, hi) (empty: UINT64_MAX, 0) to cover n rows of row_bytes,
+ * nb1 bytes apart, from p. */
 static void widen(uint64_t *lo, uint64_t *hi, uint64_t p, int64_t nb1, int64_t n, int64_t row_bytes) {
     const uint64_t end = p + (uint64_t)((n - 1) * nb1 + row_bytes);
     *lo = p < *lo ? p : *lo;
@@ -636,7 +637,8 @@ static qn_status dense(const char *op, qn_encoder *enc, qn_tensor y, operand *g,
         m.x_nb1 = x.nb[1];
         m.nx = (int)(x.ne[1] - t0 < per_launch ? x.ne[1] - t0 : per_launch);
         /* the writes' hull: y, and the norm's x and sum */
-        uint64_t lo = m.y, hi = m.y + (uint64_t)(((m.nx - 1) * m.y_nb1 + m.N) * 4);
+        uint64_t lo = UINT64_MAX, hi = 0;
+        widen(&lo, &hi, m.y, y.nb[1], m.nx, m.N * 4);
         if (fuse) {
             mv_norm(&m, pre, t0);
             widen(&lo, &hi, m.x, m.x_nb1, m.nx, g->K * 4);
