@@ -196,6 +196,7 @@ static int run_cases(qn_device *dev, const qn_bench_opts *opts, const mv_case *c
         else
             snprintf(name, sizeof name, "%s %s %lldx%lld%s%.0lld", c->m > 1 ? "matmul" : "matvec", qn_dtype_name(c->t),
                      (long long)c->n, (long long)c->k, c->m > 1 ? ", tokens " : "", (long long)(c->m > 1 ? c->m : 0));
+        if (opts->only && !strstr(name, opts->only)) continue;
         double us, bytes;
         s = run_case(dev, enc, c, mlx ? &mlx[i] : NULL, &us, &bytes);
         if (s != QN_OK) {

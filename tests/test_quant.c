@@ -179,6 +179,41 @@ static void test_qdq_equals_quantize_dequantize(void **state) {
     assert_int_equal(qn_qdq_row(QN_Q8_0, x, got, 33), QN_ERR_INVALID_ARGUMENT);
 }
 
+/* Widening a symmetric block (q4_0 -> q5_0 -> q8_0) keeps every value: the
+ * widened blocks dequantize to the same floats, bit for bit, for quantized
+ * data and for arbitrary bytes (any scale, NaN and infinity included). */
+static void test_widen_is_exact(void **state) {
+    (void)state;
+    enum { NB = 37, N = 32 * NB };
+    static const qn_dtype sym[] = {QN_Q4_0, QN_Q5_0, QN_Q8_0};
+    static float x[N], expect[N], got[N];
+    static uint8_t narrow[NB * 34], wide[NB * 34];
+    for (int f = 0; f < 3; f++)
+        for (int t = 0; t < 3; t++) {
+            assert_int_equal(qn_legacy_widens(sym[f], sym[t]), f <= t);
+            if (f > t) continue;
+            for (int pass = 0; pass < 2; pass++) {
+                if (pass == 0) {
+                    random_floats(x, N);
+                    assert_int_equal(qn_quantize_row(sym[f], x, narrow, N), QN_OK);
+                } else {
+                    for (size_t i = 0; i < sizeof narrow; i++) narrow[i] = (uint8_t)qt_rand();
+                }
+                memset(wide, 0xA5, sizeof wide);
+                qn_legacy_widen(sym[f], sym[t], narrow, wide, NB);
+                assert_int_equal(qn_dequantize_row(sym[f], narrow, expect, N), QN_OK);
+                assert_int_equal(qn_dequantize_row(sym[t], wide, got, N), QN_OK);
+                assert_memory_equal(got, expect, sizeof got);
+            }
+        }
+    /* Types with a minimum, another block size or non-linear levels do not. */
+    assert_false(qn_legacy_widens(QN_Q4_1, QN_Q8_0));
+    assert_false(qn_legacy_widens(QN_Q4_0, QN_Q8_1));
+    assert_false(qn_legacy_widens(QN_Q4_0, QN_Q4_K));
+    assert_false(qn_legacy_widens(QN_IQ4_NL, QN_Q8_0));
+    assert_false(qn_legacy_widens(QN_F16, QN_F16));
+}
+
 static void test_edge_blocks(void **state) {
     (void)state;
     float x[256], y[256];
@@ -227,6 +262,7 @@ int main(void) {
         cmocka_unit_test(test_blocks_are_independent),
         cmocka_unit_test(test_round_trip_error),
         cmocka_unit_test(test_qdq_equals_quantize_dequantize),
+        cmocka_unit_test(test_widen_is_exact),
         cmocka_unit_test(test_edge_blocks),
         cmocka_unit_test(test_argument_errors),
     };

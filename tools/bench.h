@@ -11,6 +11,7 @@ typedef struct {
     bool profile; /* print the per-op table */
     int iters;    /* 0: the case's default */
     const char *model; /* -m FILE for the model cases; NULL: the default model */
+    const char *only;  /* --only TEXT: the rows of a table whose name holds it */
 } qn_bench_opts;
 
 typedef struct {

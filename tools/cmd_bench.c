@@ -6,14 +6,15 @@
 #include <string.h>
 
 static int usage(void) {
-    fprintf(stderr, "usage: quanta bench --list | --case NAME|FAMILY|all [--backend cpu|cuda] [--iters N] [--profile] [-m MODEL.gguf]\n");
+    fprintf(stderr, "usage: quanta bench --list | --case NAME|FAMILY|all [--backend cpu|cuda] [--iters N] [--profile] [-m MODEL.gguf]\n"
+                    "                    [--only TEXT]   (the quantized-product tables: rows whose name holds TEXT)\n");
     return 2;
 }
 
 int qn_cmd_bench(int argc, char **argv) {
     const char *which = NULL;
     qn_backend b = QN_BACKEND_AUTO;
-    qn_bench_opts opts = {false, 0, NULL};
+    qn_bench_opts opts = {false, 0, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--list") == 0) {
             for (int c = 0; c < qn_bench_ncases; c++)
@@ -27,6 +28,8 @@ int qn_cmd_bench(int argc, char **argv) {
             opts.iters = atoi(argv[++i]);
         } else if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) {
             opts.model = argv[++i];
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            opts.only = argv[++i];
         } else if (strcmp(argv[i], "--profile") == 0) {
             opts.profile = true;
         } else {

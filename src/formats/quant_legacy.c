@@ -12,6 +12,7 @@
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 const int8_t qn_mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
@@ -200,6 +201,32 @@ static void load_block(qn_dtype type, const uint8_t *src, legacy_block *b) {
         for (int j = 0; j < QN_QK; j++) b->L[j] = (int8_t)src[f.qs + j];
     else
         unpack_nibbles(src + f.qs, f.qh != NO_FIELD ? src + f.qh : NULL, b->L);
+}
+
+/* The symmetric types hold d * (L - offset), levels L of 4, 5 or 8 bits
+ * under one f16 scale: a narrower one is the wider one with its levels
+ * re-offset, value for value. */
+static int symmetric_bits(qn_dtype type) {
+    return type == QN_Q4_0 ? 4 : type == QN_Q5_0 ? 5 : type == QN_Q8_0 ? 8 : 0;
+}
+
+bool qn_legacy_widens(qn_dtype from, qn_dtype to) {
+    return symmetric_bits(from) && symmetric_bits(to) && symmetric_bits(from) <= symmetric_bits(to);
+}
+
+void qn_legacy_widen(qn_dtype from, qn_dtype to, const void *x, void *y, int64_t nb) {
+    const int64_t in_bytes = qn_dtype_block_bytes(from), out_bytes = qn_dtype_block_bytes(to);
+    const int in_offset = symmetric_bits(from) == 8 ? 0 : 1 << (symmetric_bits(from) - 1);
+    const int out_offset = symmetric_bits(to) == 8 ? 0 : 1 << (symmetric_bits(to) - 1);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *src = (const uint8_t *)x + i * in_bytes;
+        uint8_t *dst = (uint8_t *)y + i * out_bytes;
+        legacy_block b = {0};
+        load_block(from, src, &b);
+        for (int j = 0; j < QN_QK; j++) b.L[j] += out_offset - in_offset;
+        store_block(to, &b, dst);
+        memcpy(dst, src, 2); /* the f16 scale's own bits, NaN payloads and all */
+    }
 }
 
 void qn_quantize_legacy(qn_dtype type, const float *x, void *y, int64_t nb) {

@@ -14,6 +14,13 @@
 /* q4_0 q4_1 q5_0 q5_1 q8_0 q8_1 mxfp4: 32-element blocks (quant_legacy.c) */
 void qn_quantize_legacy(qn_dtype type, const float *x, void *y, int64_t nb);
 void qn_dequantize_legacy(qn_dtype type, const void *x, float *y, int64_t nb);
+/* Whether every block of `from` is a block of `to` with the same values:
+ * q4_0 -> q5_0 -> q8_0 (one f16 scale times signed levels each; a wider
+ * type holds the narrower's levels exactly). */
+bool qn_legacy_widens(qn_dtype from, qn_dtype to);
+/* nb blocks of `from` rewritten as `to` (qn_legacy_widens(from, to) holds):
+ * dequantizing either gives the same floats, bit for bit. */
+void qn_legacy_widen(qn_dtype from, qn_dtype to, const void *x, void *y, int64_t nb);
 
 /* q2_K q3_K q4_K q5_K q6_K q8_K: 256-element super-blocks (quant_k.c) */
 void qn_quantize_k(qn_dtype type, const float *x, void *y, int64_t nb);

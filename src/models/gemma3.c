@@ -31,10 +31,10 @@
 
 #define MAX_LAYERS 256
 
-/* q, k and v come from one stacked projection where their types agree
- * (one matvec instead of three): proj[i] holds the rows of consecutive
- * projections of one type, and writes rows row0[i] .. row0[i] + rows[i] of
- * the qkv step buffer. */
+/* q, k and v come from one stacked projection where their types agree or
+ * widen to one (one matvec instead of three; qn_model_stack_type): proj[i]
+ * holds the rows of consecutive projections of one type, and writes rows
+ * row0[i] .. row0[i] + rows[i] of the qkv step buffer. */
 typedef struct {
     qn_buffer *proj[3];        /* [E, rows[i]]             */
     int64_t row0[3], rows[3];
@@ -174,7 +174,8 @@ static qn_status blk(qn_model *m, int l, const char *what, int64_t ne0, int64_t 
     return tensor2(m, name, ne0, ne1, out);
 }
 
-/* q, k, v of layer l, consecutive ones of one type stacked. */
+/* q, k, v of layer l, consecutive ones that can share a type stacked (a
+ * q5_0 q and k with a q8_0 v: one q8_0 matvec, not two launches). */
 static qn_status load_qkv(qn_model *m, int l, int64_t E, int64_t HD, int64_t KD, qkv_weights *w) {
     static const char *const what[3] = {"attn_q", "attn_k", "attn_v"};
     char names[3][96];
@@ -187,7 +188,8 @@ static qn_status load_qkv(qn_model *m, int l, int64_t E, int64_t HD, int64_t KD,
     w->nproj = 0;
     for (int i = 0, row0 = 0; i < 3;) {
         int j = i + 1;
-        while (j < 3 && types[j] == types[i]) j++;
+        qn_dtype common = types[i];
+        while (j < 3 && qn_model_stack_type(common, types[j], &common)) j++;
         const char *stack[3];
         int64_t total = 0;
         for (int k = i; k < j; k++) stack[k - i] = names[k], total += rows[k];
@@ -357,8 +359,8 @@ static qn_status gemma3_forward(qn_context *c, qn_encoder *enc, int32_t n) {
 
         /* attention; its input norm (after the layer before's feed-forward
          * add: x += rms_norm(proj) * post_ffw_norm) made by the first of
-         * the q, k, v matvecs (one a stack of one type), which leave it in
-         * xn for the others */
+         * the q, k, v matvecs (one stack where their types widen to one),
+         * which leave it in xn for the others */
         const qn_norm_in in = norm_in(w, xn, xs[cur], l > 0 ? &proj : NULL,
                                       l > 0 ? w->layers[l - 1].post_ffn_norm : NULL, xs[!cur], L->attn_norm);
         if (l > 0) cur = !cur;

@@ -3,6 +3,7 @@
  * (chunked prefill, sampling on the device, the decode step as a replayed
  * graph). What differs between architectures sits behind qn_arch. */
 #include "models/model.h"
+#include "formats/quants.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,10 +121,11 @@ static qn_status own(qn_model *m, qn_buffer *b) {
     return QN_OK;
 }
 
-/* Bytes of `name` counted as loaded, with the progress report. */
-static void loaded(qn_model *m, const char *name, uint64_t bytes) {
-    m->load_done += bytes;
-    m->info.weight_bytes += bytes;
+/* `name` is loaded: `file_bytes` of the file done (the progress report),
+ * `device_bytes` on the device. */
+static void loaded(qn_model *m, const char *name, uint64_t file_bytes, uint64_t device_bytes) {
+    m->load_done += file_bytes;
+    m->info.weight_bytes += device_bytes;
     if (m->progress) m->progress((size_t)m->load_done, (size_t)m->load_total, name, m->progress_user);
 }
 
@@ -133,7 +135,7 @@ qn_status qn_model_tensor(qn_model *m, const char *name, int n_dims, const int64
     QN_TRY(find_tensor(m, name, n_dims, ne, &t, &i));
     QN_TRY(qn_gguf_tensor_upload(m->gguf, i, m->dev, out));
     QN_TRY(own(m, *out));
-    loaded(m, name, t.bytes);
+    loaded(m, name, t.bytes, t.bytes);
     return QN_OK;
 }
 
@@ -146,26 +148,47 @@ qn_status qn_model_tensor_type(qn_model *m, const char *name, qn_dtype *type) {
     return QN_OK;
 }
 
+bool qn_model_stack_type(qn_dtype a, qn_dtype b, qn_dtype *common) {
+    if (a == b || qn_legacy_widens(b, a)) *common = a;
+    else if (qn_legacy_widens(a, b)) *common = b;
+    else return false;
+    return true;
+}
+
 qn_status qn_model_tensor_stack(qn_model *m, const char *const *names, int n, int64_t ne0, const int64_t *ne1,
                                 qn_buffer **out) {
     qn_gguf_tensor t[8];
     int64_t idx, rows = 0;
     if (n < 1 || n > 8) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_model_tensor_stack: %d tensors (1 to 8)", n);
+    qn_dtype type = QN_F32;
     for (int k = 0; k < n; k++) {
         QN_TRY(find_tensor(m, names[k], 2, (int64_t[]){ne0, ne1[k]}, &t[k], &idx));
-        if (t[k].type != t[0].type)
-            return qn_error(QN_ERR_UNSUPPORTED, "tensor %s is %s but %s is %s (a stack needs one type)", names[k],
+        if (k == 0) type = t[0].type;
+        else if (!qn_model_stack_type(type, t[k].type, &type))
+            return qn_error(QN_ERR_UNSUPPORTED, "tensor %s is %s but %s is %s (not one stack's type)", names[k],
                             qn_dtype_name(t[k].type), names[0], qn_dtype_name(t[0].type));
         rows += ne1[k];
     }
     qn_buffer *b;
-    QN_TRY(qn_buffer_alloc(m->dev, t[0].type, 2, (int64_t[]){ne0, rows}, &b));
+    QN_TRY(qn_buffer_alloc(m->dev, type, 2, (int64_t[]){ne0, rows}, &b));
     QN_TRY(own(m, b));
     size_t at = 0;
     for (int k = 0; k < n; k++) {
-        QN_TRY(qn_buffer_write(b, at, t[k].data, (size_t)t[k].bytes));
-        at += (size_t)t[k].bytes;
-        loaded(m, names[k], t[k].bytes);
+        const int64_t blocks = ne0 / qn_dtype_block_elems(type) * ne1[k];
+        const size_t bytes = (size_t)(blocks * qn_dtype_block_bytes(type));
+        if (t[k].type == type) {
+            QN_TRY(qn_buffer_write(b, at, t[k].data, bytes));
+        } else {
+            void *wide = malloc(bytes);
+            if (!wide) return qn_error(QN_ERR_OUT_OF_MEMORY, "%s: out of host memory widening it to %s", names[k],
+                                       qn_dtype_name(type));
+            qn_legacy_widen(t[k].type, type, t[k].data, wide, blocks);
+            qn_status s = qn_buffer_write(b, at, wide, bytes);
+            free(wide);
+            QN_TRY(s);
+        }
+        at += bytes;
+        loaded(m, names[k], t[k].bytes, bytes);
     }
     *out = b;
     return QN_OK;

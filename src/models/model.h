@@ -80,11 +80,17 @@ const char *qn_arch_key(const qn_model *m, const char *suffix, char *buf, size_t
 qn_status qn_model_tensor(qn_model *m, const char *name, int n_dims, const int64_t *ne, qn_buffer **out);
 /* The type of tensor `name` (missing: QN_ERR_FORMAT). */
 qn_status qn_model_tensor_type(qn_model *m, const char *name, qn_dtype *type);
-/* n 2-D tensors [ne0, ne1[i]] of one type stacked into one buffer [ne0, sum
- * of ne1] (rows of the first, then of the second, ...), so one matvec
- * computes all their outputs (fused projections). Each is checked as
- * qn_model_tensor checks; a type differing from the first's is
- * QN_ERR_UNSUPPORTED naming both. */
+/* The type a stack of tensors of types a and b takes (see
+ * qn_model_tensor_stack): their common type, or the wider of two symmetric
+ * 32-element types (q4_0, q5_0, q8_0), whose blocks hold the narrower's
+ * values exactly. false: they cannot share a stack. */
+bool qn_model_stack_type(qn_dtype a, qn_dtype b, qn_dtype *common);
+/* n 2-D tensors [ne0, ne1[i]] stacked into one buffer [ne0, sum of ne1]
+ * (rows of the first, then of the second, ...), so one matvec computes all
+ * their outputs (fused projections). Each is checked as qn_model_tensor
+ * checks. Their types must pair by qn_model_stack_type (a pair that does
+ * not is QN_ERR_UNSUPPORTED naming both); a narrower one is widened on the
+ * host to the stack's type, so the stack's values are the file's. */
 qn_status qn_model_tensor_stack(qn_model *m, const char *const *names, int n, int64_t ne0, const int64_t *ne1,
                                 qn_buffer **out);
 

@@ -55,7 +55,10 @@
  *   gdn_conv1d      grid (T / 64, C / 128, B): a thread per channel runs 64
  *                   tokens with its W - 1 previous inputs in registers.
  *   gdn_gates       row kernel over [Hv, T, B].
- *   gdn_gated_norm  a warp per row. */
+ *   gdn_gated_norm  a warp per row.
+ * Every kernel opens with QN_GRID_WAIT, so each launches while the one
+ * before it finishes (its launch latency hidden: a decode step is a chain
+ * of such small kernels). */
 #include "deltanet_args.cuh"
 
 #define FULL_MASK 0xffffffffu
@@ -240,6 +243,7 @@ __device__ void load_rows(float *s, int ld, const qn_kt &x, long long head, long
 /* ---- decode: one token */
 
 extern "C" __global__ void __launch_bounds__(128) gdn_decode(qn_gdn_args a) {
+    QN_GRID_WAIT();
     constexpr int ROWS = 4, PER = DK / 128; /* rows per warp; float4s per lane per row */
     const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], kh = h / (hv / a.q.ne[1]);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -362,6 +366,7 @@ __device__ __forceinline__ void chunk_project(const float *As, int lda, const fl
 __device__ void prep_chunk(float *ws, long long nch, long long ch);
 
 extern "C" __global__ void __launch_bounds__(256, 2) gdn_prep(qn_gdn_args a) {
+    QN_GRID_WAIT();
     float *Ks = sm, *Vs = Ks + CH * PREP_LDK, *gs = Vs + CH * PREP_LDV + CH * PREP_LDA, *bs = gs + CH;
     const int c = blockIdx.x, tid = threadIdx.x;
     const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], n_tok = a.q.ne[2];
@@ -461,6 +466,7 @@ __device__ void prep_chunk(float *ws, long long nch, long long ch) {
 /* Shared memory: QN_GDN_STATE_STAGES(DK) stages of {W [64][DK + 4], KT
  * [64][DK + 8], U [64][16], G [64]}, then M [DK][24] and D [64][24]. */
 extern "C" __global__ void __launch_bounds__(128) gdn_state(qn_gdn_args a) {
+    QN_GRID_WAIT();
     constexpr int DVT = 16, LDW = DK + 4, LDKT = DK + 8, LDU = DVT, LDM = DVT + 8;
     constexpr int NSTAGE = QN_GDN_STATE_STAGES(DK), STAGE = CH * (LDW + LDKT + LDU + 1);
     constexpr int MT = DK / 64; /* 16-row tiles of M per warp: a warp owns DK / 4 rows */
@@ -606,6 +612,7 @@ __device__ void out_chunk(qn_kt out, const float *ws, long long nch, long long c
                                        long long b, long long t0, long long n_tok);
 
 extern "C" __global__ void __launch_bounds__(256, 2) gdn_out(qn_gdn_args a) {
+    QN_GRID_WAIT();
     float *Qs = sm, *Ks = Qs + CH * OUT_LDQ;
     const long long h = blockIdx.y, b = blockIdx.z, hv = a.v.ne[1], n_tok = a.q.ne[2];
     const long long kh = h / (hv / a.q.ne[1]), t0 = (long long)blockIdx.x * CH;
@@ -679,6 +686,7 @@ __device__ void out_chunk(qn_kt out, const float *ws, long long nch, long long c
  * the new one, each channel by one thread after its reads, so state_out may
  * be state_in. */
 extern "C" __global__ void __launch_bounds__(128) gdn_conv1d(qn_gdn_conv_args a) {
+    QN_GRID_WAIT();
     const long long c = blockIdx.y * 128LL + threadIdx.x, b = blockIdx.z, t0 = blockIdx.x * 64LL;
     const long long n_ch = a.x.ne[0], n_tok = a.x.ne[1];
     const int w = (int)a.weight.ne[0];
@@ -725,6 +733,7 @@ extern "C" __global__ void __launch_bounds__(128) gdn_conv1d(qn_gdn_conv_args a)
 }
 
 extern "C" __global__ void gdn_gates(qn_gdn_gates_args a) {
+    QN_GRID_WAIT();
     QN_FOR_EACH_ROW(a.a) {
         for (long long h = threadIdx.x; h < a.a.ne[0]; h += blockDim.x) {
             const float x = qn_load_f32(qn_kt_at(&a.a, h, i1, i2, i3), a.a.dtype) +
@@ -740,6 +749,7 @@ extern "C" __global__ void gdn_gates(qn_gdn_gates_args a) {
 
 /* A warp per row, 4 rows per block. */
 extern "C" __global__ void __launch_bounds__(128) gdn_gated_norm(qn_gdn_norm_args a) {
+    QN_GRID_WAIT();
     const long long r = blockIdx.x * 4LL + (threadIdx.x >> 5), n = a.x.ne[0];
     const int lane = threadIdx.x & 31;
     if (r >= qn_kt_rows(&a.x)) return;
