@@ -83,11 +83,10 @@ __device__ __forceinline__ float qn_scale_f16(unsigned h) {
     return f;
 }
 
-/* 16 bytes from global src to shared dst, both 16-byte aligned, without
- * passing through registers. */
-__device__ __forceinline__ void qn_cp16(qn_u8 *dst, const qn_u8 *src) {
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+/* 16 bytes from global src to shared-window address dst, both 16-byte
+ * aligned, without passing through registers. */
+__device__ __forceinline__ void qn_cp16(unsigned dst, const qn_u8 *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
 }
 __device__ __forceinline__ void qn_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
@@ -664,6 +663,7 @@ __device__ void qn_matvec(const qn_mv_args &a) {
     const int slot_bytes = (int)qn_mv_seg_bytes(qn_mv_range(a.row_bytes, a.bpr, a.kc, a.rs, B::BYTES));
     const int buf_bytes = (int)qn_mv_buf_bytes(&a, B::BYTES);
     qn_u8 *xs = qn_mv_smem_, *bufs = xs + xq * nx + warp * QN_MV_BUFS * buf_bytes;
+    const unsigned bufs_at = (unsigned)__cvta_generic_to_shared(bufs); /* for cp.async */
     const long long groups = (a.N + a.rs - 1) / a.rs, nw = (long long)gridDim.x * QN_MV_WARPS;
     const long long gw = (long long)blockIdx.x * QN_MV_WARPS + warp;
     const long long g0 = groups * gw / nw, g1 = groups * (gw + 1) / nw;
@@ -672,8 +672,12 @@ __device__ void qn_matvec(const qn_mv_args &a) {
         long long row0, off; /* the first row; the chunk's first byte from a tensor's start */
         int rows, blocks, c, len;
     };
-    auto stage_at = [&](int s) -> stage {
-        const int gi = s / nch, c = s - gi * nch, kleft = a.bpr - c * a.kc;
+    /* Stage (group g0 + gi, chunk c). Both loops below go through the
+     * stages in order, so their cursors (gi, c) step by one (next) and the
+     * loops need no division: this bookkeeping, a copy's address and a
+     * stage's, is most of the instructions a small block type costs. */
+    auto stage_of = [&](int gi, int c) -> stage {
+        const int kleft = a.bpr - c * a.kc;
         stage st;
         st.row0 = (g0 + gi) * a.rs;
         st.rows = a.N - st.row0 < a.rs ? (int)(a.N - st.row0) : a.rs;
@@ -683,35 +687,45 @@ __device__ void qn_matvec(const qn_mv_args &a) {
         st.len = (packed ? (st.rows - 1) * (int)a.row_bytes : 0) + st.blocks * B::BYTES;
         return st;
     };
+    auto next = [&](int &gi, int &c) {
+        if (++c == nch) c = 0, gi++;
+    };
     /* range j: gate (j < per) or up, row j % per (per: 1 when packed) */
     auto range_src = [&](const stage &st, int j, int per) -> const qn_u8 * {
         return (j < per ? w : up) + st.off + (long long)(j < per ? j : j - per) * a.row_bytes;
     };
-    auto issue = [&](int s) {
-        if (s < nst) {
-            const stage st = stage_at(s);
+    int is = 0, igi = 0, ic = 0; /* the next stage to issue */
+    auto issue = [&]() {
+        if (is < nst) {
+            const stage st = stage_of(igi, ic);
             const int per = packed ? 1 : st.rows, ranges = (a.glu ? 2 : 1) * per;
-            qn_u8 *dst = bufs + (s % QN_MV_BUFS) * buf_bytes;
+            const int buf = (is % QN_MV_BUFS) * buf_bytes;
             for (int j = 0; j < ranges; j++) {
                 const qn_u8 *src = range_src(st, j, per), *end = (const qn_u8 *)(j < per ? a.w_end : a.up_end);
-                const qn_u8 *base = src - ((unsigned long long)src & 15);
-                const int pieces = (int)(((unsigned long long)src & 15) + st.len + 15) / 16;
-                for (int p = lane; p < pieces; p += 32) {
-                    const qn_u8 *from = base + 16 * p;
-                    qn_u8 *to = dst + j * slot_bytes + 16 * p;
-                    const long long n = end - from;
-                    if (n >= 16) qn_cp16(to, from);
-                    else /* the tensor's last bytes: no read past its end */
-                        for (int b = 0; b < n; b++) to[b] = from[b];
+                const unsigned mis = (unsigned)(unsigned long long)src & 15u;
+                const qn_u8 *base = src - mis;
+                const int pieces = (int)(mis + st.len + 15) / 16, to = buf + j * slot_bytes;
+                if (end - base >= 16LL * pieces) {
+                    for (int p = lane; p < pieces; p += 32) qn_cp16(bufs_at + to + 16 * p, base + 16 * p);
+                } else { /* the tensor's last bytes: no read past its end */
+                    for (int p = lane; p < pieces; p += 32) {
+                        const qn_u8 *from = base + 16 * p;
+                        const long long n = end - from;
+                        if (n >= 16) qn_cp16(bufs_at + to + 16 * p, from);
+                        else
+                            for (int b = 0; b < n; b++) bufs[to + 16 * p + b] = from[b];
+                    }
                 }
             }
+            next(igi, ic);
+            is++;
         }
         qn_cp_commit();
     };
 
     /* Before the wait on the kernel before, unless it may write them: the
      * first stages' weights. */
-    for (int s = 0; s < QN_MV_BUFS - 1; s++) issue(s);
+    for (int s = 0; s < QN_MV_BUFS - 1; s++) issue();
     QN_GRID_DEPS_WAIT(); /* x, and y's old readers */
     QN_GRID_DEPS_RELEASE();
     if (quant && a.norm) qn_x_normed(a, nx, K, xs);
@@ -725,24 +739,29 @@ __device__ void qn_matvec(const qn_mv_args &a) {
      * than a stage, when rs = 1 and the warp is one team). A row's team
      * adds its sums with shuffles in a fixed order: results do not depend on
      * timing. */
-    const int T = a.team, tm = lane / T, tl = lane % T;
+    const int T = a.team, tm = lane / T, tl = lane % T, rows_at_once = 32 / T;
     float sg[NX], su[NX];
 #pragma unroll
     for (int t = 0; t < NX; t++) sg[t] = su[t] = 0.0f;
+    auto mis = [](const qn_u8 *p) { return (unsigned)(unsigned long long)p & 15u; };
+    int cgi = 0, cc = 0; /* the stage in use */
     for (int s = 0; s < nst; s++) {
         qn_cp_wait<QN_MV_BUFS - 2>(); /* this lane's copies of stage s are done */
         __syncwarp();                 /* the warp's are; stage s - 1's buffer is free */
-        issue(s + QN_MV_BUFS - 1);
-        const stage st = stage_at(s);
+        issue();                      /* stage s + QN_MV_BUFS - 1 */
+        const stage st = stage_of(cgi, cc);
+        next(cgi, cc);
         const qn_u8 *buf = bufs + (s % QN_MV_BUFS) * buf_bytes;
         const int units = st.blocks * B::UPB, e0 = st.c * a.kc * B::QK, per = packed ? 1 : st.rows;
-        for (int i0 = 0; i0 < st.rows; i0 += 32 / T) {
+        /* packed: one range a tensor, row i at i row_bytes from its start */
+        const qn_u8 *pg = buf + mis(w + st.off), *pu = a.glu ? buf + slot_bytes + mis(up + st.off) : pg;
+        for (int i0 = 0; i0 < st.rows; i0 += rows_at_once) {
             const int i = i0 + tm;
             if (i < st.rows) {
-                const int jg = packed ? 0 : i, ju = jg + per; /* the row's gate and up ranges */
-                const unsigned rel = packed ? (unsigned)i * (unsigned)a.row_bytes : 0u;
-                const qn_u8 *rg = buf + jg * slot_bytes + ((unsigned)(unsigned long long)range_src(st, jg, per) & 15u) + rel;
-                const qn_u8 *ru = a.glu ? buf + ju * slot_bytes + ((unsigned)(unsigned long long)range_src(st, ju, per) & 15u) + rel : rg;
+                const int ju = i + per; /* unpacked: the row's up range */
+                const unsigned rel = (unsigned)i * (unsigned)a.row_bytes;
+                const qn_u8 *rg = packed ? pg + rel : buf + i * slot_bytes + mis(range_src(st, i, per));
+                const qn_u8 *ru = !a.glu ? rg : packed ? pu + rel : buf + ju * slot_bytes + mis(range_src(st, ju, per));
                 for (int k = tl; k < units; k += T) {
                     const int blk = k / B::UPB, u = k % B::UPB;
 #pragma unroll
