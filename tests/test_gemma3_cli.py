@@ -11,15 +11,23 @@
   near tie (margin under REF_TOL) must be the reference's.
 - Without a model, a clear message saying how to fetch it; a file that is
   not a model, a message naming it.
+- The loader stacks a layer's q, k and v into one matvec by widening q5_0
+  (or q4_0) to a q8_0 v's type in memory. A copy of the file whose q and
+  k are widened here, in numpy, gives the same logits, digit for digit:
+  the loader's widening loses nothing and is the only difference.
 The model comes from scripts/fetch-model.sh (QUANTA_MODEL_DIR, else the
 cache); without it the model checks are skipped, or fail under
 QUANTA_REQUIRE_MODEL=1 (CI). QUANTA_BACKEND chooses the backend.
 """
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader
 
 from quanta_test_util import check, quanta, summary
 
@@ -95,6 +103,69 @@ def test_run(model):
     check("chat run", chat.returncode == 0 and len(chat.stdout.strip()) > 0, chat.stderr)
 
 
+def widen_to_q8_0(raw, kind):
+    """q4_0 / q5_0 blocks (bytes) as q8_0 blocks of the same values: the f16
+    scale as stored, then each of the 32 levels less the type's offset."""
+    size = {GGMLQuantizationType.Q4_0: 18, GGMLQuantizationType.Q5_0: 22}[kind]
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, size)
+    qs = b[:, size - 16:]
+    levels = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int16)  # element j, j + 16
+    if kind == GGMLQuantizationType.Q5_0:
+        qh = b[:, 2:6].copy().view("<u4")[:, 0]
+        levels |= (((qh[:, None] >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.int16)
+        levels -= 16
+    else:
+        levels -= 8
+    return np.concatenate([b[:, :2], levels.astype(np.int8).view(np.uint8)], axis=1).tobytes()
+
+
+def write_widened(model, out):
+    """A copy of the model whose q and k are q8_0 in every layer whose v is
+    (the metadata bytes as they are, new tensor records and data)."""
+    r = GGUFReader(model)
+    types = {t.name: t.tensor_type for t in r.tensors}
+    q8 = GGMLQuantizationType.Q8_0
+    widen = set()
+    for t in r.tensors:
+        if t.name.endswith("attn_v.weight") and t.tensor_type == q8:
+            for part in ("attn_q", "attn_k"):
+                name = t.name.replace("attn_v", part)
+                if types[name] in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q5_0):
+                    widen.add(name)
+    align = 32
+    blobs, records, at = [], b"", 0
+    for t in r.tensors:
+        data = bytes(t.data.tobytes())
+        kind = t.tensor_type
+        if t.name in widen:
+            data, kind = widen_to_q8_0(data, kind), q8
+        name = t.name.encode()
+        records += struct.pack("<Q", len(name)) + name + struct.pack("<I", len(t.shape))
+        records += b"".join(struct.pack("<Q", int(d)) for d in t.shape) + struct.pack("<IQ", int(kind), at)
+        blobs.append(data)
+        at += (len(data) + align - 1) // align * align
+    with open(model, "rb") as f:
+        head = f.read(r.tensors[0].field.offset)  # header and metadata
+    with open(out, "wb") as f:
+        f.write(head + records)
+        f.write(b"\0" * (-f.tell() % align))
+        for d in blobs:
+            f.write(d + b"\0" * (-len(d) % align))
+    return len(widen)
+
+
+def test_widened_stack(model):
+    with tempfile.TemporaryDirectory() as d:
+        wide = os.path.join(d, "widened.gguf")
+        n = write_widened(model, wide)
+        check("the file has q/k/v stacks to widen", n > 0, "%d tensors widened" % n)
+        prompt = json.load(open(os.path.join(FIXTURES, "logits.json")))["prompts"][0]["text"]
+        a = quanta("logits", "-m", model, "-p", prompt, "--top", "10", "--json", *backend())
+        b = quanta("logits", "-m", wide, "-p", prompt, "--top", "10", "--json", *backend())
+        check("logits of both files", a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr)
+        check("widened in the loader = widened in the file", a.stdout == b.stdout, a.stdout[:300] + " vs " + b.stdout[:300])
+
+
 def main():
     test_missing_model()
     model = model_path()
@@ -106,6 +177,7 @@ def main():
         return summary()
     test_logits(model)
     test_run(model)
+    test_widened_stack(model)
     return summary()
 
 
