@@ -210,20 +210,25 @@ static int symmetric_bits(qn_dtype type) {
     return type == QN_Q4_0 ? 4 : type == QN_Q5_0 ? 5 : type == QN_Q8_0 ? 8 : 0;
 }
 
+/* Levels of the symmetric 4- and 5-bit types are stored with an offset of
+ * half their range (q8_0's are signed bytes); 0 for any other type. */
+static int symmetric_offset(qn_dtype type) {
+    return type == QN_Q4_0 ? 8 : type == QN_Q5_0 ? 16 : 0;
+}
+
 bool qn_legacy_widens(qn_dtype from, qn_dtype to) {
     return symmetric_bits(from) && symmetric_bits(to) && symmetric_bits(from) <= symmetric_bits(to);
 }
 
 void qn_legacy_widen(qn_dtype from, qn_dtype to, const void *x, void *y, int64_t nb) {
     const int64_t in_bytes = qn_dtype_block_bytes(from), out_bytes = qn_dtype_block_bytes(to);
-    const int in_offset = symmetric_bits(from) == 8 ? 0 : 1 << (symmetric_bits(from) - 1);
-    const int out_offset = symmetric_bits(to) == 8 ? 0 : 1 << (symmetric_bits(to) - 1);
+    const int shift = symmetric_offset(to) - symmetric_offset(from);
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *src = (const uint8_t *)x + i * in_bytes;
         uint8_t *dst = (uint8_t *)y + i * out_bytes;
         legacy_block b = {0};
         load_block(from, src, &b);
-        for (int j = 0; j < QN_QK; j++) b.L[j] += out_offset - in_offset;
+        for (int j = 0; j < QN_QK; j++) b.L[j] += shift;
         store_block(to, &b, dst);
         memcpy(dst, src, 2); /* the f16 scale's own bits, NaN payloads and all */
     }
@@ -249,9 +254,7 @@ void qn_quantize_legacy(qn_dtype type, const float *x, void *y, int64_t nb) {
 
 void qn_dequantize_legacy(qn_dtype type, const void *x, float *y, int64_t nb) {
     const int64_t bytes = qn_dtype_block_bytes(type);
-    /* Levels of the symmetric types are stored with an offset of half the
-     * range; the affine ones add the minimum instead. */
-    const int offset = type == QN_Q4_0 ? 8 : type == QN_Q5_0 ? 16 : 0;
+    const int offset = symmetric_offset(type);
     const int affine = type == QN_Q4_1 || type == QN_Q5_1;
     for (int64_t i = 0; i < nb; i++) {
         legacy_block b = {0};
