@@ -5,6 +5,10 @@
  * token), prefill of 512 and 2048 tokens (pp512, pp2048). Run it on the
  * real file and on a same-shape file of random weights
  * (`quanta quantize REAL.gguf SAME.gguf keep --random 1`), as the anchor was.
+ * On a GPU also tg128 with its steps queued back to back (each step's
+ * sampled id stays on the device and feeds the next; the host waits once):
+ * the device's time a token, so the difference to tg128 is what the
+ * host's round trip a token costs (wait, read the id, launch).
  * With --profile: the per-op device times of one decode step, replayed as a
  * graph. */
 #include "bench.h"
@@ -49,6 +53,21 @@ static qn_status decode_rate(qn_context *c, int n, double *rate) {
     return QN_OK;
 }
 
+/* n decode steps queued without a host round trip between them (the
+ * context's step graph, captured by decode_rate's steps before); tokens/s. */
+static qn_status back_to_back_rate(qn_context *c, int n, double *rate) {
+    const int32_t p0 = c->pos;
+    double t0 = qn_cli_now_us();
+    for (int i = 0; i < n; i++) {
+        QN_TRY(qn_fill(c->enc, qn_tensor_make(c->positions, 0, QN_I32, 1, 1, 1, 1), (float)(p0 + i)));
+        QN_TRY(qn_graph_launch(c->step, c->enc));
+    }
+    QN_TRY(qn_encoder_commit_wait(c->enc));
+    *rate = n / ((qn_cli_now_us() - t0) * 1e-6);
+    c->pos = p0 + n;
+    return QN_OK;
+}
+
 int qn_bench_model_decode(qn_device *dev, const qn_bench_opts *opts) {
     qn_model *m = NULL;
     qn_context *c = NULL;
@@ -64,6 +83,14 @@ int qn_bench_model_decode(qn_device *dev, const qn_bench_opts *opts) {
         if (s == QN_OK)
             printf("tg%-4d %9.1f tokens/s  %8.1f us a token  %7.1f GB/s of weights a token\n", n, rate, 1e6 / rate,
                    (double)info.weight_bytes * rate / 1e9);
+    }
+    if (s == QN_OK && !cpu) {
+        double per_token = 0;
+        s = decode_rate(c, 128, &per_token);
+        if (s == QN_OK) s = back_to_back_rate(c, 128, &rate);
+        if (s == QN_OK)
+            printf("tg128 back to back %9.1f tokens/s  %8.1f us a token: the host's round trip costs %.1f us a token\n",
+                   rate, 1e6 / rate, 1e6 / per_token - 1e6 / rate);
     }
     if (s == QN_OK && opts->profile) {
         /* One decode step's forward pass, captured with its timing events and
