@@ -1,8 +1,8 @@
 /* CPU kernels of the quantized matrix product: each weight row is
  * dequantized (the formats module's reference dequantizer, block types or
- * MLX affine) and dotted with every token in double; rows are split across
- * the device's threads. The same code serves dense, GLU and expert-routed
- * requests. */
+ * MLX affine) and dotted with every token in double (eight partial sums);
+ * rows are split across the device's threads. The same code serves dense,
+ * GLU and expert-routed requests. */
 #include "cpu/cpu_ops.h"
 #include "cuda/kernels/ops_math.cuh"
 #include "formats/quants.h"
@@ -38,11 +38,27 @@ static void row_to_f32(const qn_qmatmul_args *a, bool up, int64_t n, int64_t e, 
     }
 }
 
+/* w . x in double, as DOT_SUMS partial sums (element i into sum i mod
+ * DOT_SUMS) added pairwise at the end: one running sum would be a chain of
+ * dependent adds, which bounded the CPU's decode; independent sums also
+ * let the compiler use vector registers. f32 x, the usual case, is read
+ * directly. */
+#define DOT_SUMS 8
 static float dot(const float *w, const char *x, int xt, int64_t K) {
-    double acc = 0;
-    int64_t es = xt == QN_KT_F32 ? 4 : 2;
-    for (int64_t i = 0; i < K; i++) acc += (double)w[i] * (double)qn_load_f32(x + i * es, xt);
-    return (float)acc;
+    double acc[DOT_SUMS] = {0};
+    int64_t i = 0;
+    if (xt == QN_KT_F32) {
+        for (; i + DOT_SUMS <= K; i += DOT_SUMS) {
+            float xv[DOT_SUMS];
+            memcpy(xv, x + i * 4, sizeof xv);
+            for (int k = 0; k < DOT_SUMS; k++) acc[k] += (double)w[i + k] * (double)xv[k];
+        }
+    }
+    const int64_t es = xt == QN_KT_F32 ? 4 : 2;
+    for (; i < K; i++) acc[i % DOT_SUMS] += (double)w[i] * (double)qn_load_f32(x + i * es, xt);
+    for (int span = DOT_SUMS / 2; span > 0; span /= 2)
+        for (int k = 0; k < span; k++) acc[k] += acc[k + span];
+    return (float)acc[0];
 }
 
 /* Output row n of expert e for one token: W row n (and up row n) against x

@@ -407,13 +407,15 @@ static int get_nibble_k(const uint8_t *qs, int i) {
 static void dequantize_k_affine(const uint8_t *qs, const uint8_t *qh, uint16_t d16, uint16_t dmin16,
                                 const uint8_t *scales_6bit, float *y) {
     const float d = qn_h2f(d16), min = qn_h2f(dmin16);
-    for (int i = 0; i < QN_QK_K; i++) {
+    for (int j = 0; j < QN_QK_K / 32; j++) { /* sub-block j: one scale and min */
         uint8_t sc, m;
-        get_scale_min_6bit(i / 32, scales_6bit, &sc, &m);
+        get_scale_min_6bit(j, scales_6bit, &sc, &m);
         const float dl = d * sc, ml = min * m;
-        int q = get_nibble_k(qs, i);
-        if (qh && ((qh[i % 32] >> (i / 32)) & 1)) q += 16;
-        y[i] = dl * q - ml;
+        for (int i = 32 * j; i < 32 * j + 32; i++) {
+            int q = get_nibble_k(qs, i);
+            if (qh && ((qh[i % 32] >> j) & 1)) q += 16;
+            y[i] = dl * q - ml;
+        }
     }
 }
 
@@ -460,11 +462,14 @@ static void quantize_q6_K(const float *x, qn_block_q6_K *y) {
 
 static void dequantize_q6_K(const qn_block_q6_K *b, float *y) {
     const float d = qn_h2f(b->d);
-    for (int i = 0; i < QN_QK_K; i++) {
-        int h = i / 128, r = i % 128, l = r % 32, quarter = r / 32;
-        uint8_t low = b->ql[64 * h + l + 32 * (quarter & 1)];
-        int q = (quarter < 2 ? low & 0xF : low >> 4) | (((b->qh[32 * h + l] >> (2 * quarter)) & 3) << 4);
-        y[i] = d * b->scales[i / 16] * (q - 32);
+    for (int g = 0; g < QN_QK_K / 16; g++) { /* group g: one scale */
+        const float dg = d * b->scales[g];
+        for (int i = 16 * g; i < 16 * g + 16; i++) {
+            int h = i / 128, r = i % 128, l = r % 32, quarter = r / 32;
+            uint8_t low = b->ql[64 * h + l + 32 * (quarter & 1)];
+            int q = (quarter < 2 ? low & 0xF : low >> 4) | (((b->qh[32 * h + l] >> (2 * quarter)) & 3) << 4);
+            y[i] = dg * (q - 32);
+        }
     }
 }
 

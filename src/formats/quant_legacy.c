@@ -187,16 +187,19 @@ static void store_block(qn_dtype type, const legacy_block *b, uint8_t *dst) {
     memcpy(dst, o, (size_t)qn_dtype_block_bytes(type));
 }
 
-/* Read a block of `type` at src into b (d and m decoded to float). */
-static void load_block(qn_dtype type, const uint8_t *src, legacy_block *b) {
+/* Read a block of `type` at src into b (d and m decoded to float), every
+ * field set (inlined into the loops over blocks: a call a block cost more
+ * than the block's arithmetic). */
+static inline void load_block(qn_dtype type, const uint8_t *src, legacy_block *b) {
     const legacy_layout f = layout_of(type);
+    b->e = 0;
     if (type == QN_MXFP4) {
         b->e = src[0];
         b->d = mxfp4_scale(b->e);
     } else {
         b->d = get_f16(src);
     }
-    if (f.m != NO_FIELD) b->m = get_f16(src + f.m);
+    b->m = f.m != NO_FIELD ? get_f16(src + f.m) : 0.0f;
     if (is_q8(type))
         for (int j = 0; j < QN_QK; j++) b->L[j] = (int8_t)src[f.qs + j];
     else
@@ -257,16 +260,15 @@ void qn_dequantize_legacy(qn_dtype type, const void *x, float *y, int64_t nb) {
     const int offset = symmetric_offset(type);
     const int affine = type == QN_Q4_1 || type == QN_Q5_1;
     for (int64_t i = 0; i < nb; i++) {
-        legacy_block b = {0};
+        legacy_block b;
         load_block(type, (const uint8_t *)x + i * bytes, &b);
         float *yb = y + i * QN_QK;
-        for (int j = 0; j < QN_QK; j++) {
-            if (type == QN_MXFP4)
-                yb[j] = qn_mxfp4_levels[b.L[j]] * b.d;
-            else if (affine)
-                yb[j] = (float)b.L[j] * b.d + b.m;
-            else
-                yb[j] = (float)(b.L[j] - offset) * b.d;
-        }
+        /* the type tested once a block, not once a value */
+        if (type == QN_MXFP4)
+            for (int j = 0; j < QN_QK; j++) yb[j] = qn_mxfp4_levels[b.L[j]] * b.d;
+        else if (affine)
+            for (int j = 0; j < QN_QK; j++) yb[j] = (float)b.L[j] * b.d + b.m;
+        else
+            for (int j = 0; j < QN_QK; j++) yb[j] = (float)(b.L[j] - offset) * b.d;
     }
 }
