@@ -39,8 +39,10 @@ static int open_model(qn_device *dev, const qn_bench_opts *opts, int32_t n_ctx, 
     return s != QN_OK ? fail("qn_context_create", s) : 0;
 }
 
-/* Decode n tokens after a one-token prompt; tokens/s. */
-static qn_status decode_rate(qn_context *c, int n, double *rate) {
+/* Decode n tokens after a one-token prompt; tokens/s. With queued, the
+ * steps go back to back (qn_context_queue_step, the step graph captured by
+ * an earlier call) and the host waits once, instead of reading each id. */
+static qn_status decode_rate(qn_context *c, int n, bool queued, double *rate) {
     const qn_sample_params greedy = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
                                      .repeat_penalty = 1.0f, .seed = 1};
     int32_t tok = 2;
@@ -48,23 +50,12 @@ static qn_status decode_rate(qn_context *c, int n, double *rate) {
     QN_TRY(qn_context_eval(c, &tok, 1));
     QN_TRY(qn_context_sample(c, &greedy, &tok));
     double t0 = qn_cli_now_us();
-    for (int i = 0; i < n; i++) QN_TRY(qn_context_decode(c, &greedy, &tok));
-    *rate = n / ((qn_cli_now_us() - t0) * 1e-6);
-    return QN_OK;
-}
-
-/* n decode steps queued without a host round trip between them (the
- * context's step graph, captured by decode_rate's steps before); tokens/s. */
-static qn_status back_to_back_rate(qn_context *c, int n, double *rate) {
-    const int32_t p0 = c->pos;
-    double t0 = qn_cli_now_us();
     for (int i = 0; i < n; i++) {
-        QN_TRY(qn_fill(c->enc, qn_tensor_make(c->positions, 0, QN_I32, 1, 1, 1, 1), (float)(p0 + i)));
-        QN_TRY(qn_graph_launch(c->step, c->enc));
+        if (queued) QN_TRY(qn_context_queue_step(c, c->pos + i));
+        else QN_TRY(qn_context_decode(c, &greedy, &tok));
     }
-    QN_TRY(qn_encoder_commit_wait(c->enc));
+    if (queued) QN_TRY(qn_encoder_commit_wait(c->enc));
     *rate = n / ((qn_cli_now_us() - t0) * 1e-6);
-    c->pos = p0 + n;
     return QN_OK;
 }
 
@@ -74,20 +65,20 @@ int qn_bench_model_decode(qn_device *dev, const qn_bench_opts *opts) {
     qn_model_info info;
     int rc = open_model(dev, opts, 4096, &m, &info, &c);
     double rate = 0;
-    qn_status s = rc ? QN_ERR_DEVICE : decode_rate(c, 4, &rate); /* warm-up: kernels compiled, graph captured */
+    qn_status s = rc ? QN_ERR_DEVICE : decode_rate(c, 4, false, &rate); /* warm-up: kernels compiled, graph captured */
     /* The CPU backend runs tg16 only: a 2-core machine decodes a few tokens a second. */
     const bool cpu = qn_device_backend(dev) == QN_BACKEND_CPU;
     for (int i = 0; i < (cpu ? 1 : 2) && s == QN_OK; i++) {
         const int n = cpu ? 16 : i ? 512 : 128;
-        s = decode_rate(c, n, &rate);
+        s = decode_rate(c, n, false, &rate);
         if (s == QN_OK)
             printf("tg%-4d %9.1f tokens/s  %8.1f us a token  %7.1f GB/s of weights a token\n", n, rate, 1e6 / rate,
                    (double)info.weight_bytes * rate / 1e9);
     }
     if (s == QN_OK && !cpu) {
         double per_token = 0;
-        s = decode_rate(c, 128, &per_token);
-        if (s == QN_OK) s = back_to_back_rate(c, 128, &rate);
+        s = decode_rate(c, 128, false, &per_token);
+        if (s == QN_OK) s = decode_rate(c, 128, true, &rate);
         if (s == QN_OK)
             printf("tg128 back to back %9.1f tokens/s  %8.1f us a token: the host's round trip costs %.1f us a token\n",
                    rate, 1e6 / rate, 1e6 / per_token - 1e6 / rate);

@@ -8,6 +8,7 @@
  * checked on the GPU, and the GPU's greedy tokens must equal the CPU's. */
 #include "util.h"
 #include "formats/json.h"
+#include "models/model.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -352,6 +353,27 @@ static void test_decode_graph_matches_eval(void **state) {
         QT_OK(qn_context_logits(b, lb, nv));
         assert_memory_equal(la, lb, nv * sizeof *la);
     }
+    /* Steps queued back to back (qn_context_queue_step, as model-decode's
+     * bench runs them) feed each other's ids on the device: three queued
+     * after a decode end where four decodes end, same id and logits. A
+     * context with no step captured yet refuses to queue one. */
+    qn_context *q;
+    QT_OK(qn_context_create(dev_model, 64, &q));
+    QT_OK(qn_context_eval(q, ids, n));
+    int32_t tq;
+    QT_OK(qn_context_sample(q, &sp, &tq));
+    QT_FAILS(qn_context_queue_step(q, q->pos), QN_ERR_INVALID_ARGUMENT, "no decode step captured yet");
+    QT_OK(qn_context_decode(a, &sp, &ta));
+    QT_OK(qn_context_decode(q, &sp, &tq));
+    for (int i = 0; i < 3; i++) QT_OK(qn_context_queue_step(q, q->pos + i));
+    QT_OK(qn_encoder_commit_wait(q->enc));
+    q->pos += 3;
+    QT_OK(qn_buffer_read(q->ids, 0, &tq, sizeof tq));
+    assert_int_equal(tq, ta);
+    QT_OK(qn_context_logits(a, la, nv));
+    QT_OK(qn_context_logits(q, lb, nv));
+    assert_memory_equal(la, lb, nv * sizeof *la);
+    qn_context_free(q);
     /* Errors: decode with nothing sampled, a full context, bad tokens. */
     QT_FAILS(qn_context_decode(b, &sp, &tb), QN_ERR_INVALID_ARGUMENT, "no sampled token");
     QT_FAILS(qn_context_eval(b, &(int32_t){-1}, 1), QN_ERR_INVALID_ARGUMENT, "token 0 is -1");

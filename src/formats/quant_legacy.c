@@ -229,7 +229,7 @@ void qn_legacy_widen(qn_dtype from, qn_dtype to, const void *x, void *y, int64_t
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *src = (const uint8_t *)x + i * in_bytes;
         uint8_t *dst = (uint8_t *)y + i * out_bytes;
-        legacy_block b = {0};
+        legacy_block b;
         load_block(from, src, &b);
         for (int j = 0; j < QN_QK; j++) b.L[j] += shift;
         store_block(to, &b, dst);

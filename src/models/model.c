@@ -378,6 +378,14 @@ static bool same_params(const qn_sample_params *a, const qn_sample_params *b) {
            a->repeat_penalty == b->repeat_penalty && a->seed == b->seed;
 }
 
+qn_status qn_context_queue_step(qn_context *c, int32_t pos) {
+    if (!c->step) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_context_queue_step: no decode step captured yet");
+    /* The position goes in on the stream, ahead of the replay: no host sync
+     * (exact as a float: positions stay below 2^24). */
+    QN_TRY(qn_fill(c->enc, qn_tensor_make(c->positions, 0, QN_I32, 1, 1, 1, 1), (float)pos));
+    return qn_graph_launch(c->step, c->enc);
+}
+
 qn_status qn_context_decode(qn_context *c, const qn_sample_params *p, int32_t *token) {
     if (!c || !token) return qn_error(QN_ERR_INVALID_ARGUMENT, "qn_context_decode: NULL argument");
     QN_TRY(check_params("qn_context_decode", p));
@@ -405,10 +413,7 @@ qn_status qn_context_decode(qn_context *c, const qn_sample_params *p, int32_t *t
         c->step = g;
         c->step_params = *p;
     }
-    /* The position goes in on the stream, ahead of the replay: no host sync
-     * (exact as a float: positions stay below 2^24). */
-    QN_TRY(qn_fill(c->enc, qn_tensor_make(c->positions, 0, QN_I32, 1, 1, 1, 1), (float)c->pos));
-    QN_TRY(qn_graph_launch(c->step, c->enc));
+    QN_TRY(qn_context_queue_step(c, c->pos));
     QN_TRY(qn_encoder_commit_wait(c->enc));
     QN_TRY(qn_buffer_read(c->ids, 0, token, sizeof *token));
     c->pos++;

@@ -59,6 +59,13 @@ struct qn_arch {
     qn_status (*forward)(qn_context *c, qn_encoder *enc, int32_t n);
 };
 
+/* Queue one decode step at position pos on c's encoder (pos into
+ * c->positions, then the captured step graph: the forward pass of ids[0]
+ * and the sampler writing the next id over it) without waiting: steps
+ * queued back to back feed each other's ids on the device. Needs c->step
+ * (qn_context_decode captures it). Leaves c->pos alone. */
+qn_status qn_context_queue_step(qn_context *c, int32_t pos);
+
 /* ---- checked metadata (keys named in every error) */
 
 /* An integer (or bool) key. Absent: `def` when not required, else
