@@ -26,6 +26,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
+QN_BACKEND_CUDA = 2  # qn_backend in quanta.h
+
+
 class SampleParams(ctypes.Structure):  # qn_sample_params
     _fields_ = [("temperature", ctypes.c_float), ("top_k", ctypes.c_int), ("top_p", ctypes.c_float),
                 ("min_p", ctypes.c_float), ("repeat_penalty", ctypes.c_float), ("seed", ctypes.c_uint64)]
@@ -48,7 +51,7 @@ def main():
     lib = ctypes.CDLL(os.path.abspath(args.lib))
     P = ctypes.c_void_p
     dev, model, ctx = P(), P(), P()
-    check(lib, lib.qn_device_open(2, 0, ctypes.byref(dev)), "qn_device_open(cuda)")
+    check(lib, lib.qn_device_open(QN_BACKEND_CUDA, 0, ctypes.byref(dev)), "qn_device_open(cuda)")
     check(lib, lib.qn_model_load(dev, args.model.encode(), None, None, ctypes.byref(model)), args.model)
     check(lib, lib.qn_context_create(model, 4096, ctypes.byref(ctx)), "qn_context_create")
     greedy = SampleParams(0.0, 0, 1.0, 0.0, 1.0, 1)
